@@ -1,0 +1,915 @@
+"""Offline synthetic English speech corpus for HuBERT-EE.
+
+Everything here runs without network access, from Debian packages only:
+
+===============  ==========================  ==================================
+what             Debian package (apt name)   used for
+===============  ==========================  ==================================
+``espeak-ng``    ``espeak-ng``               formant TTS, 8 English accents
+``flite``        ``flite``                   CMU Flite TTS, voices kal16, awb,
+                                             rms, slt
+fortunes         ``fortunes``                sentences from
+                                             ``/usr/share/games/fortunes``
+WordNet          ``wordnet-base``            quoted example sentences in the
+                                             glosses of ``/usr/share/wordnet``
+===============  ==========================  ==================================
+
+plus the PyPI packages ``soxr`` (resampling), ``soundfile``, ``numpy``,
+``datasets``, ``tqdm`` and ``num2words`` (via :func:`normalize_text`).
+
+Texts
+    Fortunes are split into sentences (attribution lines ``-- Author`` are
+    dropped), WordNet examples are the double-quoted parts of the glosses.
+    Each sentence is normalised with :func:`hubert_ee.text.normalize_text`;
+    sentences with code-like characters, very long tokens, or fewer than 3 /
+    more than 30 words are dropped, and duplicates (after normalisation) are
+    removed.  The TTS engines are fed the *normalised* text (lower-cased, so
+    that all-caps words are not spelled out as acronyms), so the label is
+    exactly what is spoken.
+
+Voices
+    espeak-ng: every English voice that ``espeak-ng --voices=en`` lists except
+    the MBROLA ones (``mb/...``, they need the separate ``mbrola`` voices),
+    i.e. en-gb, en-us, en-gb-scotland, en-gb-x-gbclan, en-gb-x-rp,
+    en-gb-x-gbcwmd, en-029, en-us-nyc on Debian 12; each utterance gets a
+    random variant (none, m1-m8, f1-f5, klatt-klatt4, those that
+    ``espeak-ng --voices=variant`` lists), rate ``-s`` 130-200 wpm and pitch
+    ``-p`` 30-70.  flite: kal16, awb, rms, slt (the voices built into Debian's
+    flite 2.2; ``kal`` is the 8 kHz twin of kal16 and ``awb_time`` only says
+    the time, both unused), with ``duration_stretch`` 0.85-1.2 and the mean F0
+    scaled by 0.85-1.2 around each voice's own mean.  The ``voice`` column holds
+    the base voice (``en-gb-x-rp``, ``slt``); the per-utterance settings are in
+    ``voice_settings``.
+
+Audio
+    The engine's WAV (22.05 kHz for espeak-ng, 16 kHz for flite) is read with
+    ``soundfile``, resampled to 16 kHz mono float32 with **soxr** (HQ), leading
+    and trailing silence is trimmed (frames 40 dB under the loudest frame, with
+    0.1 s kept on each side) and the peak is kept below 1.
+
+Augmentation (training split only; ``augment=False`` turns it off)
+    speed perturbation 0.9 / 1.0 / 1.1 (uniform; done by resampling, so pitch
+    moves too, as in Kaldi's speed perturbation) and, with probability 0.5,
+    additive white or pink noise at an SNR drawn uniformly from 10-30 dB.  The
+    ``augmentation`` column describes what was done, e.g.
+    ``"speed=1.1,noise=pink,snr=18.3"`` or ``"none"``.
+
+Splits
+    The normalised sentences are shuffled with the seed and *split by text
+    before synthesis*: dev and test get their own disjoint sentences (enough
+    for the requested hours, at most 15 % of the pool each), train the rest.
+    ``test_voices`` (default ``espeak-ng:en-gb-scotland`` and ``flite:rms``)
+    are never used for train or dev; in test, half the utterances (see
+    ``test_heldout_fraction``) use a held-out voice and the rest use training
+    voices, so the ``voice`` column lets one score seen and unseen voices
+    apart.  Dev uses the training voices only and, like test, is never
+    augmented.  Texts are reused (with new voices) within a split when it needs
+    more audio than it has sentences.
+
+Storage (no torchcodec / FFmpeg needed)
+    ``audio`` is a plain struct ``{"array": list<float32>, "sampling_rate":
+    int32}`` -- not a ``datasets.Audio`` feature -- so reading it back needs no
+    audio decoder at all: ``ds[i]["audio"]["array"]`` is the waveform (a list,
+    or a numpy array under ``ds.with_format("numpy")``).  Use
+    :func:`decode_audio` to get ``(np.float32 array, sampling_rate)``; it also
+    accepts ``datasets.Audio`` rows (decoded dicts, or ``{"bytes", "path"}``
+    with ``decode=False``, decoded with soundfile).  Float32 costs 64 kB per
+    second (about 230 MB per hour); the splits are written shard by shard with
+    ``Dataset.from_generator`` so memory use does not grow with the corpus.
+
+Determinism
+    Every utterance's text, voice, settings, augmentation and noise come from
+    ``numpy.random.default_rng([seed, split, index])`` drawn in the main
+    process, workers are pure functions of their job, results are consumed in
+    order and a split stops at the first utterance that reaches its hour
+    budget -- so the same seed gives the same bytes whatever ``num_proc`` is.
+
+Command line: ``hubert-ee synth --out data/synth --hours-train 1 ...`` (see
+:func:`add_synth_arguments`), or ``python -m hubert_ee.synth ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .text import SAMPLING_RATE, normalize_text
+
+__all__ = [
+    "MissingSourceError", "APT_PACKAGES", "ENGINES", "TEXT_SOURCES",
+    "DEFAULT_TEST_VOICES", "Voice", "missing_packages", "check_sources",
+    "fortune_sentences", "wordnet_sentences", "load_sentences", "split_texts",
+    "list_voices", "espeak_variants", "synthesize", "to_16k", "trim_silence",
+    "add_noise", "synth_job", "build_corpus", "decode_audio", "load_corpus",
+    "summarize", "format_summary", "corpus_features", "add_synth_arguments",
+    "run_synth", "main",
+]
+
+FORTUNE_DIR = Path("/usr/share/games/fortunes")
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+ENGINES = ("espeak-ng", "flite")
+TEXT_SOURCES = ("fortunes", "wordnet")
+SPLITS = ("train", "dev", "test")
+
+#: Debian package that provides each engine / text source.
+APT_PACKAGES = {
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+    "fortunes": "fortunes",
+    "wordnet": "wordnet-base",
+}
+
+DEFAULT_TEST_VOICES = ("espeak-ng:en-gb-scotland", "flite:rms")
+
+# espeak-ng variants used (intersected with what `espeak-ng --voices=variant`
+# lists); "" means the voice's own default.  Whisper, robot, "demonic" etc.
+# variants are left out on purpose.
+ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8",
+                   "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3", "klatt4")
+ESPEAK_RATE = (130, 200)   # words per minute (-s)
+ESPEAK_PITCH = (30, 70)    # 0-99 (-p)
+
+# Flite voices built into Debian's flite 2.2 and their approximate mean F0 (Hz),
+# measured on their default output; the F0 target is scaled around it.
+FLITE_VOICES = {"kal16": 95.0, "awb": 125.0, "rms": 100.0, "slt": 170.0}
+FLITE_STRETCH = (0.85, 1.2)
+FLITE_F0_FACTOR = (0.85, 1.2)
+
+SPEEDS = (0.9, 1.0, 1.1)
+NOISE_PROB = 0.5
+SNR_DB = (10.0, 30.0)
+
+MIN_WORDS, MAX_WORDS = 3, 30
+MAX_DURATION = 20.0   # seconds; longer utterances are dropped
+SECONDS_PER_WORD = 0.4  # rough TTS speaking rate, only used to size dev/test texts
+MAX_HELDOUT_TEXT_FRACTION = 0.15  # of the sentence pool, for dev and for test each
+
+
+class MissingSourceError(RuntimeError):
+    """A TTS engine or text source is not installed; the message names the
+    Debian package(s) to ``apt-get install``."""
+
+
+# --------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------
+
+def _source_present(name: str) -> bool:
+    if name in ("espeak-ng", "flite"):
+        return shutil.which(name) is not None
+    if name == "fortunes":
+        return FORTUNE_DIR.is_dir() and any(_fortune_files(FORTUNE_DIR))
+    if name == "wordnet":
+        return any((WORDNET_DIR / f"data.{p}").is_file() for p in ("noun", "verb", "adj", "adv"))
+    raise ValueError(f"unknown engine / text source {name!r}; "
+                     f"known: {', '.join(APT_PACKAGES)}")
+
+
+def missing_packages(engines: Iterable[str] = ENGINES,
+                     text_sources: Iterable[str] = TEXT_SOURCES) -> list[str]:
+    """Debian packages (apt names) that are needed by ``engines`` and
+    ``text_sources`` but not installed."""
+    return [APT_PACKAGES[n] for n in (*engines, *text_sources) if not _source_present(n)]
+
+
+def check_sources(engines: Iterable[str] = ENGINES,
+                  text_sources: Iterable[str] = TEXT_SOURCES) -> None:
+    """Raise :class:`MissingSourceError` naming the missing Debian packages."""
+    missing = missing_packages(engines, text_sources)
+    if missing:
+        raise MissingSourceError(
+            "synthetic corpus sources missing: Debian package(s) "
+            + ", ".join(missing)
+            + " not installed; run: apt-get update && apt-get install -y "
+            + " ".join(missing))
+
+
+def _fortune_files(fortune_dir: Path) -> list[Path]:
+    """Fortune databases (the plain files; their ``.u8`` UTF-8 twin is preferred)."""
+    out = []
+    for p in sorted(fortune_dir.iterdir()):
+        if p.is_file() and "." not in p.name and p.name not in ("ascii-art", "translate-me"):
+            out.append(p)
+    return out
+
+
+_RE_OVERSTRIKE = re.compile(r".\x08")
+_RE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_RE_ATTRIBUTION = re.compile(r"^\s*(--|\u2014|~~)")
+_RE_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+_RE_CODE_LIKE = re.compile(r"[{}<>|\\=_#@*^~\[\]]|://|\.\w+\(")
+_RE_WS = re.compile(r"\s+")
+
+
+def _keep_sentence(raw: str, min_words: int, max_words: int) -> str:
+    """Normalised sentence if it is usable, else ``""``."""
+    if _RE_CODE_LIKE.search(raw):
+        return ""
+    letters = sum(c.isalpha() for c in raw)
+    if letters < 0.6 * len(raw.replace(" ", "")):
+        return ""
+    norm = normalize_text(raw)
+    words = norm.split()
+    if not (min_words <= len(words) <= max_words):
+        return ""
+    if max(len(w) for w in words) > 18:
+        return ""
+    return norm
+
+
+def fortune_sentences(fortune_dir: str | os.PathLike = FORTUNE_DIR,
+                      min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
+    """Normalised sentences from the ``fortunes`` package, in file order."""
+    fortune_dir = Path(fortune_dir)
+    if not fortune_dir.is_dir():
+        raise MissingSourceError(f"{fortune_dir} not found: apt-get install -y {APT_PACKAGES['fortunes']}")
+    out = []
+    for path in _fortune_files(fortune_dir):
+        u8 = path.with_name(path.name + ".u8")
+        if u8.is_file():
+            raw = u8.read_text(encoding="utf-8", errors="replace")
+        else:
+            raw = path.read_bytes().decode("latin-1")
+        for fortune in re.split(r"^%\s*$", raw, flags=re.M):
+            fortune = _RE_CONTROL.sub(" ", _RE_OVERSTRIKE.sub("", fortune))
+            lines = []
+            for line in fortune.splitlines():
+                if _RE_ATTRIBUTION.match(line):
+                    break  # "-- Author" and whatever follows it
+                lines.append(line.strip())
+            text = _RE_WS.sub(" ", " ".join(lines)).strip()
+            for sent in _RE_SENTENCE_END.split(text):
+                norm = _keep_sentence(sent, min_words, max_words)
+                if norm:
+                    out.append(norm)
+    return out
+
+
+def wordnet_sentences(wordnet_dir: str | os.PathLike = WORDNET_DIR,
+                      min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
+    """Normalised example sentences (the ``"..."`` parts of WordNet glosses)."""
+    wordnet_dir = Path(wordnet_dir)
+    files = [wordnet_dir / f"data.{p}" for p in ("noun", "verb", "adj", "adv")]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise MissingSourceError(f"WordNet data files not found in {wordnet_dir}: "
+                                 f"apt-get install -y {APT_PACKAGES['wordnet']}")
+    out = []
+    quoted = re.compile(r'"([^"]+)"')
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(" "):
+                    continue  # licence header
+                _, sep, gloss = line.partition(" | ")
+                if not sep:
+                    continue
+                for example in quoted.findall(gloss):
+                    norm = _keep_sentence(example, min_words, max_words)
+                    if norm:
+                        out.append(norm)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _load_sentences_cached(text_sources: tuple[str, ...], min_words: int,
+                           max_words: int) -> tuple[str, ...]:
+    check_sources((), text_sources)
+    seen: dict[str, None] = {}
+    for source in text_sources:
+        fn = {"fortunes": fortune_sentences, "wordnet": wordnet_sentences}[source]
+        for s in fn(min_words=min_words, max_words=max_words):
+            seen.setdefault(s, None)
+    return tuple(seen)
+
+
+def load_sentences(text_sources: Sequence[str] = TEXT_SOURCES,
+                   min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
+    """All usable normalised sentences, de-duplicated, in a deterministic order.
+
+    Raises :class:`MissingSourceError` (naming the Debian package) when a
+    source is not installed.
+    """
+    for s in text_sources:
+        if s not in TEXT_SOURCES:
+            raise ValueError(f"unknown text source {s!r}; known: {', '.join(TEXT_SOURCES)}")
+    return list(_load_sentences_cached(tuple(text_sources), int(min_words), int(max_words)))
+
+
+def _estimated_seconds(text: str) -> float:
+    return 0.3 + SECONDS_PER_WORD * (text.count(" ") + 1)
+
+
+def split_texts(texts: Sequence[str], seed: int, hours: dict[str, float]) -> dict[str, list[str]]:
+    """Shuffle ``texts`` with ``seed`` and split them into disjoint per-split lists.
+
+    dev and test each get sentences until their estimated duration is 1.25x
+    the requested hours (at most ``MAX_HELDOUT_TEXT_FRACTION`` of the pool,
+    at least one sentence when their hours are > 0); train gets the rest.
+    """
+    order = np.random.default_rng([int(seed), 7919]).permutation(len(texts))
+    pool = [texts[i] for i in order]
+    out: dict[str, list[str]] = {}
+    pos = 0
+    cap = max(1, int(MAX_HELDOUT_TEXT_FRACTION * len(pool)))
+    for split in ("test", "dev"):
+        want = 1.25 * 3600.0 * float(hours.get(split, 0.0))
+        chosen: list[str] = []
+        total = 0.0
+        while want > 0 and pos < len(pool) and total < want and len(chosen) < cap:
+            chosen.append(pool[pos])
+            total += _estimated_seconds(pool[pos])
+            pos += 1
+        out[split] = chosen
+    out["train"] = pool[pos:]
+    for split in SPLITS:
+        if hours.get(split, 0.0) > 0 and not out[split]:
+            raise ValueError(f"not enough sentences ({len(texts)}) to give {split} its own texts")
+    return {s: out[s] for s in SPLITS}
+
+
+# --------------------------------------------------------------------------
+# voices and engines
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, order=True)
+class Voice:
+    engine: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+@lru_cache(maxsize=1)
+def _espeak_voices() -> tuple[str, ...]:
+    out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True,
+                         check=True).stdout
+    names, files = [], set()
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 5:
+            continue
+        lang, file = cols[1], cols[4]
+        if lang == "variant" or file.startswith("mb/") or file in files:
+            continue  # MBROLA voices need the mbrola package + voice data
+        files.add(file)
+        names.append(lang)
+    return tuple(dict.fromkeys(names))
+
+
+@lru_cache(maxsize=1)
+def espeak_variants() -> tuple[str, ...]:
+    """The :data:`ESPEAK_VARIANTS` that this espeak-ng has ("" = no variant)."""
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
+                         check=True).stdout
+    have = {line.split()[4].split("/", 1)[-1] for line in out.splitlines()[1:]
+            if len(line.split()) >= 5}
+    return tuple(v for v in ESPEAK_VARIANTS if v == "" or v in have)
+
+
+@lru_cache(maxsize=1)
+def _flite_voices() -> tuple[str, ...]:
+    res = subprocess.run(["flite", "-lv"], capture_output=True, text=True)
+    have = set(res.stdout.replace("Voices available:", " ").split())
+    return tuple(v for v in FLITE_VOICES if v in have)
+
+
+def list_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
+    """Base voices of the installed ``engines`` (raises if one is missing)."""
+    engines = tuple(engines)
+    for e in engines:
+        if e not in ENGINES:
+            raise ValueError(f"unknown engine {e!r}; known: {', '.join(ENGINES)}")
+    check_sources(engines, ())
+    voices = []
+    if "espeak-ng" in engines:
+        voices += [Voice("espeak-ng", v) for v in _espeak_voices()]
+    if "flite" in engines:
+        voices += [Voice("flite", v) for v in _flite_voices()]
+    return voices
+
+
+def _parse_voice(spec: str, voices: Sequence[Voice]) -> Voice:
+    spec = spec.strip()
+    if ":" in spec:
+        engine, name = spec.split(":", 1)
+        cand = [v for v in voices if v.engine == engine and v.name == name]
+    else:
+        cand = [v for v in voices if v.name == spec]
+    if len(cand) != 1:
+        raise ValueError(f"test voice {spec!r} is not {'unique among' if cand else 'one of'} "
+                         f"the available voices: {', '.join(v.key for v in voices)}")
+    return cand[0]
+
+
+def _read_wav(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    return x.mean(axis=1), int(sr)
+
+
+def synthesize(text: str, engine: str, voice: str, variant: str = "",
+               rate: int | None = None, pitch: int | None = None,
+               stretch: float | None = None, f0_mean: float | None = None,
+               timeout: float = 60.0) -> tuple[np.ndarray, int]:
+    """Speak ``text`` with one engine; returns (mono float32 waveform, its rate).
+
+    espeak-ng uses ``voice``, ``variant`` (``"m3"``), ``rate`` (``-s``, wpm) and
+    ``pitch`` (``-p``); flite uses ``voice``, ``stretch`` (``duration_stretch``)
+    and ``f0_mean`` (``int_f0_target_mean``, Hz).  The text is passed as is
+    (use normalised, lower-cased text).
+    """
+    fd, wav = tempfile.mkstemp(suffix=".wav", prefix="hubert_ee_tts_")
+    os.close(fd)
+    try:
+        if engine == "espeak-ng":
+            cmd = ["espeak-ng", "-v", voice + (f"+{variant}" if variant else "")]
+            if rate is not None:
+                cmd += ["-s", str(int(rate))]
+            if pitch is not None:
+                cmd += ["-p", str(int(pitch))]
+            cmd += ["-w", wav, text]
+        elif engine == "flite":
+            cmd = ["flite", "-voice", voice]
+            if stretch is not None:
+                cmd += ["--setf", f"duration_stretch={stretch:.4f}"]
+            if f0_mean is not None:
+                cmd += ["--setf", f"int_f0_target_mean={f0_mean:.2f}"]
+            cmd += ["-t", text, "-o", wav]
+        else:
+            raise ValueError(f"unknown engine {engine!r}")
+        res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             timeout=timeout)
+        if res.returncode != 0 or os.path.getsize(wav) <= 44:
+            raise RuntimeError(f"{' '.join(cmd[:-1])} ... failed (rc={res.returncode}): "
+                               f"{res.stderr.decode(errors='replace')[-300:]}")
+        return _read_wav(wav)
+    finally:
+        try:
+            os.unlink(wav)
+        except OSError:
+            pass
+
+
+def to_16k(x: np.ndarray, sr: int, speed: float = 1.0) -> np.ndarray:
+    """Resample to 16 kHz with soxr (HQ); ``speed`` != 1 speeds the audio up
+    (1.1 -> 10 % shorter, pitch up) in the same step."""
+    import soxr
+
+    x = np.asarray(x, dtype=np.float32)
+    in_rate = float(sr) * float(speed)
+    if in_rate == SAMPLING_RATE:
+        return x.copy()
+    return soxr.resample(x, in_rate, SAMPLING_RATE, quality="HQ").astype(np.float32, copy=False)
+
+
+def trim_silence(x: np.ndarray, sr: int = SAMPLING_RATE, top_db: float = 40.0,
+                 pad: float = 0.1) -> np.ndarray:
+    """Cut leading/trailing frames (20 ms, hop 10 ms) quieter than ``top_db``
+    under the loudest frame, keeping ``pad`` seconds on each side."""
+    frame, hop = int(0.02 * sr), int(0.01 * sr)
+    if len(x) <= frame:
+        return x
+    n = 1 + (len(x) - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    rms = np.sqrt(np.mean(np.square(x[idx], dtype=np.float64), axis=1))
+    peak = rms.max()
+    if peak <= 0:
+        return x[:0]
+    loud = np.flatnonzero(rms > max(peak * 10 ** (-top_db / 20), 1e-5))
+    start = max(0, loud[0] * hop - int(pad * sr))
+    end = min(len(x), loud[-1] * hop + frame + int(pad * sr))
+    return x[start:end]
+
+
+def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=np.float64)
+    f[0] = 1.0
+    pink = np.fft.irfft(spec / np.sqrt(f), n)
+    return pink / (pink.std() + 1e-12)
+
+
+def add_noise(x: np.ndarray, rng: np.random.Generator, snr_db: float,
+              kind: str = "white") -> np.ndarray:
+    """Add white or pink Gaussian noise at ``snr_db`` (relative to the mean
+    power of ``x``)."""
+    if kind == "white":
+        noise = rng.standard_normal(len(x))
+    elif kind == "pink":
+        noise = _pink(len(x), rng)
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}")
+    power = float(np.mean(np.square(x, dtype=np.float64)))
+    scale = math.sqrt(power / (10 ** (snr_db / 10)) / (float(np.mean(noise ** 2)) + 1e-12))
+    return (x + scale * noise).astype(np.float32)
+
+
+def synth_job(job: dict) -> dict | None:
+    """Synthesise one utterance described by ``job`` (see ``_make_job``).
+
+    Pure function of ``job`` (safe in a worker process).  Returns the row
+    (audio as a float32 numpy array) or ``None`` if the engine failed or the
+    result is empty / longer than ``job["max_duration"]``.
+    """
+    try:
+        x, sr = synthesize(job["text"].lower(), job["engine"], job["voice"],
+                           variant=job.get("variant", ""), rate=job.get("rate"),
+                           pitch=job.get("pitch"), stretch=job.get("stretch"),
+                           f0_mean=job.get("f0_mean"))
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        print(f"[synth] skipped {job['id']}: {e}", file=sys.stderr)
+        return None
+    y = trim_silence(to_16k(x, sr, job.get("speed", 1.0)))
+    if len(y) < int(0.2 * SAMPLING_RATE):
+        return None
+    if job.get("noise"):
+        rng = np.random.default_rng(job["noise_seed"])
+        y = add_noise(y, rng, job["snr"], job["noise"])
+    peak = float(np.max(np.abs(y)))
+    if peak > 0.99:
+        y = y * np.float32(0.99 / peak)
+    y = y.astype(np.float32, copy=False)
+    duration = len(y) / SAMPLING_RATE
+    if duration > job.get("max_duration", MAX_DURATION):
+        return None
+    return {
+        "id": job["id"],
+        "audio": {"array": y, "sampling_rate": SAMPLING_RATE},
+        "text": job["text"],
+        "engine": job["engine"],
+        "voice": job["voice"],
+        "voice_settings": job["voice_settings"],
+        "augmentation": job["augmentation"],
+        "duration": float(duration),
+    }
+
+
+# --------------------------------------------------------------------------
+# corpus
+# --------------------------------------------------------------------------
+
+def corpus_features():
+    """``datasets.Features`` of the corpus (audio as a plain float32 struct)."""
+    from datasets import Features, List, Value
+
+    return Features({
+        "id": Value("string"),
+        "audio": {"array": List(Value("float32")), "sampling_rate": Value("int32")},
+        "text": Value("string"),
+        "engine": Value("string"),
+        "voice": Value("string"),
+        "voice_settings": Value("string"),
+        "augmentation": Value("string"),
+        "duration": Value("float32"),
+    })
+
+
+def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, list[Voice]],
+              heldout: dict[str, list[Voice]], seed: int, augment: bool,
+              heldout_fraction: float, max_duration: float) -> dict:
+    split_id = SPLITS.index(split)
+    n = len(texts)
+    epoch, pos = divmod(index, n)
+    perm = np.random.default_rng([seed, split_id, 1_000_003, epoch]).permutation(n)
+    text = texts[int(perm[pos])]
+    rng = np.random.default_rng([seed, split_id, index])
+    engines = sorted(e for e in set(voices) | set(heldout) if voices.get(e) or heldout.get(e))
+    engine = engines[int(rng.integers(len(engines)))]
+    use_heldout = split == "test" and heldout.get(engine) and (
+        not voices.get(engine) or rng.random() < heldout_fraction)
+    pool = heldout[engine] if use_heldout else voices[engine]
+    voice = pool[int(rng.integers(len(pool)))]
+    job = {"id": f"{split}-{index:07d}", "text": text, "engine": engine,
+           "voice": voice.name, "max_duration": max_duration}
+    if engine == "espeak-ng":
+        variants = espeak_variants()
+        job["variant"] = variants[int(rng.integers(len(variants)))]
+        job["rate"] = int(rng.integers(ESPEAK_RATE[0], ESPEAK_RATE[1] + 1))
+        job["pitch"] = int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1))
+        job["voice_settings"] = (f"variant={job['variant'] or 'default'},"
+                                 f"rate={job['rate']},pitch={job['pitch']}")
+    else:
+        job["stretch"] = round(float(rng.uniform(*FLITE_STRETCH)), 3)
+        job["f0_mean"] = round(FLITE_VOICES.get(voice.name, 110.0)
+                               * float(rng.uniform(*FLITE_F0_FACTOR)), 1)
+        job["voice_settings"] = f"stretch={job['stretch']},f0={job['f0_mean']}"
+    # augmentation draws happen for every split so that turning it on/off
+    # does not change the other draws
+    speed = SPEEDS[int(rng.integers(len(SPEEDS)))]
+    noisy = rng.random() < NOISE_PROB
+    kind = ("white", "pink")[int(rng.integers(2))]
+    snr = round(float(rng.uniform(*SNR_DB)), 1)
+    noise_seed = int(rng.integers(2**63 - 1))
+    parts = []
+    if augment and split == "train":
+        job["speed"] = speed
+        if speed != 1.0:
+            parts.append(f"speed={speed}")
+        if noisy:
+            job.update(noise=kind, snr=snr, noise_seed=noise_seed)
+            parts.append(f"noise={kind},snr={snr}")
+    job["augmentation"] = ",".join(parts) or "none"
+    return job
+
+
+def _mp_context():
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else methods[0])
+
+
+def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed: int,
+                augment: bool, heldout_fraction: float, max_duration: float,
+                seconds: float, num_proc: int, progress: bool) -> Iterator[dict]:
+    """Generator for ``Dataset.from_generator``: synthesise ``split`` until
+    ``seconds`` of audio, in order, with a pool of ``num_proc`` processes."""
+    from tqdm.auto import tqdm
+
+    batch = max(16, 8 * num_proc)
+    total, index, failures = 0.0, 0, 0
+    bar = tqdm(total=round(seconds, 1), unit="s", desc=f"synth {split}", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
+    pool = _mp_context().Pool(num_proc) if num_proc > 1 else None
+    try:
+        while total < seconds:
+            jobs = [_make_job(split, i, texts, voices, heldout, seed, augment,
+                              heldout_fraction, max_duration)
+                    for i in range(index, index + batch)]
+            index += batch
+            results = pool.imap(synth_job, jobs) if pool else map(synth_job, jobs)
+            got = 0
+            for row in results:
+                if row is None:
+                    continue
+                got += 1
+                total += row["duration"]
+                bar.update(row["duration"])
+                yield row
+                if total >= seconds:
+                    break
+            if got == 0:
+                failures += 1
+                if failures >= 3:
+                    raise RuntimeError(f"synthesis of split {split} keeps failing; "
+                                       "see the messages above")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def summarize(dsd) -> dict:
+    """Hours and utterances per split, and per split and engine / voice."""
+    out: dict = {"splits": {}, "total_hours": 0.0, "total_utterances": 0}
+    for split, ds in dsd.items():
+        cols = ds.select_columns(["duration", "engine", "voice"]).to_dict()
+        dur = np.asarray(cols["duration"], dtype=np.float64)
+        per_engine: dict = {}
+        per_voice: dict = {}
+        for d, e, v in zip(dur, cols["engine"], cols["voice"]):
+            pe = per_engine.setdefault(e, {"hours": 0.0, "utterances": 0})
+            pe["hours"] += d / 3600
+            pe["utterances"] += 1
+            pv = per_voice.setdefault(f"{e}:{v}", {"hours": 0.0, "utterances": 0})
+            pv["hours"] += d / 3600
+            pv["utterances"] += 1
+        out["splits"][split] = {
+            "hours": float(dur.sum() / 3600), "utterances": int(len(dur)),
+            "engines": {k: per_engine[k] for k in sorted(per_engine)},
+            "voices": {k: per_voice[k] for k in sorted(per_voice)},
+        }
+        out["total_hours"] += float(dur.sum() / 3600)
+        out["total_utterances"] += int(len(dur))
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'split':<6} {'engine':<10} {'hours':>8} {'utts':>7}"]
+    for split, s in summary["splits"].items():
+        lines.append(f"{split:<6} {'(all)':<10} {s['hours']:8.3f} {s['utterances']:7d}")
+        for e, es in s["engines"].items():
+            lines.append(f"{'':<6} {e:<10} {es['hours']:8.3f} {es['utterances']:7d}")
+    lines.append(f"{'total':<6} {'':<10} {summary['total_hours']:8.3f} "
+                 f"{summary['total_utterances']:7d}")
+    return "\n".join(lines)
+
+
+def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev: float = 0.1,
+                 hours_test: float = 0.1, seed: int = 0, num_proc: int | None = None,
+                 augment: bool = True, engines: Sequence[str] = ENGINES,
+                 test_voices: Sequence[str] | None = DEFAULT_TEST_VOICES,
+                 text_sources: Sequence[str] = TEXT_SOURCES,
+                 test_heldout_fraction: float = 0.5, max_duration: float = MAX_DURATION,
+                 progress: bool = True, verbose: bool = True):
+    """Synthesise the corpus and ``save_to_disk`` it at ``out_dir``.
+
+    Returns the ``DatasetDict`` (splits ``train``/``dev``/``test``) re-loaded
+    from ``out_dir``.  The summary of hours and utterances per split, engine
+    and voice (see :func:`summarize`) is printed when ``verbose``, written to
+    ``out_dir/synth_summary.json`` and returned as the attribute
+    ``dsd.summary``.
+
+    ``hours_*`` are targets: a split stops at the first utterance that reaches
+    it; a split with 0 hours is left out.  ``test_voices`` are ``engine:voice``
+    (or unambiguous bare voice names) used only in test; voices of engines not
+    in ``engines`` are ignored; ``None`` or ``()`` means no held-out voice.
+    ``out_dir`` must be new, empty, or an earlier corpus (which is replaced).
+    """
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    t0 = time.time()
+    engines = tuple(dict.fromkeys(engines))
+    if not engines:
+        raise ValueError("no engine given")
+    check_sources(engines, text_sources)
+    num_proc = max(1, int(num_proc or os.cpu_count() or 1))
+    hours = {"train": float(hours_train), "dev": float(hours_dev), "test": float(hours_test)}
+    if any(h < 0 for h in hours.values()) or not any(h > 0 for h in hours.values()):
+        raise ValueError(f"hours must be >= 0 and not all 0: {hours}")
+
+    all_voices = list_voices(engines)
+    held: list[Voice] = []
+    for spec in test_voices or ():
+        if ":" in spec and spec.split(":", 1)[0] not in engines:
+            continue
+        held.append(_parse_voice(spec, all_voices))
+    train_voices: dict[str, list[Voice]] = {}
+    heldout: dict[str, list[Voice]] = {}
+    for v in all_voices:
+        (heldout if v in held else train_voices).setdefault(v.engine, []).append(v)
+    for split in ("train", "dev"):
+        if hours[split] > 0 and not train_voices:
+            raise ValueError("every voice is held out for test; nothing left for train/dev")
+
+    texts = split_texts(load_sentences(text_sources), seed, hours)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if (out_dir / "dataset_dict.json").is_file():
+            shutil.rmtree(out_dir)
+        elif out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        else:
+            raise FileExistsError(f"{out_dir} exists and is not an earlier synthetic corpus")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    features = corpus_features()
+    tmp = Path(tempfile.mkdtemp(prefix=".synth-cache-", dir=out_dir.parent))
+    try:
+        splits = {}
+        for split in SPLITS:
+            if hours[split] <= 0:
+                continue
+            splits[split] = Dataset.from_generator(
+                _split_rows, features=features, cache_dir=str(tmp / split),
+                keep_in_memory=False, writer_batch_size=64,
+                gen_kwargs=dict(split=split, texts=texts[split], voices=train_voices,
+                                heldout=heldout, seed=int(seed), augment=bool(augment),
+                                heldout_fraction=float(test_heldout_fraction),
+                                max_duration=float(max_duration),
+                                seconds=3600.0 * hours[split], num_proc=num_proc,
+                                progress=progress))
+        DatasetDict(splits).save_to_disk(str(out_dir))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    dsd = load_from_disk(str(out_dir))
+    summary = summarize(dsd)
+    summary.update(
+        seed=int(seed), augment=bool(augment), engines=list(engines),
+        test_voices=[v.key for v in held], text_sources=list(text_sources),
+        texts_per_split={s: len(t) for s, t in texts.items()},
+        train_voices=sorted(v.key for vs in train_voices.values() for v in vs),
+        wall_seconds=round(time.time() - t0, 1), num_proc=num_proc)
+    with open(out_dir / "synth_summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    if verbose:
+        print(format_summary(summary))
+        audio_s = summary["total_hours"] * 3600
+        print(f"synthesised {audio_s:.0f} s of audio in {summary['wall_seconds']:.0f} s "
+              f"with {num_proc} processes -> {out_dir}")
+    dsd.summary = summary
+    return dsd
+
+
+def load_corpus(path: str | os.PathLike):
+    """``datasets.load_from_disk`` of a corpus written by :func:`build_corpus`."""
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path))
+
+
+def decode_audio(example) -> tuple[np.ndarray, int]:
+    """``(waveform as 1-D float32 numpy array, sampling_rate)`` of one row.
+
+    Accepts a whole row (``{"audio": ...}``) or its ``audio`` value, stored as
+    this corpus does (``{"array", "sampling_rate"}``), as a decoded
+    ``datasets.Audio`` dict, or as an undecoded one (``{"bytes", "path"}``,
+    read with soundfile -- no torchcodec or FFmpeg).  Multi-channel audio is
+    averaged to mono; nothing is resampled.
+    """
+    audio = example["audio"] if isinstance(example, dict) and "audio" in example else example
+    if hasattr(audio, "get_all_samples"):  # torchcodec AudioDecoder
+        samples = audio.get_all_samples()
+        x = np.asarray(samples.data, dtype=np.float32)
+        return (x.mean(axis=0) if x.ndim == 2 else x), int(samples.sample_rate)
+    if isinstance(audio, dict) and audio.get("array") is not None:
+        x = np.asarray(audio["array"], dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=0) if x.shape[0] < x.shape[1] else x.mean(axis=1)
+        return x, int(audio["sampling_rate"])
+    if isinstance(audio, dict) and (audio.get("bytes") is not None or audio.get("path")):
+        import io
+
+        import soundfile as sf
+
+        src = io.BytesIO(audio["bytes"]) if audio.get("bytes") is not None else audio["path"]
+        x, sr = sf.read(src, dtype="float32", always_2d=True)
+        return x.mean(axis=1), int(sr)
+    raise ValueError(f"cannot decode audio value of type {type(audio).__name__}")
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``synth`` options to ``parser`` (used by ``hubert-ee synth``)."""
+    parser.add_argument("--out", required=True,
+                        help="output folder; the DatasetDict is saved there with save_to_disk "
+                             "(an earlier corpus in it is replaced)")
+    parser.add_argument("--hours-train", type=float, default=1.0,
+                        help="hours of training audio to synthesise (default: 1.0)")
+    parser.add_argument("--hours-dev", type=float, default=0.1,
+                        help="hours of dev audio (training voices, unseen texts; default: 0.1)")
+    parser.add_argument("--hours-test", type=float, default=0.1,
+                        help="hours of test audio (unseen texts, half of it from the held-out "
+                             "--test-voices; default: 0.1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed; the same seed gives byte-identical audio (default: 0)")
+    parser.add_argument("--num-proc", type=int, default=None,
+                        help="synthesis processes (default: all CPU cores)")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no speed perturbation / additive noise on the training split")
+    parser.add_argument("--engines", default=",".join(ENGINES),
+                        help="comma-separated TTS engines among espeak-ng,flite "
+                             f"(default: {','.join(ENGINES)})")
+    parser.add_argument("--test-voices", default=",".join(DEFAULT_TEST_VOICES),
+                        help="comma-separated ENGINE:VOICE held out of train and dev and used "
+                             "only in test; '' or 'none' for none "
+                             f"(default: {','.join(DEFAULT_TEST_VOICES)})")
+    return parser
+
+
+def _csv(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(v.strip() for v in value if v.strip() and v.strip().lower() != "none")
+
+
+def run_synth(args: argparse.Namespace):
+    """Run :func:`build_corpus` from parsed :func:`add_synth_arguments` options."""
+    return build_corpus(
+        args.out, hours_train=args.hours_train, hours_dev=args.hours_dev,
+        hours_test=args.hours_test, seed=args.seed, num_proc=args.num_proc,
+        augment=not args.no_augment, engines=_csv(args.engines),
+        test_voices=_csv(args.test_voices))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hubert-ee synth", description="Build the offline synthetic English speech corpus "
+        "(espeak-ng + flite voices, fortunes + WordNet sentences).")
+    add_synth_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run_synth(args)
+    except MissingSourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

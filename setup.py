@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="hubert-ee",
+    version="0.1.0",
+    description="HuBERT-EE: early-exit HuBERT for fast CTC speech recognition, as a Hugging Face plug-in model",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # The two model files stay top-level modules: they are the files that travel to the Hub beside the weights.
+    py_modules=["configuration_hubert_ee", "modeling_hubert_ee"],
+    # The tooling in pipeline/ installs as `hubert_ee`: a top-level package named `pipeline` would collide.
+    packages=["hubert_ee"],
+    package_dir={"hubert_ee": "pipeline"},
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0",
+        "huggingface-hub>=1.0",
+        "datasets>=4.0",
+        "evaluate>=0.4",
+        "accelerate>=1.0",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "jiwer>=3.0",
+        "num2words>=0.5",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["hubert-ee = hubert_ee.cli:main"]},
+)

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny random HuBERT configs (both encoder variants) and helpers, so the suite stays fast."""
+
+import os
+
+import pytest
+import torch
+
+# Deterministic and cheap on the 2-core CI machine.
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from configuration_hubert_ee import HubertEEConfig  # noqa: E402
+
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    intermediate_size=37,
+    conv_dim=(16, 16, 16),
+    conv_stride=(5, 4, 2),
+    conv_kernel=(10, 8, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    vocab_size=32,
+    feat_extract_norm="layer",
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+    final_dropout=0.0,
+    layerdrop=0.0,
+    mask_time_prob=0.0,
+)
+
+
+def tiny_config(**overrides) -> HubertEEConfig:
+    return HubertEEConfig(**{**TINY, "exit_layers": [1, 2, 3], **overrides})
+
+
+def tiny_hubert_kwargs(**overrides) -> dict:
+    """Keyword arguments of a tiny plain `HubertConfig` (no early-exit fields)."""
+    return {**TINY, **overrides}
+
+
+def sharpen_branches(model, scale: float = 8.0, seed: int = 0):
+    """Random branches are near-uniform and never confident; scaled random heads give a spread of confidences
+    (different per utterance and per exit), so the exit logic has something to decide."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for branch in model.exit_branches.values():
+            branch.head.weight.copy_(torch.randn(branch.head.weight.shape, generator=generator) * scale)
+    return model
+
+
+def padded_batch(lengths, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    longest = max(lengths)
+    input_values = torch.randn(len(lengths), longest, generator=generator)
+    attention_mask = torch.zeros(len(lengths), longest, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+        input_values[row, length:] = 0.0
+    return input_values, attention_mask
+
+
+@pytest.fixture(params=[False, True], ids=["post-norm", "stable-layer-norm"])
+def stable_layer_norm(request):
+    return request.param

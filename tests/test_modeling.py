@@ -1,0 +1,243 @@
+"""HubertEEForCTC on tiny random configs: exactness against HubertForCTC, per-utterance batched exits, losses."""
+
+import logging
+
+import pytest
+import torch
+from transformers import HubertConfig, HubertForCTC
+
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import padded_batch, sharpen_branches, tiny_config, tiny_hubert_kwargs
+
+LENGTHS = [4000, 2600, 3300, 1800]
+
+
+def make_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return sharpen_branches(HubertEEForCTC(tiny_config(**overrides)).eval(), seed=seed)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_early_exit_false_equals_hubert_for_ctc(stable_layer_norm, with_mask):
+    model = make_model(do_stable_layer_norm=stable_layer_norm)
+    reference = HubertForCTC(HubertConfig(**tiny_hubert_kwargs(do_stable_layer_norm=stable_layer_norm))).eval()
+    result = reference.load_state_dict(model.state_dict(), strict=False)
+    assert not result.missing_keys and all(key.startswith("exit_branches.") for key in result.unexpected_keys)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    mask = attention_mask if with_mask else None
+    with torch.no_grad():
+        expected = reference(input_values, attention_mask=mask).logits
+        got = model(input_values, attention_mask=mask, early_exit=False)
+    assert got.logits.shape == expected.shape
+    assert (got.logits - expected).abs().max().item() <= 1e-5
+    assert got.exit_layer.tolist() == [4] * len(LENGTHS)
+    # the config switch and the per-call override are the same thing
+    model.config.early_exit = False
+    with torch.no_grad():
+        assert torch.equal(model(input_values, attention_mask=mask).logits, got.logits)
+
+
+def thresholds_for(criterion):
+    return {"confidence": [0.0, 0.3, 0.5, 0.7, 0.9, 1.01], "entropy": [10.0, 1.5, 0.8, 0.4, 0.1, 0.0],
+            "patience": [None]}[criterion]
+
+
+@pytest.mark.parametrize("criterion", ["confidence", "entropy", "patience"])
+def test_batch_equals_one_by_one(stable_layer_norm, criterion):
+    model = make_model(do_stable_layer_norm=stable_layer_norm, exit_criterion=criterion)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    seen_layers = set()
+    for threshold in thresholds_for(criterion):
+        for patience in ([1, 2, 3] if criterion == "patience" else [None]):
+            kwargs = {"exit_threshold": threshold, "exit_patience": patience}
+            batch = model.generate(input_values, attention_mask=attention_mask, **kwargs)
+            for row, length in enumerate(LENGTHS):
+                alone = model.generate(input_values[row : row + 1, :length], **kwargs)
+                frames = alone.sequences.shape[1]
+                assert batch.exit_layer[row] == alone.exit_layer[0]
+                assert torch.equal(batch.sequences[row, :frames], alone.sequences[0])
+                assert (batch.sequences[row, frames:] == model.config.pad_token_id).all()
+                torch.testing.assert_close(batch.logits[row, :frames], alone.logits[0], atol=1e-4, rtol=1e-4)
+            seen_layers.update(batch.exit_layer.tolist())
+            assert set(batch.exit_layer.tolist()) <= {1, 2, 3, 4}
+    assert len(seen_layers) >= 2, f"the sweep never produced different exits: {seen_layers}"
+
+
+@pytest.mark.parametrize("criterion", ["confidence", "entropy"])
+def test_stricter_threshold_never_exits_earlier(criterion):
+    model = make_model(seed=1)
+    input_values, attention_mask = padded_batch(LENGTHS, seed=1)
+    previous = None
+    for threshold in thresholds_for(criterion):  # ordered from lenient to strict
+        layers = model.generate(input_values, attention_mask, exit_criterion=criterion,
+                                exit_threshold=threshold).exit_layer
+        if previous is not None:
+            assert (layers >= previous).all()
+        previous = layers
+    assert previous.tolist() == [4] * len(LENGTHS)  # the strictest thresholds never exit
+
+
+def test_extreme_thresholds_and_patience_one():
+    model = make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    assert model.generate(input_values, attention_mask, exit_threshold=0.0).exit_layer.tolist() == [1] * 4
+    assert model.generate(input_values, attention_mask, exit_criterion="patience",
+                          exit_patience=1).exit_layer.tolist() == [1] * 4
+    patience_3 = model.generate(input_values, attention_mask, exit_criterion="patience", exit_patience=3).exit_layer
+    assert set(patience_3.tolist()) <= {3, 4}  # 3 agreeing exits need at least the branch after layer 3
+
+
+def test_forward_eval_matches_generate_and_returns_loss():
+    model = make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
+    with torch.no_grad():
+        output = model(input_values, attention_mask=attention_mask, labels=labels, exit_threshold=0.5)
+    generated = model.generate(input_values, attention_mask, exit_threshold=0.5)
+    assert torch.equal(output.exit_layer, generated.exit_layer)
+    assert torch.allclose(output.logits, generated.logits)
+    assert output.loss is not None and torch.isfinite(output.loss)
+    assert output.logits.shape[:2] == (4, model._get_feat_extract_output_lengths(4000))
+
+
+def test_overrides_apply_to_one_call_only():
+    model = make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    before = model.config.to_dict()
+    model.generate(input_values, attention_mask, exit_threshold=0.1, exit_criterion="entropy", exit_patience=3,
+                   early_exit=False)
+    assert model.config.to_dict() == before
+    with pytest.raises(ValueError, match="exit_criterion"):
+        model.generate(input_values, exit_criterion="bogus")
+    with pytest.raises(TypeError, match="exit_layers|Unknown"):
+        model.generate(input_values, exit_layers=[1])
+
+
+def test_generate_sequences_decode_with_tokenizer():
+    from hubert_ee.text import build_processor
+
+    processor = build_processor()
+    model = make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    generated = model.generate(input_values, attention_mask)
+    texts = processor.batch_decode(generated.sequences)
+    assert len(texts) == 4 and all(isinstance(text, str) for text in texts)
+
+
+@pytest.mark.parametrize(
+    "strategy,backbone_learns", [("two-stage", False), ("distill", False), ("joint", True)]
+)
+def test_training_losses_and_what_learns(stable_layer_norm, strategy, backbone_learns):
+    model = make_model(do_stable_layer_norm=stable_layer_norm, exit_training_strategy=strategy, layerdrop=0.3)
+    model.freeze_feature_encoder()
+    model.train()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
+    output = model(input_values, attention_mask=attention_mask, labels=labels)
+    assert len(output.exit_logits) == 3 and output.exit_losses.shape == (3,)
+    assert output.logits.shape == output.exit_logits[0].shape
+    output.loss.backward()
+    branch_grads = [p.grad for p in model.exit_branches.parameters()]
+    assert all(g is not None for g in branch_grads) and any(g.abs().sum() > 0 for g in branch_grads)
+    backbone = [p for name, p in model.hubert.named_parameters() if "feature_extractor" not in name]
+    # (with layerdrop some layers are skipped and get no gradient: "any" for joint, "none" for frozen)
+    assert any(p.grad is not None for p in backbone) == backbone_learns
+    assert (model.hubert.feature_projection.projection.weight.grad is not None) == backbone_learns
+    assert all(p.grad is None for p in model.hubert.feature_extractor.parameters())
+    assert (model.lm_head.weight.grad is not None) == backbone_learns
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == ({"hubert", "lm_head", "exit_branches"} if backbone_learns else {"exit_branches"})
+
+
+def test_distill_loss_is_mix_of_ctc_and_kl():
+    model = make_model(exit_training_strategy="distill", distill_weight=0.0)
+    model.train()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
+    torch.manual_seed(0)
+    pure_ctc = model(input_values, attention_mask=attention_mask, labels=labels).loss
+    model.config.exit_training_strategy = "two-stage"
+    torch.manual_seed(0)
+    two_stage = model(input_values, attention_mask=attention_mask, labels=labels).loss
+    torch.testing.assert_close(pure_ctc, two_stage)
+    model.config.exit_training_strategy = "distill"
+    model.config.distill_weight = 1.0
+    kl_only = model(input_values, attention_mask=attention_mask, labels=labels).loss
+    assert kl_only > 0 and not torch.isclose(kl_only, pure_ctc)
+
+
+def test_linear_branch_is_cheap_and_works():
+    model = make_model(exit_branch="linear")
+    branch = model.exit_branches["1"]
+    assert branch.layer is None
+    assert sum(p.numel() for p in branch.parameters()) < sum(p.numel() for p in model.hubert.encoder.layers[0].parameters())
+    input_values, attention_mask = padded_batch(LENGTHS)
+    assert set(model.generate(input_values, attention_mask, exit_threshold=0.5).exit_layer.tolist()) <= {1, 2, 3, 4}
+
+
+def test_init_branches_from_backbone_copies_next_layer_and_head(stable_layer_norm):
+    model = make_model(do_stable_layer_norm=stable_layer_norm)
+    model.init_exit_branches_from_backbone()
+    for layer, branch in model.exit_branches.items():
+        assert torch.equal(branch.layer.feed_forward.output_dense.weight,
+                           model.hubert.encoder.layers[int(layer)].feed_forward.output_dense.weight)
+        assert torch.equal(branch.head.weight, model.lm_head.weight)
+    if stable_layer_norm:  # branch after layer 3 = layer 4 + final norm + lm_head = the full model
+        input_values, _ = padded_batch([4000])
+        with torch.no_grad():
+            output = model(input_values, output_exit_logits=True)
+        torch.testing.assert_close(output.exit_logits[-1], output.logits)
+
+
+@pytest.mark.parametrize(
+    "bad_input,error,fragment",
+    [
+        (lambda: [0.0] * 4000, TypeError, "torch.Tensor"),
+        (lambda: torch.randn(4000), ValueError, "input_values[None]"),
+        (lambda: torch.randn(1, 2, 4000), ValueError, "downmix"),
+        (lambda: torch.randint(-100, 100, (1, 4000)), TypeError, "floating point"),
+        (lambda: torch.randn(1, 50), ValueError, "too short"),
+        (lambda: torch.full((1, 4000), float("nan")), ValueError, "NaN"),
+    ],
+)
+def test_bad_input_gets_clear_error(bad_input, error, fragment):
+    model = make_model()
+    with pytest.raises(error, match=None) as raised:
+        model.generate(bad_input())
+    assert fragment in str(raised.value)
+
+
+def test_short_utterance_in_batch_is_named():
+    model = make_model()
+    input_values, attention_mask = padded_batch([4000, 60])
+    with pytest.raises(ValueError, match=r"utterance\(s\) \[1\]"):
+        model(input_values, attention_mask=attention_mask)
+
+
+def test_convert_plain_hubert_checkpoint_logs_one_line(tmp_path, caplog):
+    torch.manual_seed(0)
+    plain = HubertForCTC(HubertConfig(**tiny_hubert_kwargs(do_stable_layer_norm=True)))
+    plain.save_pretrained(tmp_path / "plain")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    with caplog.at_level(logging.WARNING):
+        model = HubertEEForCTC.from_pretrained(tmp_path / "plain", exit_layers=[2], exit_branch="linear")
+    hf_logging.disable_propagation()
+    messages = [record.getMessage() for record in caplog.records]
+    ours = [message for message in messages if "HuBERT-EE" in message]
+    assert len(ours) == 1 and "[2]" in ours[0] and "'linear'" in ours[0]
+    assert not any("exit_branches" in message for message in messages)  # no wall of missing keys
+    assert model.config.model_type == "hubert_ee" and list(model.exit_branches) == ["2"]
+    assert torch.equal(model.lm_head.weight, plain.lm_head.weight)
+    input_values, _ = padded_batch([4000])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_values, early_exit=False).logits,
+                                   plain.eval()(input_values).logits)
+
+
+def test_hubert_ee_checkpoint_missing_branch_weights_fails(tmp_path):
+    model = make_model(exit_layers=[1, 2])
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"exit_branches\.3\."):
+        HubertEEForCTC.from_pretrained(tmp_path, exit_layers=[1, 2, 3])
