@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +174,43 @@ def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> np.n
     return to_mono_float32(data, sr, sampling_rate, source=str(path), channels_first=False)
 
 
+_warned_pcm = False
+
+
+def _undo_arrow_pcm_cast(x: np.ndarray, source: str) -> np.ndarray:
+    """Recover the scale of integer PCM whose dtype Arrow changed in an ``array`` column.
+
+    Arrow stores a column of int16 arrays as int64 (python ints), and a column mixing int and
+    float arrays as float.  Integer data (int32/int64 or integral floats beyond +-1.5) whose
+    peak fits 16 bits is taken as 16-bit PCM (scaled by 1/32768); integral floats with a larger
+    peak as 32-bit PCM.  A warning is logged the first time.
+    """
+    global _warned_pcm
+    if x.size == 0:
+        return x
+    if x.dtype.kind in "iu" and x.dtype.itemsize > 2:
+        peak = float(np.abs(x.astype(np.float64)).max())
+        if peak > 32768:
+            return x  # genuine 32/64-bit PCM: to_mono_float32 scales by the dtype's range
+        scale = 32768.0
+    elif x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            return x  # rejected later with a clear message
+        peak = float(np.abs(x).max())
+        if peak <= 1.5 or not np.all(x == np.round(x)):
+            return x
+        scale = 32768.0 if peak <= 32768 else 2147483648.0
+    else:
+        return x
+    if not _warned_pcm:
+        logger.warning(
+            "%s: audio array of %s with integral samples up to %.0f looks like integer PCM; "
+            "scaling by 1/%.0f (further such arrays are scaled silently)", source, x.dtype, peak, scale
+        )
+        _warned_pcm = True
+    return (x.astype(np.float64) / scale).astype(np.float32)
+
+
 def _decode_audio_value(value: Any, sampling_rate: int, base_dir: Path | None, source: str) -> tuple[np.ndarray, str | None]:
     """Decode one value of an ``audio`` column, whatever its storage.
 
@@ -191,7 +227,8 @@ def _decode_audio_value(value: Any, sampling_rate: int, base_dir: Path | None, s
             sr = value.get("sampling_rate")
             if sr is None:
                 raise AudioReadError(source, "audio dict has an 'array' but no 'sampling_rate'")
-            return to_mono_float32(value["array"], sr, sampling_rate, source=source), value.get("path")
+            arr = _undo_arrow_pcm_cast(np.asarray(value["array"]), source)
+            return to_mono_float32(arr, sr, sampling_rate, source=source), value.get("path")
         path = value.get("path")
         name = f"{source} ({path})" if path else source
         if value.get("bytes") is not None:
@@ -258,7 +295,7 @@ def _read_audiofolder_metadata(folder: Path) -> tuple[list[dict[str, Any]], Path
     csv_path = folder / "metadata.csv"
     jsonl_path = folder / "metadata.jsonl"
     if csv_path.exists():
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
             rows = [dict(r) for r in csv.DictReader(f)]
         return rows, csv_path
     rows = []
@@ -302,8 +339,14 @@ def _load_audiofolder(folder: Path, text_column: str | None, max_samples: int | 
     return Dataset.from_dict(data)
 
 
-def _decode_dataset(ds: Dataset, sampling_rate: int, base_dir: Path | None, source: str) -> Dataset:
-    """Decode the ``audio`` column of ``ds`` into float32 mono arrays (eagerly)."""
+def _decode_dataset(
+    ds: Dataset, sampling_rate: int, base_dir: Path | None, source: str, use_dataset_cache: bool = False
+) -> Dataset:
+    """Decode the ``audio`` column of ``ds`` into float32 mono arrays (eagerly).
+
+    With ``use_dataset_cache`` (Hub datasets) the result goes to the usual ``datasets`` cache
+    next to the source's Arrow files and is reused; otherwise to a temporary file.
+    """
     if "audio" not in ds.column_names:
         raise ValueError(f"{source} has no 'audio' column; columns: {ds.column_names}")
     if isinstance(ds.features["audio"], Audio):
@@ -327,7 +370,24 @@ def _decode_dataset(ds: Dataset, sampling_rate: int, base_dir: Path | None, sour
     features["audio"] = List(Value("float32"))
     if not has_id:
         features["id"] = Value("string")
-    ds = ds.map(_decode, with_indices=True, features=Features(features), desc="Decoding audio")
+    cache_file_name = None
+    if not use_dataset_cache:
+        # Keep decoded audio out of the source folder (it may be read-only, e.g. shared/data,
+        # and a save_to_disk folder should stay as written) and out of RAM: write it to
+        # datasets' temporary directory, which is removed when the process exits.
+        from datasets.fingerprint import generate_random_fingerprint, get_temporary_cache_files_directory
+
+        cache_file_name = os.path.join(
+            get_temporary_cache_files_directory(), f"decoded-audio-{generate_random_fingerprint()}.arrow"
+        )
+    ds = ds.map(
+        _decode,
+        with_indices=True,
+        features=Features(features),
+        cache_file_name=cache_file_name,
+        load_from_cache_file=use_dataset_cache,
+        desc="Decoding audio",
+    )
     return ds
 
 
@@ -366,6 +426,7 @@ def load_speech_dataset(
     spec = os.fspath(spec)
     path = Path(spec).expanduser()
     base_dir: Path | None = None
+    from_hub = False
 
     if path.exists():
         if not path.is_dir():
@@ -403,6 +464,7 @@ def load_speech_dataset(
         raise FileNotFoundError(f"Dataset path does not exist: {spec}")
     else:
         ds = _load_from_hub(spec, config, split)
+        from_hub = True
         source = f"Hub dataset {spec!r}"
 
     if max_samples is not None and len(ds) > max_samples:
@@ -414,7 +476,7 @@ def load_speech_dataset(
             ds = ds.remove_columns("text")
         ds = ds.rename_column(tcol, "text")
 
-    ds = _decode_dataset(ds, sampling_rate, base_dir, source)
+    ds = _decode_dataset(ds, sampling_rate, base_dir, source, use_dataset_cache=from_hub)
     return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
 
 

@@ -646,8 +646,9 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
 
     batch = max(16, 8 * num_proc)
     total, index, failures = 0.0, 0, 0
-    bar = tqdm(total=round(seconds, 1), unit="s", desc=f"synth {split}", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]")
+    # progress in whole seconds of audio synthesised (rate = audio s per wall s)
+    bar = tqdm(total=int(math.ceil(seconds)), unit="s", desc=f"synth {split} (s of audio)",
+               disable=not progress)
     pool = _mp_context().Pool(num_proc) if num_proc > 1 else None
     try:
         while total < seconds:
@@ -662,7 +663,7 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
                     continue
                 got += 1
                 total += row["duration"]
-                bar.update(row["duration"])
+                bar.update(min(int(total), bar.total) - bar.n)
                 yield row
                 if total >= seconds:
                     break
@@ -774,7 +775,12 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     features = corpus_features()
     tmp = Path(tempfile.mkdtemp(prefix=".synth-cache-", dir=out_dir.parent))
+    import datasets as ds_logging
+
+    ds_bars = ds_logging.is_progress_bar_enabled()
     try:
+        if progress:  # ours is more telling than "Generating train split"
+            ds_logging.disable_progress_bars()
         splits = {}
         for split in SPLITS:
             if hours[split] <= 0:
@@ -788,8 +794,12 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
                                 max_duration=float(max_duration),
                                 seconds=3600.0 * hours[split], num_proc=num_proc,
                                 progress=progress))
+        if ds_bars:
+            ds_logging.enable_progress_bars()
         DatasetDict(splits).save_to_disk(str(out_dir))
     finally:
+        if ds_bars:
+            ds_logging.enable_progress_bars()
         shutil.rmtree(tmp, ignore_errors=True)
 
     dsd = load_from_disk(str(out_dir))

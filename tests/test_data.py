@@ -119,7 +119,9 @@ def test_save_to_disk_roundtrip_audio_feature(audiofolder: Path, tmp_path: Path)
     out = tmp_path / "saved"
     DatasetDict({"train": ds, "test": ds.select([1])}).save_to_disk(str(out))
 
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
     train = load_speech_dataset(str(out), split="train")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # no cache files written there
     assert train["text"] == ["one", "two"]
     assert train["id"] == ["a", "b"]
     np.testing.assert_allclose(train[0]["audio"], _sine(16000, 16000), atol=1e-6)
@@ -148,7 +150,14 @@ def test_save_to_disk_roundtrip_array_dict(tmp_path: Path):
     assert loaded["text"] == ["first one", "second"]
     np.testing.assert_allclose(loaded[0]["audio"], x16, atol=1e-6)
     y = loaded[1]["audio"]
-    assert abs(y.shape[0] - 1600) <= 1 and np.abs(y).max() <= 0.6
+    # Arrow stored the int16 row as float (the column is float32): scaled back as PCM
+    assert abs(y.shape[0] - 1600) <= 1 and 0.4 < np.abs(y).max() <= 0.6
+
+    # an all-int16 column keeps its integer type and is scaled to [-1, 1]
+    out16 = tmp_path / "saved_int16"
+    Dataset.from_dict({"audio": [{"array": x8, "sampling_rate": 8000}], "text": ["x"]}).save_to_disk(str(out16))
+    z = load_speech_dataset(str(out16), sampling_rate=8000)[0]["audio"]
+    np.testing.assert_allclose(z, x8 / 32768.0, atol=1e-6)
 
 
 def test_missing_path_errors(tmp_path: Path):
@@ -283,3 +292,39 @@ def test_real_speech_dev():
         assert 16000 * 0.5 < row["audio"].shape[0] < 16000 * 40
         assert row["text"] and normalize_text(row["text"])
     assert ds[0]["id"] == Path(ds[0]["id"]).stem
+
+
+def test_hub_loading_path_mocked(monkeypatch: pytest.MonkeyPatch, audiofolder: Path, tmp_path: Path):
+    """The Hub branch: load_dataset is called for real ids; Audio bytes are decoded here."""
+    calls = []
+    ds = Dataset.from_dict(
+        {"audio": [str(audiofolder / "audio/b.flac")], "text": ["HI"], "id": ["1-2-3"], "file": ["b.flac"]}
+    ).cast_column("audio", Audio())
+    ds.save_to_disk(str(tmp_path / "hubcopy"))  # embeds the bytes, as Hub parquet files do
+    embedded = datasets.load_from_disk(str(tmp_path / "hubcopy"))
+
+    def fake_load_dataset(path, name=None, split=None, **kw):
+        calls.append((path, name, split))
+        return DatasetDict({"test": embedded, "train": embedded})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    out = load_speech_dataset("librispeech_asr", split="test", config="clean", max_samples=5)
+    assert calls == [("librispeech_asr", "clean", "test")]
+    assert out["id"] == ["1-2-3"] and out["text"] == ["HI"] and out["file"] == ["b.flac"]
+    assert abs(out[0]["audio"].shape[0] - 8000) <= 1
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'x' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(HubDatasetUnavailableError, match="could not be fetched|Could not fetch"):
+        load_speech_dataset("someone/some_dataset", split="test")
+
+
+def test_prepare_for_ctc_num_proc(audiofolder: Path):
+    processor = build_processor()
+    ds = load_speech_dataset(str(audiofolder))
+    prepared = prepare_for_ctc(ds, processor, num_proc=2)
+    assert len(prepared) == 2
+    assert processor.tokenizer.decode(prepared[1]["labels"], group_tokens=False) == normalize_text("It's 1491.")

@@ -1,0 +1,39 @@
+# The two commands of this project: `make demo` and `make test`. Each sets up everything it needs on a fresh
+# machine first: Debian packages (speech synthesisers and text sources), a virtual environment, PyTorch (the CPU
+# build, pinned and installed first so that nothing pulls a multi-GB CUDA build), and this project.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := espeak-ng flite fortunes wordnet-base libsndfile1
+STAMP := $(VENV)/.hubert-ee-installed
+TORCH_VERSION := 2.13.0
+
+.PHONY: setup system-packages test demo clean
+
+$(STAMP): setup.py
+	@$(MAKE) --no-print-directory system-packages
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+system-packages:
+	@need=""; \
+	for tool in espeak-ng flite; do command -v $$tool >/dev/null || need=1; done; \
+	[ -d /usr/share/games/fortunes ] || need=1; [ -d /usr/share/wordnet ] || need=1; \
+	if [ -n "$$need" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+demo: setup
+	$(PY) -m hubert_ee.demo
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info .pytest_cache .hypothesis

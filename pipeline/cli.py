@@ -1,0 +1,71 @@
+"""`hubert-ee`: one console script, one subcommand per stage of the workflow.
+
+    hubert-ee synth            build a synthetic English speech corpus offline (espeak-ng, flite)
+    hubert-ee train-backbone   train a plain HubertForCTC from scratch (stand-in for facebook/hubert-*-ls960-ft)
+    hubert-ee train            convert a HubertForCTC checkpoint to HuBERT-EE and train its exits
+    hubert-ee evaluate         per-exit WER, threshold sweeps with measured speedup, the oracle
+    hubert-ee calibrate        pick the fastest criterion/threshold within a WER budget; write it to the config
+    hubert-ee transcribe       transcribe files/folders with early exit
+    hubert-ee benchmark        speed against HubertForCTC on the same weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> (module, function adding its arguments, function running it, one-line help)
+COMMANDS = {
+    "synth": ("synth", "add_synth_arguments", "run_synth", "Build a synthetic English speech corpus offline."),
+    "train-backbone": ("train", "add_backbone_arguments", "run_backbone",
+                       "Train a plain HubertForCTC from scratch with CTC (the Trainer)."),
+    "train": ("train", "add_exit_arguments", "run_exits",
+              "Convert a HubertForCTC checkpoint to HuBERT-EE and train its exit branches (the Trainer)."),
+    "evaluate": ("evaluate", "add_arguments", "run",
+                 "WER of every exit, threshold sweeps with measured speedup, and the oracle."),
+    "calibrate": ("calibrate", "add_arguments", "run",
+                  "Choose the fastest criterion/threshold within a WER budget and store it in the model config."),
+    "transcribe": ("transcribe", "add_arguments", "run", "Transcribe audio files or folders with early exit."),
+    "benchmark": ("benchmark", "add_arguments", "run", "Latency/throughput against HubertForCTC on the same weights."),
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubert-ee", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show informational log messages.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, add_name, run_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"{__package__}.{module_name}")
+        except ModuleNotFoundError as error:  # a stage whose optional dependency is missing stays listed
+            sub = subparsers.add_parser(name, help=f"{help_text} (unavailable: {error})")
+            sub.set_defaults(handler=lambda args, error=error: _unavailable(error))
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        getattr(module, add_name)(sub)
+        sub.set_defaults(handler=getattr(module, run_name))
+    return parser
+
+
+def _unavailable(error) -> int:
+    print(f"error: this command cannot run here: {error}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        code = args.handler(args)
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

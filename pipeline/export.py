@@ -1,0 +1,74 @@
+"""Export stage: turn a HuBERT CTC checkpoint into HuBERT-EE and write Hub-ready folders.
+
+A Hub-ready folder holds the weights (safetensors), `config.json` with `auto_map`, both model code files
+(`configuration_hubert_ee.py`, `modeling_hubert_ee.py`, copied by transformers' `save_pretrained` because the
+classes are registered for Auto classes), the tokenizer and the feature extractor: everything that
+`AutoModelForCTC.from_pretrained(folder, trust_remote_code=True)` and `pipeline("automatic-speech-recognition")`
+need, locally or after `hubert-ee push`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoProcessor, Wav2Vec2Processor
+
+from modeling_hubert_ee import HubertEEForCTC
+
+CODE_FILES = ("configuration_hubert_ee.py", "modeling_hubert_ee.py")
+
+
+def convert_checkpoint(source: str | Path, init_from_backbone: bool = True, **config_overrides) -> HubertEEForCTC:
+    """Load a `HubertForCTC` checkpoint (folder or Hub id) as `HubertEEForCTC`.
+
+    `config_overrides` set early-exit fields (`exit_layers`, `exit_branch`, ...). With `init_from_backbone`, new
+    branches start as copies of the layer after them and of the final head
+    ([`HubertEEForCTC.init_exit_branches_from_backbone`]); a HuBERT-EE checkpoint keeps its trained branches.
+    """
+    model = HubertEEForCTC.from_pretrained(str(source), **config_overrides)
+    if init_from_backbone and _is_plain_hubert(source):
+        model.init_exit_branches_from_backbone()
+    return model
+
+
+def _is_plain_hubert(source: str | Path) -> bool:
+    from configuration_hubert_ee import HubertEEConfig
+
+    config_dict, _ = HubertEEConfig.get_config_dict(str(source))
+    return config_dict.get("model_type") != HubertEEConfig.model_type
+
+
+def load_processor(source: str | Path) -> Wav2Vec2Processor:
+    """The tokenizer + feature extractor saved beside a checkpoint, with a clear error when they are absent."""
+    try:
+        return AutoProcessor.from_pretrained(str(source))
+    except (OSError, ValueError, TypeError) as error:
+        raise FileNotFoundError(
+            f"No processor (tokenizer + feature extractor) could be loaded from {source}: a CTC checkpoint needs "
+            f"vocab.json, tokenizer_config.json and preprocessor_config.json beside the weights ({error})."
+        ) from error
+
+
+def check_vocab_matches(model, processor) -> None:
+    """The tokenizer must cover exactly the model's CTC outputs, or transcripts come out as garbage."""
+    tokenizer_size = len(processor.tokenizer)
+    if tokenizer_size != model.config.vocab_size:
+        raise ValueError(
+            f"Tokenizer has {tokenizer_size} tokens but the model's CTC head has vocab_size="
+            f"{model.config.vocab_size}: they must match."
+        )
+
+
+def save_hub_folder(model: HubertEEForCTC, processor, folder: str | Path, max_shard_size: str = "15MB") -> Path:
+    """Write a Hub-ready folder (see module docstring) and check that nothing is missing.
+
+    Shards stay below `max_shard_size` so that every file fits size-limited transfers.
+    """
+    folder = Path(folder)
+    check_vocab_matches(model, processor)
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    processor.save_pretrained(folder)
+    missing = [name for name in CODE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise RuntimeError(f"save_pretrained did not copy the model code files {missing} into {folder}.")
+    return folder

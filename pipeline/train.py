@@ -1,0 +1,339 @@
+"""Training stage: `hubert-ee train-backbone` (a plain HubertForCTC from scratch) and `hubert-ee train` (the exits).
+
+Both use the Hugging Face `Trainer` (accelerate underneath), so they run unchanged under `accelerate launch` or
+`torchrun` on several GPUs, resume from `OUTPUT/checkpoints/checkpoint-*` with `--resume`, and save a Hub-ready
+folder at `OUTPUT` (weights, config, tokenizer, feature extractor; for HuBERT-EE also `auto_map` and both code
+files).
+
+`train-backbone` exists because no pretrained HuBERT can be downloaded offline: its output is an ordinary
+`HubertForCTC` checkpoint that stands in for `facebook/hubert-*-ls960-ft`. `train` converts such a checkpoint (a
+folder or a Hub id) to `HubertEEForCTC` and trains the exit branches under `--strategy two-stage|joint|distill`.
+Evaluation during training reports WER at every exit and at the final head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import HubertConfig, HubertForCTC, Trainer, TrainingArguments
+
+from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
+from modeling_hubert_ee import HubertEEForCTC
+
+from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
+from .export import check_vocab_matches, convert_checkpoint, load_processor, save_hub_folder
+from .metrics import char_error_rate, word_error_rate
+from .text import build_processor
+
+logger = logging.getLogger(__name__)
+
+# Backbone sizes for `train-backbone`. "small" keeps HuBERT's proportions (12 post-norm layers, FFN = 4 x hidden,
+# 20 ms frames from a 7-layer conv front end) at ~10M parameters; the front end is narrower than HuBERT's 512
+# channels, most of all in its first layers, so that it stays a small share of a forward pass and exits have
+# encoder layers to save. "tiny" is for tests and smoke runs.
+BACKBONE_PRESETS = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 8, 2),
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2),
+    "small": dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024,
+                  conv_dim=(64, 128, 128, 256, 256, 256, 256), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                  conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+class CTCTrainer(Trainer):
+    """`Trainer` whose evaluation returns greedy CTC ids of every head instead of full logits.
+
+    Predictions are `[batch, frames, heads]` token ids (heads: each exit in `exit_layers` order, then the final
+    head; padding frames are -100), small enough to gather over a whole dev set and enough for WER per exit.
+    """
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        is_early_exit = isinstance(self.accelerator.unwrap_model(model), HubertEEForCTC)
+        with torch.no_grad():
+            extra = {"output_exit_logits": True} if is_early_exit else {}
+            outputs = model(**inputs, **extra)
+        loss = outputs.loss.detach().mean() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        heads = [*(outputs.exit_logits or ()), outputs.logits] if is_early_exit else [outputs.logits]
+        ids = torch.stack([head.argmax(-1) for head in heads], dim=-1)
+        if inputs.get("attention_mask") is not None:
+            unwrapped = self.accelerator.unwrap_model(model)
+            lengths = unwrapped._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+            padding = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
+            ids = ids.masked_fill(padding[..., None], -100)
+        return loss, ids, inputs.get("labels")
+
+
+def head_names(model) -> list[str]:
+    if isinstance(model, HubertEEForCTC):
+        return [f"exit_{layer}" for layer in model.config.exit_layers] + ["final"]
+    return ["final"]
+
+
+def make_compute_metrics(processor, names: list[str]):
+    """`compute_metrics` for `CTCTrainer` predictions: `wer`/`cer` of the final head and `wer_exit_<layer>`."""
+    tokenizer = processor.tokenizer
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        ids, labels = eval_prediction.predictions, eval_prediction.label_ids
+        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        references = tokenizer.batch_decode(labels, group_tokens=False)
+        metrics = {}
+        for index, name in enumerate(names):
+            head_ids = np.where(ids[..., index] < 0, tokenizer.pad_token_id, ids[..., index])
+            hypotheses = tokenizer.batch_decode(head_ids)
+            if name == "final":
+                metrics["wer"] = word_error_rate(references, hypotheses)
+                metrics["cer"] = char_error_rate(references, hypotheses)
+            else:
+                metrics[f"wer_{name}"] = word_error_rate(references, hypotheses)
+        return metrics
+
+    return compute_metrics
+
+
+# ---------------------------------------------------------------------------------------------- shared set-up
+
+
+def _load_split(args, split, max_samples, processor):
+    if split is None:
+        return None
+    dataset = load_speech_dataset(
+        args.dataset, split=split, config=args.dataset_config, max_samples=max_samples,
+        sampling_rate=processor.feature_extractor.sampling_rate,
+    )  # fmt: skip
+    return prepare_for_ctc(dataset, processor, num_proc=args.num_proc)
+
+
+def _training_arguments(args, has_eval: bool) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    options = dict(
+        output_dir=str(Path(args.output) / "checkpoints"),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        lr_scheduler_type=args.lr_scheduler,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps if args.max_steps else -1,
+        logging_steps=args.logging_steps,
+        eval_strategy="steps" if has_eval and args.eval_steps else "no",
+        eval_steps=args.eval_steps or None,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        seed=args.seed,
+        data_seed=args.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported() and not args.fp32,
+        dataloader_num_workers=args.dataloader_workers,
+        remove_unused_columns=False,  # the collator picks its columns; the sampler needs `input_length`
+        report_to="none",
+        disable_tqdm=args.no_progress,
+        max_grad_norm=args.max_grad_norm,
+    )
+    field_names = {field.name for field in dataclasses.fields(TrainingArguments)}
+    if "train_sampling_strategy" in field_names:  # transformers 5.x replaced `group_by_length`
+        options.update(train_sampling_strategy="group_by_length", length_column_name="input_length")
+    else:
+        options.update(group_by_length=True, length_column_name="input_length")
+    return TrainingArguments(**options)
+
+
+def _train(model, processor, args, train_dataset, eval_dataset) -> dict:
+    trainer = CTCTrainer(
+        model=model,
+        args=_training_arguments(args, eval_dataset is not None),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=DataCollatorCTCWithPadding(processor=processor),
+        compute_metrics=make_compute_metrics(processor, head_names(model)),
+    )
+    checkpoints = sorted(Path(trainer.args.output_dir).glob("checkpoint-*"))
+    resume = bool(args.resume and checkpoints)
+    if args.resume and not checkpoints:
+        logger.warning("--resume: no checkpoint in %s yet, starting from scratch", trainer.args.output_dir)
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics = dict(result.metrics)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    trainer.log_metrics("all", metrics)
+    return metrics
+
+
+def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True,
+                      help="Training data: a save_to_disk folder (e.g. from `hubert-ee synth`), an audiofolder "
+                           "(metadata.csv with file_name,transcription) or a Hub dataset id (needs --dataset-config).")
+    data.add_argument("--dataset-config", default=None, help="Hub dataset configuration, e.g. 'clean'.")
+    data.add_argument("--train-split", default="train", help="Split to train on (default: train).")
+    data.add_argument("--eval-split", default="dev",
+                      help="Split to evaluate on during training (default: dev; 'none' to skip evaluation).")
+    data.add_argument("--max-train-samples", type=int, default=None, help="Use at most this many training clips.")
+    data.add_argument("--max-eval-samples", type=int, default=None, help="Use at most this many evaluation clips.")
+    data.add_argument("--num-proc", type=int, default=1, help="Processes for feature preparation.")
+    run = parser.add_argument_group("optimisation")
+    run.add_argument("--output", required=True,
+                     help="Output folder: the final Hub-ready model; Trainer checkpoints go to OUTPUT/checkpoints.")
+    run.add_argument("--epochs", type=float, default=10.0, help="Training epochs (ignored when --max-steps is set).")
+    run.add_argument("--max-steps", type=int, default=0, help="Stop after this many optimiser steps (0: use --epochs).")
+    run.add_argument("--batch-size", type=int, default=16, help="Clips per device per step.")
+    run.add_argument("--grad-accum", type=int, default=1, help="Gradient accumulation steps.")
+    run.add_argument("--learning-rate", type=float, default=5e-4, help="Peak learning rate (AdamW).")
+    run.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay.")
+    run.add_argument("--warmup-steps", type=int, default=200, help="Linear warm-up steps before the schedule.")
+    run.add_argument("--lr-scheduler", default="cosine", help="transformers scheduler name (default: cosine).")
+    run.add_argument("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm.")
+    run.add_argument("--logging-steps", type=int, default=50, help="Log the training loss every N steps.")
+    run.add_argument("--eval-steps", type=int, default=500, help="Evaluate every N steps (0: only at the end).")
+    run.add_argument("--save-steps", type=int, default=500, help="Write a resumable checkpoint every N steps.")
+    run.add_argument("--seed", type=int, default=42, help="Random seed (model init, data order).")
+    run.add_argument("--resume", action="store_true",
+                     help="Resume from the newest checkpoint in OUTPUT/checkpoints (starts fresh if there is none).")
+    run.add_argument("--fp32", action="store_true", help="On CUDA, train in fp32 instead of bf16.")
+    run.add_argument("--dataloader-workers", type=int, default=0, help="DataLoader worker processes.")
+    run.add_argument("--no-progress", action="store_true", help="Hide the Trainer's progress bars.")
+
+
+def _eval_split(args):
+    return None if str(args.eval_split).lower() in ("none", "") else args.eval_split
+
+
+# ---------------------------------------------------------------------------------------------- train-backbone
+
+
+def build_backbone_config(preset: str, vocab_size: int, **overrides) -> HubertConfig:
+    """A `HubertConfig` for CTC training from scratch: a `BACKBONE_PRESETS` size, CTC-friendly defaults."""
+    if preset not in BACKBONE_PRESETS:
+        raise ValueError(f"--preset is {preset!r}, but it must be one of {sorted(BACKBONE_PRESETS)}.")
+    settings = dict(
+        BACKBONE_PRESETS[preset],
+        vocab_size=vocab_size,
+        pad_token_id=0,
+        feat_extract_norm="layer",  # per-utterance exactness in padded batches (group norm mixes in padding)
+        do_stable_layer_norm=False,
+        ctc_loss_reduction="mean",
+        ctc_zero_infinity=True,  # too-short alignments give inf losses: zero them instead of poisoning the step
+        layerdrop=0.05,
+        mask_time_prob=0.05,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+    )
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    return HubertConfig(**settings)
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_training_arguments(parser)
+    arch = parser.add_argument_group("architecture")
+    arch.add_argument("--preset", default="small", choices=sorted(BACKBONE_PRESETS),
+                      help="Backbone size (default: small, 12 layers, ~10M parameters).")
+    arch.add_argument("--num-hidden-layers", type=int, default=None, help="Override the preset's layer count.")
+    arch.add_argument("--hidden-size", type=int, default=None, help="Override the preset's hidden size.")
+    arch.add_argument("--intermediate-size", type=int, default=None, help="Override the preset's FFN size.")
+    arch.add_argument("--num-attention-heads", type=int, default=None, help="Override the preset's head count.")
+
+
+def run_backbone(args) -> int:
+    torch.manual_seed(args.seed)
+    processor = build_processor()
+    config = build_backbone_config(
+        args.preset, len(processor.tokenizer), num_hidden_layers=args.num_hidden_layers,
+        hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_attention_heads=args.num_attention_heads,
+    )  # fmt: skip
+    model = HubertForCTC(config)
+    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor)
+    eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"HubertForCTC from scratch: {parameters / 1e6:.1f}M parameters, {len(train_dataset)} training clips")
+    metrics = _train(model, processor, args, train_dataset, eval_dataset)
+    output = Path(args.output)
+    model.save_pretrained(output, max_shard_size="15MB")
+    processor.save_pretrained(output)
+    _print_summary(output, metrics)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train (exits)
+
+
+def _layers(text: str | None):
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--exit-layers must be comma-separated integers, got {text!r}") from None
+
+
+def add_exit_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_training_arguments(parser)
+    exits = parser.add_argument_group("exits")
+    exits.add_argument("--model", required=True,
+                       help="A HubertForCTC checkpoint (folder or Hub id, e.g. facebook/hubert-large-ls960-ft) to "
+                            "convert, or a HuBERT-EE folder to continue training.")
+    exits.add_argument("--exit-layers", default=None,
+                       help="Comma-separated 1-based encoder layers that get a branch (default: spread evenly).")
+    exits.add_argument("--exit-branch", default=None, choices=EXIT_BRANCHES, help="Branch type (default: transformer).")
+    exits.add_argument("--strategy", default="two-stage", choices=EXIT_TRAINING_STRATEGIES,
+                       help="two-stage: frozen backbone, branches learn; joint: everything learns; distill: frozen "
+                            "backbone, branches learn from labels and the final head's posteriors.")
+    exits.add_argument("--exit-loss-weight", type=float, default=None, help="joint: weight of the mean branch loss.")
+    exits.add_argument("--distill-weight", type=float, default=None, help="distill: share of the KL term in [0, 1].")
+    exits.add_argument("--distill-temperature", type=float, default=None, help="distill: softmax temperature.")
+    exits.add_argument("--random-branch-init", action="store_true",
+                       help="Initialise new branches randomly instead of from the layer after them and the final head.")
+
+
+def run_exits(args) -> int:
+    torch.manual_seed(args.seed)
+    processor = load_processor(args.model)
+    overrides = {
+        "exit_layers": _layers(args.exit_layers), "exit_branch": args.exit_branch,
+        "exit_training_strategy": args.strategy, "exit_loss_weight": args.exit_loss_weight,
+        "distill_weight": args.distill_weight, "distill_temperature": args.distill_temperature,
+        "ctc_zero_infinity": True,
+    }  # fmt: skip
+    model = convert_checkpoint(
+        args.model, init_from_backbone=not args.random_branch_init,
+        **{key: value for key, value in overrides.items() if value is not None},
+    )  # fmt: skip
+    model.config.exit_training_strategy = args.strategy
+    model.apply_exit_training_strategy()
+    check_vocab_matches(model, processor)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(
+        f"HuBERT-EE: exits after layers {model.config.exit_layers} ({model.config.exit_branch}), strategy "
+        f"{args.strategy}: {trainable / 1e6:.2f}M of {model.num_parameters() / 1e6:.2f}M parameters learn"
+    )
+    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor)
+    eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor)
+    metrics = _train(model, processor, args, train_dataset, eval_dataset)
+    output = save_hub_folder(model, processor, args.output)
+    _print_summary(output, metrics)
+    return 0
+
+
+def _print_summary(output: Path, metrics: dict) -> None:
+    shown = {key: value for key, value in metrics.items() if "wer" in key or "cer" in key or key.endswith("loss")}
+    for key, value in sorted(shown.items()):
+        print(f"  {key}: {value:.3f}" if isinstance(value, float) and math.isfinite(value) else f"  {key}: {value}")
+    print(f"saved to {output}")

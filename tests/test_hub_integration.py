@@ -1,0 +1,110 @@
+"""The real Hugging Face paths: save Hub-style -> fresh process -> trust_remote_code load -> ASR pipeline."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCTC
+
+import hubert_ee  # noqa: F401  (registers the Auto classes locally)
+from hubert_ee.export import CODE_FILES, save_hub_folder
+from hubert_ee.text import build_processor
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import padded_batch, sharpen_branches, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FRESH_PROCESS = r"""
+import json, sys
+import numpy as np, torch
+from transformers import AutoModel, AutoModelForCTC, pipeline
+
+folder, inputs_path = sys.argv[1], sys.argv[2]
+assert "modeling_hubert_ee" not in sys.modules and "hubert_ee" not in sys.modules
+inputs = torch.load(inputs_path)
+model = AutoModelForCTC.from_pretrained(folder, trust_remote_code=True).eval()
+generic = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+out = model.generate(inputs["input_values"], inputs["attention_mask"])
+with torch.no_grad():
+    logits = generic(inputs["input_values"], attention_mask=inputs["attention_mask"]).logits
+asr = pipeline("automatic-speech-recognition", model=folder, trust_remote_code=True)
+rng = np.random.default_rng(0)
+short = asr(rng.standard_normal(16000).astype(np.float32))
+long = asr({"raw": rng.standard_normal(16000 * 25).astype(np.float32), "sampling_rate": 16000}, chunk_length_s=8)
+torch.save({"sequences": out.sequences, "exit_layer": out.exit_layer, "logits": logits}, inputs_path + ".out")
+print(json.dumps({"module": type(model).__module__, "generic": type(generic).__name__,
+                  "short": short["text"], "long": long["text"]}))
+"""
+
+
+def _hub_folder(tmp_path):
+    torch.manual_seed(0)
+    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5))).eval()
+    return model, save_hub_folder(model, build_processor(), tmp_path / "hub")
+
+
+def test_saved_folder_is_hub_ready(tmp_path):
+    model, folder = _hub_folder(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "hubert_ee" and config["architectures"] == ["HubertEEForCTC"]
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_hubert_ee.HubertEEConfig",
+        "AutoModel": "modeling_hubert_ee.HubertEEForCTC",
+        "AutoModelForCTC": "modeling_hubert_ee.HubertEEForCTC",
+    }
+    for name in (*CODE_FILES, "vocab.json", "tokenizer_config.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "preprocessor_config.json").is_file() or (folder / "processor_config.json").is_file()
+    for name in CODE_FILES:  # the copies are the files of this repository
+        assert (folder / name).read_text() == (ROOT / name).read_text()
+
+
+def test_local_auto_classes_resolve_without_remote_code(tmp_path):
+    model, folder = _hub_folder(tmp_path)
+    assert type(AutoConfig.from_pretrained(folder)).__name__ == "HubertEEConfig"
+    assert type(AutoModelForCTC.from_pretrained(folder)) is HubertEEForCTC
+    assert type(AutoModel.from_pretrained(folder)) is HubertEEForCTC
+
+
+def test_fresh_process_trust_remote_code_and_pipeline(tmp_path):
+    model, folder = _hub_folder(tmp_path)
+    input_values, attention_mask = padded_batch([4000, 2600, 3300])
+    inputs_path = tmp_path / "inputs.pt"
+    torch.save({"input_values": input_values, "attention_mask": attention_mask}, inputs_path)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_PROCESS)
+    # run from a scratch folder, without PYTHONPATH: the class must come from transformers' module cache
+    result = subprocess.run([sys.executable, str(script), str(folder), str(inputs_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["module"].startswith("transformers_modules."), report["module"]
+    assert report["generic"] == "HubertEEForCTC"
+    assert isinstance(report["short"], str) and isinstance(report["long"], str) and report["long"]
+    fresh = torch.load(str(inputs_path) + ".out")
+    local = model.generate(input_values, attention_mask)
+    assert torch.equal(fresh["sequences"], local.sequences)
+    assert torch.equal(fresh["exit_layer"], local.exit_layer)
+    with torch.no_grad():
+        expected = model(input_values, attention_mask=attention_mask).logits
+    torch.testing.assert_close(fresh["logits"], expected, rtol=1e-5, atol=1e-4)  # other process, other threads
+
+
+def test_remote_code_files_import_only_torch_and_transformers():
+    for name in CODE_FILES:
+        tree = ast.parse((ROOT / name).read_text())
+        roots = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
+        assert roots <= {"torch", "transformers", "dataclasses", "typing", "__future__", "configuration_hubert_ee"}, (
+            name, roots)

@@ -1,0 +1,103 @@
+"""Trainer-based training on tiny data: train-backbone, then exits under each strategy, through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import HubertForCTC, Trainer, TrainingArguments
+
+from hubert_ee.cli import main
+from hubert_ee.data import DataCollatorCTCWithPadding
+from hubert_ee.text import build_processor
+from modeling_hubert_ee import HubertEEForCTC
+
+TEXTS = ["HELLO WORLD", "EARLY EXIT", "SPEECH", "FAST MODEL", "A TEST", "HUBERT", "GOOD DAY", "YES NO"]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    rng = np.random.default_rng(0)
+
+    def split(texts):
+        return Dataset.from_dict({
+            "audio": [{"array": (0.1 * rng.standard_normal(int(16000 * (0.4 + 0.05 * len(t))))).astype(np.float32),
+                       "sampling_rate": 16000} for t in texts],
+            "text": texts,
+        })  # fmt: skip
+
+    folder = tmp_path_factory.mktemp("corpus") / "tiny"
+    DatasetDict({"train": split(TEXTS), "dev": split(TEXTS[:4])}).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_corpus, tmp_path_factory):
+    output = tmp_path_factory.mktemp("backbone") / "ctc"
+    code = main(["train-backbone", "--dataset", str(tiny_corpus), "--preset", "tiny", "--output", str(output),
+                 "--max-steps", "4", "--batch-size", "4", "--eval-steps", "0", "--save-steps", "2",
+                 "--warmup-steps", "0", "--logging-steps", "2", "--no-progress"])
+    assert code == 0
+    return output
+
+
+def test_train_backbone_saves_a_plain_hubert_ctc_checkpoint(backbone):
+    config = json.loads((backbone / "config.json").read_text())
+    assert config["model_type"] == "hubert" and config["architectures"] == ["HubertForCTC"]
+    assert (backbone / "vocab.json").is_file()
+    assert isinstance(HubertForCTC.from_pretrained(backbone), HubertForCTC)
+
+
+@pytest.mark.parametrize("strategy", ["two-stage", "joint", "distill"])
+def test_train_exits_cli_saves_hub_folder_and_reports_wer_per_exit(backbone, tiny_corpus, tmp_path, strategy,
+                                                                    capsys):
+    output = tmp_path / "ee"
+    code = main(["train", "--model", str(backbone), "--dataset", str(tiny_corpus), "--output", str(output),
+                 "--exit-layers", "1", "--exit-branch", "linear", "--strategy", strategy, "--max-steps", "3",
+                 "--batch-size", "4", "--eval-steps", "0", "--save-steps", "3", "--warmup-steps", "0",
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "eval_wer_exit_1" in printed and "eval_wer" in printed
+    config = json.loads((output / "config.json").read_text())
+    assert config["model_type"] == "hubert_ee" and config["exit_training_strategy"] == strategy
+    assert (output / "modeling_hubert_ee.py").is_file() and (output / "vocab.json").is_file()
+    trained = HubertEEForCTC.from_pretrained(output)
+    original = HubertForCTC.from_pretrained(backbone)
+    same_backbone = torch.equal(trained.hubert.encoder.layers[1].feed_forward.output_dense.weight,
+                                original.hubert.encoder.layers[1].feed_forward.output_dense.weight)
+    assert same_backbone == (strategy != "joint")  # frozen strategies leave the backbone untouched
+
+
+def test_trainer_really_lowers_exit_losses_and_resumes(backbone, tiny_corpus, tmp_path):
+    from hubert_ee.data import load_speech_dataset, prepare_for_ctc
+    from hubert_ee.export import convert_checkpoint
+    from hubert_ee.train import CTCTrainer
+
+    processor = build_processor()
+    torch.manual_seed(0)
+    model = convert_checkpoint(backbone, exit_layers=[1], exit_branch="transformer", init_from_backbone=False)
+    data = prepare_for_ctc(load_speech_dataset(str(tiny_corpus), split="train"), processor)
+    collator = DataCollatorCTCWithPadding(processor=processor)
+    batch = collator([data[i] for i in range(len(data))])
+
+    def exit_loss():
+        model.eval()
+        with torch.no_grad():
+            return model(**batch, output_exit_logits=True).exit_losses[0].item()
+
+    before = exit_loss()
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=30, per_device_train_batch_size=8,
+                             learning_rate=3e-3, report_to="none", save_steps=15, logging_steps=10,
+                             remove_unused_columns=False, disable_tqdm=True, seed=0)
+    Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
+    after = exit_loss()
+    assert after < 0.7 * before, (before, after)
+    assert isinstance(CTCTrainer, type)
+
+
+def test_invalid_training_arguments_are_reported(tiny_corpus, tmp_path, capsys):
+    code = main(["train", "--model", str(tmp_path / "nope"), "--dataset", str(tiny_corpus), "--output",
+                 str(tmp_path / "o")])
+    assert code == 2 and "nope" in capsys.readouterr().err
