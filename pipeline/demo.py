@@ -42,7 +42,7 @@ from transformers import AutoModelForCTC, AutoProcessor, pipeline
 
 folder, clips = sys.argv[1], sys.argv[2:]
 model = AutoModelForCTC.from_pretrained(folder, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained(folder)
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
                feature_extractor=processor.feature_extractor)
 print(f"loaded {type(model).__name__} from {type(model).__module__}")

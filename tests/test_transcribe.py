@@ -1,0 +1,165 @@
+"""hubert_ee.transcribe: files and folders, unreadable inputs, exit codes, JSON output, long-audio windows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hubert_ee import transcribe
+from hubert_ee.evaluate import featurize
+from hubert_ee.export import save_hub_folder
+from hubert_ee.text import build_processor
+from hubert_ee.transcribe import _kept_frames, expand_inputs, plan_windows, transcribe_files
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import sharpen_branches, tiny_config
+
+RESULT_KEYS = {"path", "text", "exit_layer", "time_ms", "duration_s", "num_chunks"}
+
+
+def _sine(seconds, rate=16000, freq=300.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor():
+    torch.manual_seed(0)
+    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5))).eval()
+    return model, build_processor()
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, model_and_processor):
+    return save_hub_folder(*model_and_processor, tmp_path_factory.mktemp("transcribe") / "model")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a.wav", _sine(1.0), 16000)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    stereo_8k = np.stack([_sine(0.8, 8000), (0.2 * rng.standard_normal(6400)).astype(np.float32)], axis=1)
+    sf.write(folder / "b.flac", stereo_8k, 8000)  # resampled to 16 kHz, downmixed
+    sf.write(folder / "sub" / "c.ogg", _sine(0.6, freq=500.0), 16000)
+    (folder / "notes.txt").write_text("not audio, skipped by the folder scan")
+    (tmp_path / "x.wav").write_bytes(b"RIFF garbage that is not a wave file" * 10)
+    return tmp_path
+
+
+def test_expand_inputs(inputs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    entries = expand_inputs([inputs / "a.wav", inputs / "folder", tmp_path / "empty", "missing.wav"])
+    assert entries[0] == (str(inputs / "a.wav"), None)
+    assert entries[1:3] == [(str(inputs / "folder" / "b.flac"), None), (str(inputs / "folder" / "sub" / "c.ogg"), None)]
+    assert entries[3][0] == str(tmp_path / "empty") and "no audio files" in entries[3][1]
+    assert entries[4] == ("missing.wav", None)  # reading reports it
+
+
+def test_transcribe_files_reports_bad_inputs_and_transcribes_the_rest(model_and_processor, inputs):
+    model, processor = model_and_processor
+    paths = [inputs / "a.wav", inputs / "x.wav", inputs / "folder", inputs / "missing.flac"]
+    results = transcribe_files(model, processor, paths, batch_size=2)
+    assert [r["path"] for r in results] == [str(inputs / "a.wav"), str(inputs / "x.wav"),
+                                            str(inputs / "folder" / "b.flac"), str(inputs / "folder" / "sub" / "c.ogg"),
+                                            str(inputs / "missing.flac")]
+    assert set(results[1]) == {"path", "error"} and "not a readable audio file" in results[1]["error"]
+    assert set(results[4]) == {"path", "error"} and "not found" in results[4]["error"]
+    for result in (results[0], results[2], results[3]):
+        assert set(result) == RESULT_KEYS
+        assert isinstance(result["text"], str)
+        assert 1 <= result["exit_layer"] <= 4 and result["num_chunks"] == 1 and result["time_ms"] > 0
+    assert results[2]["duration_s"] == pytest.approx(0.8, abs=1e-3)
+
+    # the same as calling the model directly, file by file
+    audio = sf.read(inputs / "a.wav", dtype="float32")[0]
+    input_values, attention_mask = featurize(processor, [audio], torch.device("cpu"))
+    direct = model.generate(input_values, attention_mask)
+    assert results[0]["text"] == processor.batch_decode(direct.sequences)[0]
+    assert results[0]["exit_layer"] == int(direct.exit_layer[0])
+
+
+def test_settings_reach_the_model(model_and_processor, inputs):
+    model, processor = model_and_processor
+    full = transcribe_files(model, processor, [inputs / "a.wav", inputs / "folder"], early_exit=False)
+    assert [r["exit_layer"] for r in full] == [4, 4, 4]
+    first = transcribe_files(model, processor, [inputs / "a.wav"], exit_criterion="patience", exit_patience=1)
+    assert first[0]["exit_layer"] == 1
+    with pytest.raises(ValueError, match="exit_threshold"):
+        transcribe_files(model, processor, [inputs / "a.wav"], exit_threshold=-1.0)
+
+
+def test_windows_tile_long_audio():
+    rate, hop = 16000, 320
+    windows = plan_windows(35 * rate, 20 * rate, 2 * rate)
+    assert windows == [(0, 20 * rate), (15 * rate, 35 * rate)]
+    assert plan_windows(10 * rate, 20 * rate, 2 * rate) == [(0, 10 * rate)]
+    windows = plan_windows(61 * rate + 123, 20 * rate, 2 * rate)
+    assert windows[0][0] == 0 and windows[-1][1] == 61 * rate + 123
+    assert all(end - start == 20 * rate for start, end in windows)
+    # kept frames: contiguous, no gaps, no overlaps, in sample-position terms
+    positions = []
+    for index, (start, end) in enumerate(windows):
+        first, last = _kept_frames(windows, index, (end - start) // hop, hop)
+        positions.extend(start + hop * f for f in range(first, last))
+    steps = np.diff(positions)
+    assert steps.min() > 0 and steps.max() <= hop
+    assert positions[0] == 0 and positions[-1] >= windows[-1][1] - 2 * hop
+
+
+def test_long_audio_is_transcribed_in_windows(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    rng = np.random.default_rng(1)
+    sf.write(tmp_path / "long.wav", (0.3 * rng.standard_normal(16000 * 35)).astype(np.float32), 16000)
+    sf.write(tmp_path / "short.wav", _sine(1.5), 16000)
+    results = transcribe_files(model, processor, [tmp_path / "long.wav", tmp_path / "short.wav"], batch_size=4)
+    long = results[0]
+    assert long["num_chunks"] == 2 and len(long["chunk_exit_layers"]) == 2
+    assert long["exit_layer"] == pytest.approx(np.mean(long["chunk_exit_layers"]))
+    assert long["duration_s"] == pytest.approx(35.0) and isinstance(long["text"], str)
+    assert results[1]["num_chunks"] == 1 and "chunk_exit_layers" not in results[1]
+
+
+def test_command_output_json_and_exit_codes(model_folder, inputs, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    code = transcribe.main(["--model", str(model_folder), str(inputs / "a.wav"), str(inputs / "x.wav"),
+                            str(inputs / "folder"), str(inputs / "nope.wav"), "--json", str(out),
+                            "--batch-size", "2", "--exit-threshold", "0.7", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert str(inputs / "x.wav") in captured.err and str(inputs / "nope.wav") in captured.err
+    assert "2 of 5 input(s) failed" in captured.err
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith(str(inputs / "a.wav")) and "exit layer" in lines[0]
+    assert " ms)" in lines[0]
+    report = json.loads(out.read_text())
+    assert set(report) == {"model", "num_hidden_layers", "settings", "num_succeeded", "num_failed", "results"}
+    assert report["num_succeeded"] == 3 and report["num_failed"] == 2
+    assert report["settings"]["exit_threshold"] == 0.7 and report["settings"]["exit_criterion"] == "confidence"
+    assert report["settings"]["early_exit"] is True
+    assert [("error" in r) for r in report["results"]] == [False, True, False, False, True]
+
+    assert transcribe.main(["--model", str(model_folder), str(inputs / "a.wav"), "--no-early-exit"]) == 0
+    assert "exit layer 4/4" in capsys.readouterr().out
+    assert transcribe.main(["--model", str(model_folder), str(inputs / "x.wav"), str(inputs / "nope.wav")]) == 2
+
+
+def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
+    import hubert_ee
+
+    monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
+    assert transcribe.main([str(inputs / "a.wav")]) == 2
+    assert "no --model given and no default model is shipped yet" in capsys.readouterr().err
+
+
+def test_every_flag_has_help():
+    parser = argparse.ArgumentParser()
+    transcribe.add_arguments(parser)
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help, action.dest
