@@ -236,7 +236,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
             hop *= stride
         return field
 
-    def _check_inputs(self, input_values, attention_mask, labels):
+    def _check_inputs(self, input_values, attention_mask, labels) -> list[int]:
+        """Clear errors for bad input; returns the samples per utterance (host-side, reused by the exit loop)."""
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(
                 f"`input_values` must be a torch.Tensor of shape (batch, samples), got {type(input_values).__name__}; "
@@ -274,6 +275,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             raise ValueError("`input_values` contains NaN or infinite samples.")
         if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        return lengths
 
     @property
     def _sampling_rate(self) -> int:
@@ -380,23 +382,27 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
     # ------------------------------------------------------------------ early-exit inference
 
-    def _early_exit_pass(self, input_values, attention_mask, settings):
+    def _early_exit_pass(self, input_values, attention_mask, settings, sample_lengths):
         """Per-utterance early exit with batch compaction.
 
         One host synchronisation per exit layer (to learn which rows leave); rows that left are removed from the
-        hidden states, masks and criterion state, so deeper layers only compute for rows still running.
+        hidden states, masks and criterion state, and trailing frames that are padding for every remaining row are
+        cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
+        (as in `HubertForCTC`); frames cut this way are left at 0.
         """
         num_layers = self.config.num_hidden_layers
         batch_size = input_values.shape[0]
         hidden_states, frame_mask = self._embed(input_values, attention_mask)
         mask = self._attention_mask(hidden_states, frame_mask)
-        valid = (
-            frame_mask
-            if frame_mask is not None
-            else torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
-        )
         device = hidden_states.device
+        if frame_mask is None:
+            valid = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=device)
+            frame_lengths = [hidden_states.shape[1]] * batch_size
+        else:
+            valid = frame_mask
+            frame_lengths = [self._frame_count(length) for length in sample_lengths]
         active = torch.arange(batch_size, device=device)  # original row of each row still running
+        active_rows = list(range(batch_size))  # the same, on the host
         exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
         logits = None  # [batch, frames, vocab], allocated at the first answer
         state = {}
@@ -406,8 +412,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         def answer(rows, row_logits, layer):
             nonlocal logits
             if logits is None:
-                logits = row_logits.new_zeros((batch_size, *row_logits.shape[1:]))
-            logits[active[rows]] = row_logits[rows]
+                logits = row_logits.new_zeros((batch_size, valid.shape[1], row_logits.shape[-1]))
+            logits[active[rows], : row_logits.shape[1]] = row_logits[rows]
             exit_layer[active[rows]] = layer
 
         for index in range(num_layers):
@@ -415,20 +421,34 @@ class HubertEEForCTC(HubertPreTrainedModel):
             layer = index + 1
             if layer not in exits:
                 continue
+            frames = hidden_states.shape[1]
             branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
-            leaving = self._exit_decision(branch_logits, valid, settings, state).cpu()  # the one sync per exit
+            leaving = self._exit_decision(branch_logits, valid[:, :frames], settings, state).cpu()  # the one sync
             if not bool(leaving.any()):
                 continue
-            leaving_rows = leaving.nonzero().squeeze(1).to(device)
-            answer(leaving_rows, branch_logits, layer)
+            answer(leaving.nonzero().squeeze(1).to(device), branch_logits, layer)
             if bool(leaving.all()):
                 return logits, exit_layer
-            staying = (~leaving).nonzero().squeeze(1).to(device)
-            active, hidden_states, valid = active[staying], hidden_states[staying], valid[staying]
-            mask = mask[staying] if mask is not None else None
+            staying_rows = [row for row, left in enumerate(leaving.tolist()) if not left]
+            active_rows = [active_rows[row] for row in staying_rows]
+            staying = torch.tensor(staying_rows, device=device)
+            active, hidden_states = active[staying], hidden_states[staying]
             state = {key: value[staying] for key, value in state.items()}
+            if frame_mask is None:
+                mask = mask[staying] if mask is not None else None
+                continue
+            frames = max(frame_lengths[row] for row in active_rows)
+            hidden_states, valid = hidden_states[:, :frames], valid[staying, :frames]
+            state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
+            mask = self._attention_mask(hidden_states, valid)
         answer(torch.arange(len(active), device=device), self._final_head(hidden_states), num_layers)
         return logits, exit_layer
+
+    def _frame_count(self, samples: int) -> int:
+        """Frames the front end emits for `samples` samples (host-side twin of `_get_feat_extract_output_lengths`)."""
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            samples = (samples - kernel) // stride + 1
+        return samples
 
     # ------------------------------------------------------------------ losses
 
@@ -530,7 +550,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             {"early_exit": early_exit, "exit_criterion": exit_criterion,
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
-        self._check_inputs(input_values, attention_mask, labels)
+        sample_lengths = self._check_inputs(input_values, attention_mask, labels)
 
         if attention_mask is None:
             sample_lengths = torch.full(
@@ -552,7 +572,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=exit_logits, exit_losses=exit_losses
             )
 
-        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings)
+        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths)
         loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
         return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
 
@@ -565,11 +585,11 @@ class HubertEEForCTC(HubertPreTrainedModel):
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
         settings = self._resolve_settings(overrides)
-        self._check_inputs(input_values, attention_mask, None)
+        sample_lengths = self._check_inputs(input_values, attention_mask, None)
         was_training = self.training
         self.eval()
         try:
-            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings)
+            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths)
         finally:
             self.train(was_training)
         sequences = logits.argmax(-1)
