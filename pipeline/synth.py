@@ -37,7 +37,8 @@ Voices
     ``-p`` 30-70.  flite: kal16, awb, rms, slt (the voices built into Debian's
     flite 2.2; ``kal`` is the 8 kHz twin of kal16 and ``awb_time`` only says
     the time, both unused), with ``duration_stretch`` 0.85-1.2 and the mean F0
-    scaled by 0.85-1.2 around each voice's own mean.  The ``voice`` column holds
+    (``int_f0_target_mean``) scaled by 0.85-1.2 around each voice's own mean
+    (rms ignores that setting, so its F0 is left at the default).  The ``voice`` column holds
     the base voice (``en-gb-x-rp``, ``slt``); the per-utterance settings are in
     ``voice_settings``.
 
@@ -146,8 +147,9 @@ ESPEAK_RATE = (130, 200)   # words per minute (-s)
 ESPEAK_PITCH = (30, 70)    # 0-99 (-p)
 
 # Flite voices built into Debian's flite 2.2 and their approximate mean F0 (Hz),
-# measured on their default output; the F0 target is scaled around it.
-FLITE_VOICES = {"kal16": 95.0, "awb": 125.0, "rms": 100.0, "slt": 170.0}
+# measured on their default output; the F0 target is scaled around it.  rms
+# ignores int_f0_target_mean (measured), so its F0 is left alone (None).
+FLITE_VOICES = {"kal16": 90.0, "awb": 125.0, "rms": None, "slt": 172.0}
 FLITE_STRETCH = (0.85, 1.2)
 FLITE_F0_FACTOR = (0.85, 1.2)
 
@@ -447,7 +449,7 @@ def synthesize(text: str, engine: str, voice: str, variant: str = "",
                 cmd += ["-s", str(int(rate))]
             if pitch is not None:
                 cmd += ["-p", str(int(pitch))]
-            cmd += ["-w", wav, text]
+            cmd += ["-w", wav, "--stdin"]  # text on stdin: never taken for an option
         elif engine == "flite":
             cmd = ["flite", "-voice", voice]
             if stretch is not None:
@@ -457,10 +459,10 @@ def synthesize(text: str, engine: str, voice: str, variant: str = "",
             cmd += ["-t", text, "-o", wav]
         else:
             raise ValueError(f"unknown engine {engine!r}")
-        res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             timeout=timeout)
+        res = subprocess.run(cmd, input=text.encode() if engine == "espeak-ng" else None,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
         if res.returncode != 0 or os.path.getsize(wav) <= 44:
-            raise RuntimeError(f"{' '.join(cmd[:-1])} ... failed (rc={res.returncode}): "
+            raise RuntimeError(f"{' '.join(cmd)} failed (rc={res.returncode}): "
                                f"{res.stderr.decode(errors='replace')[-300:]}")
         return _read_wav(wav)
     finally:
@@ -584,16 +586,22 @@ def corpus_features():
     })
 
 
+@lru_cache(maxsize=4)
+def _text_order(seed: int, split_id: int, epoch: int, n: int) -> np.ndarray:
+    """Order in which a split visits its ``n`` texts in pass ``epoch``."""
+    return np.random.default_rng([seed, split_id, 1_000_003, epoch]).permutation(n)
+
+
 def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, list[Voice]],
               heldout: dict[str, list[Voice]], seed: int, augment: bool,
               heldout_fraction: float, max_duration: float) -> dict:
     split_id = SPLITS.index(split)
     n = len(texts)
     epoch, pos = divmod(index, n)
-    perm = np.random.default_rng([seed, split_id, 1_000_003, epoch]).permutation(n)
-    text = texts[int(perm[pos])]
+    text = texts[int(_text_order(seed, split_id, epoch, n)[pos])]
     rng = np.random.default_rng([seed, split_id, index])
-    engines = sorted(e for e in set(voices) | set(heldout) if voices.get(e) or heldout.get(e))
+    engines = sorted(e for e in set(voices) | set(heldout)
+                     if voices.get(e) or (split == "test" and heldout.get(e)))
     engine = engines[int(rng.integers(len(engines)))]
     use_heldout = split == "test" and heldout.get(engine) and (
         not voices.get(engine) or rng.random() < heldout_fraction)
@@ -610,9 +618,10 @@ def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, li
                                  f"rate={job['rate']},pitch={job['pitch']}")
     else:
         job["stretch"] = round(float(rng.uniform(*FLITE_STRETCH)), 3)
-        job["f0_mean"] = round(FLITE_VOICES.get(voice.name, 110.0)
-                               * float(rng.uniform(*FLITE_F0_FACTOR)), 1)
-        job["voice_settings"] = f"stretch={job['stretch']},f0={job['f0_mean']}"
+        factor = float(rng.uniform(*FLITE_F0_FACTOR))
+        base_f0 = FLITE_VOICES.get(voice.name)
+        job["f0_mean"] = round(base_f0 * factor, 1) if base_f0 else None
+        job["voice_settings"] = f"stretch={job['stretch']},f0={job['f0_mean'] or 'default'}"
     # augmentation draws happen for every split so that turning it on/off
     # does not change the other draws
     speed = SPEEDS[int(rng.integers(len(SPEEDS)))]
@@ -644,13 +653,14 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
     ``seconds`` of audio, in order, with a pool of ``num_proc`` processes."""
     from tqdm.auto import tqdm
 
-    batch = max(16, 8 * num_proc)
+    batch = max(32, 16 * num_proc)
     total, index, failures = 0.0, 0, 0
-    # progress in whole seconds of audio synthesised (rate = audio s per wall s)
-    bar = tqdm(total=int(math.ceil(seconds)), unit="s", desc=f"synth {split} (s of audio)",
-               disable=not progress)
-    pool = _mp_context().Pool(num_proc) if num_proc > 1 else None
+    pool = _mp_context().Pool(num_proc) if num_proc > 1 else None  # before tqdm's thread
+    bar = None
     try:
+        # progress in whole seconds of audio synthesised (rate = audio s per wall s)
+        bar = tqdm(total=int(math.ceil(seconds)), unit="s", desc=f"synth {split} (s of audio)",
+                   disable=not progress)
         while total < seconds:
             jobs = [_make_job(split, i, texts, voices, heldout, seed, augment,
                               heldout_fraction, max_duration)
@@ -673,7 +683,8 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
                     raise RuntimeError(f"synthesis of split {split} keeps failing; "
                                        "see the messages above")
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -779,8 +790,8 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
 
     ds_bars = ds_logging.is_progress_bar_enabled()
     try:
-        if progress:  # ours is more telling than "Generating train split"
-            ds_logging.disable_progress_bars()
+        # our bar is more telling than datasets' "Generating train split"
+        ds_logging.disable_progress_bars()
         splits = {}
         for split in SPLITS:
             if hours[split] <= 0:
@@ -788,13 +799,14 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
             splits[split] = Dataset.from_generator(
                 _split_rows, features=features, cache_dir=str(tmp / split),
                 keep_in_memory=False, writer_batch_size=64,
-                gen_kwargs=dict(split=split, texts=texts[split], voices=train_voices,
+                # texts as a tuple: datasets would shard over a list argument
+                gen_kwargs=dict(split=split, texts=tuple(texts[split]), voices=train_voices,
                                 heldout=heldout, seed=int(seed), augment=bool(augment),
                                 heldout_fraction=float(test_heldout_fraction),
                                 max_duration=float(max_duration),
                                 seconds=3600.0 * hours[split], num_proc=num_proc,
                                 progress=progress))
-        if ds_bars:
+        if ds_bars and progress:
             ds_logging.enable_progress_bars()
         DatasetDict(splits).save_to_disk(str(out_dir))
     finally:

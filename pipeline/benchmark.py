@@ -1,0 +1,1123 @@
+# Copyright 2026 The HuBERT-EE authors. Licensed under the Apache License, Version 2.0.
+"""`hubert-ee benchmark`: how much faster early exit is than plain `HubertForCTC`, and how close to ideal.
+
+Every number compares `HubertEEForCTC` with `transformers.HubertForCTC` carrying the SAME weights (the HuBERT-EE
+state dict loaded into `HubertForCTC` with `strict=False`: `hubert.*` and `lm_head.*` are named alike, the
+`exit_branches.*` keys are left out) in the same process, on the same device, dtype and inputs.
+
+Method
+    * Everything runs under `torch.inference_mode()` with the models in eval mode.
+    * Warm-up calls first (`--warmup`, not recorded), then `--repeats` recorded repetitions. Within a repetition
+      the baseline and every candidate run once each, one after the other, and the order is rotated from one
+      repetition to the next (interleaving), so that a slow phase of a noisy machine hits all of them alike.
+      Reported times are medians over the repetitions. On CUDA, `torch.cuda.synchronize()` is called before
+      starting and after stopping every timer.
+    * Latency is reported at batch 1 (`latency_ms`), throughput (utterances/s) at larger batches.
+
+Workloads
+    `trained`: a trained HuBERT-EE folder (`--model`) on a test set (`--dataset`) at the given thresholds:
+        measured speedup, WER of both models, mean exit layer.
+    `forced`: HuBERT-base / HuBERT-large architectures with random weights on random `--seconds` clips, with the
+        exit decisions FORCED to a layer distribution (`--exit-distribution`), so the speed of the early-exit
+        machinery can be judged independently of what a trained model happens to decide.
+
+Forcing exits (no change to the model)
+    `install_forced_exits(model)` binds a replacement of `HubertEEForCTC._exit_decision` on the instance. Before a
+    call, `forced_exit_targets(model, targets)` gives each row of the batch a target layer. The model calls
+    `_exit_decision(logits, valid, settings, state)` once per exit layer, in increasing layer order, with a `state`
+    dict that is fresh for every forward and that the model compacts together with the batch
+    (`state = {key: value[staying] ...}`) when rows leave. The replacement stores the per-row targets in `state`
+    on its first call of a forward (an empty `state` marks the first call), so the targets stay aligned with the
+    rows still running, and counts its calls in a closure to know which exit layer it is at (call i is
+    `config.exit_layers[i]`). It returns `target_layer == current_layer`. By default it also runs the model's real
+    criterion on the branch logits and discards the answer, so the measured time includes the criterion's cost as a
+    real deployment pays it (`include_criterion=False` leaves it out). Rows whose target is the last layer are
+    answered by the final head.
+
+Ideal speedup
+    From measured component costs on the same device/dtype: front end (`model._embed`: feature encoder, projection,
+    positional convolution, prologue), one encoder layer, one exit branch, and the final head
+    (`model._final_head`). A row exiting after layer k costs front end + k layers + every branch consulted up to and
+    including the exit; a row reaching the end costs front end + all layers + all branches + head. The plain model
+    costs front end + all layers + head.
+    * Batch 1: ideal = cost(plain) / mean over utterances of cost(exit layer of the utterance).
+    * Batch B: batch compaction means that layer l runs on the rows whose exit is >= l, a branch at exit e on the
+      rows still running there, the head on the rows reaching the end. Layers, branches and the head are measured
+      AT THE ROW COUNTS THAT OCCUR (not assumed linear in rows); a row count that was not measured falls back to
+      linear scaling from the nearest measured one. ideal = cost(plain, B rows) / cost(compacted batch).
+    The exit criterion, the host synchronisation per exit and the compaction copies are NOT in the ideal: they are
+    what `efficiency = measured speedup / ideal speedup` charges to the implementation.
+
+Overhead
+    HuBERT-EE with exits enabled but never taken (confidence criterion, threshold 2.0: confidence never exceeds 1)
+    against `HubertForCTC`, at every batch size: every branch is computed and every criterion evaluated, nothing is
+    saved. Goal: at most 3 %. `--overhead-detail` also times `early_exit=False` (no branches at all), which isolates
+    the cost of the model's own layer loop from that of the branches.
+
+This module imports only torch, transformers, numpy, the standard library and the model files at top level, so it
+runs on a GPU machine without datasets/jiwer/soundfile; the `trained` workload imports `.data`, `.metrics` and
+`.export` when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import HubertConfig, HubertForCTC
+
+from configuration_hubert_ee import HubertEEConfig
+from modeling_hubert_ee import HubertEEExitBranch, HubertEEForCTC
+
+
+SAMPLING_RATE = 16000
+OVERHEAD_GOAL_PCT = 3.0
+NEVER_EXIT_SETTINGS = {"exit_criterion": "confidence", "exit_threshold": 2.0}
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+
+# Random-weight architectures of the `forced` workload. Dropouts are irrelevant (eval mode) but zeroed anyway.
+_COMMON = dict(vocab_size=32, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+               feat_proj_dropout=0.0, final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)
+ARCHS: dict[str, dict] = {
+    # facebook/hubert-base-ls960 shape: post-norm encoder, group-norm feature encoder without conv bias.
+    "base": dict(_COMMON, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 do_stable_layer_norm=False, feat_extract_norm="group", conv_bias=False, exit_layers=[4, 8]),
+    # facebook/hubert-large-ls960-ft shape: stable-layer-norm (pre-norm) encoder, layer-norm feature encoder.
+    "large": dict(_COMMON, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                  do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True, exit_layers=[8, 16]),
+    # For tests and smoke runs only: a few milliseconds per call.
+    "tiny": dict(_COMMON, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37,
+                 conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 8, 2), num_conv_pos_embeddings=16,
+                 num_conv_pos_embedding_groups=2, feat_extract_norm="layer", exit_layers=[1, 2, 3]),
+}
+# Default forced distributions, per architecture: one mixed, and everyone at each exit ("final" = last layer).
+DEFAULT_DISTRIBUTIONS = {
+    "base": ["4:0.25,8:0.25,final:0.5", "4:1", "8:1"],
+    "large": ["8:0.25,16:0.25,final:0.5", "8:1", "16:1"],
+    "tiny": ["1:0.25,2:0.25,final:0.5", "1:1"],
+}
+ROW_KEYS = ("device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup", "ideal_speedup",
+            "efficiency")
+
+
+# ---------------------------------------------------------------------------------------------- small helpers
+
+def _csv(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [item.strip() for item in value if str(item).strip()]
+
+
+def _dtype_name(name: str) -> str:
+    name = DTYPE_ALIASES.get(name.lower(), name.lower())
+    if name not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}; choose among {sorted(DTYPES)}.")
+    return name
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _round(value, digits=4):
+    return None if value is None else round(float(value), digits)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr (lazy import), or a silent stand-in."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            pass
+    return types.SimpleNamespace(update=lambda n=1: None, close=lambda: None, set_postfix_str=lambda s: None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds for one call of `fn`, synchronising CUDA before starting and after stopping the timer."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved_times(
+    cases: dict[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    progress=None,
+) -> dict[str, list[float]]:
+    """Run every case once per repetition, rotating the order each repetition; warm-up repetitions are dropped.
+
+    Returns seconds per call, per case, `repeats` values each.
+    """
+    names = list(cases)
+    times = {name: [] for name in names}
+    for repetition in range(warmup + repeats):
+        shift = repetition % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed = time_call(cases[name], device)
+            if repetition >= warmup:
+                times[name].append(elapsed)
+            if progress is not None:
+                progress.update(1)
+    return times
+
+
+def time_component(fn, device, repeats: int, warmup: int, min_seconds: float) -> float:
+    """Median seconds per call of a small piece of the model; calls are batched into one timer until the timer
+    spans at least `min_seconds`, so that launch overhead and timer resolution do not dominate."""
+    for _ in range(max(1, warmup)):
+        once = time_call(fn, device)
+    inner = max(1, min(1000, math.ceil(min_seconds / max(once, 1e-7))))
+
+    def many():
+        for _ in range(inner):
+            fn()
+
+    return _median([time_call(many, device) / inner for _ in range(max(1, repeats))])
+
+
+# ---------------------------------------------------------------------------------------------- distributions
+
+def parse_distribution(spec: str, num_layers: int, exit_layers: Sequence[int] | None = None) -> dict[int, float]:
+    """`"4:0.25,8:0.25,12:0.5"` -> {4: 0.25, 8: 0.25, 12: 0.5}: share of utterances leaving after each layer.
+
+    `final` (or `last`) names the last layer (`num_layers`, the final head). Shares are normalised to sum to 1.
+    With `exit_layers` given, every layer must be an exit layer or the last layer.
+    """
+    shares: dict[int, float] = {}
+    for part in _csv(spec):
+        layer_text, _, share_text = part.partition(":")
+        layer_text = layer_text.strip().lower()
+        layer = num_layers if layer_text in ("final", "last") else int(layer_text)
+        share = float(share_text) if share_text.strip() else 1.0
+        if share < 0:
+            raise ValueError(f"Negative share {share} for layer {layer} in exit distribution {spec!r}.")
+        shares[layer] = shares.get(layer, 0.0) + share
+    total = sum(shares.values())
+    if not shares or total <= 0:
+        raise ValueError(f"Exit distribution {spec!r} gives no positive share.")
+    allowed = None if exit_layers is None else set(exit_layers) | {num_layers}
+    for layer in shares:
+        if not 1 <= layer <= num_layers or (allowed is not None and layer not in allowed):
+            where = sorted(allowed) if allowed is not None else f"[1, {num_layers}]"
+            raise ValueError(f"Exit distribution {spec!r} names layer {layer}, but exits are at {where}.")
+    return {layer: shares[layer] / total for layer in sorted(shares) if shares[layer] > 0}
+
+
+def format_distribution(distribution: dict[int, float]) -> str:
+    return ",".join(f"{layer}:{share:g}" for layer, share in sorted(distribution.items()))
+
+
+def allocate_rows(distribution: dict[int, float], batch_size: int) -> list[int]:
+    """Target exit layer per row of a batch: the counts nearest to the shares (largest remainder), rows ordered
+    by layer."""
+    quotas = {layer: share * batch_size for layer, share in distribution.items()}
+    counts = {layer: int(math.floor(quota)) for layer, quota in quotas.items()}
+    remaining = batch_size - sum(counts.values())
+    for layer in sorted(quotas, key=lambda layer: (-(quotas[layer] - counts[layer]), layer))[:remaining]:
+        counts[layer] += 1
+    return [layer for layer in sorted(counts) for _ in range(counts[layer])]
+
+
+# ---------------------------------------------------------------------------------------------- forced exits
+
+def install_forced_exits(model: HubertEEForCTC, include_criterion: bool = True) -> HubertEEForCTC:
+    """Let `forced_exit_targets` dictate where each row leaves, without changing the model's code (see the
+    module docstring). With no targets set, the model's own decision is used."""
+    if getattr(model, "_forced_exit_holder", None) is not None:
+        return model
+    original = type(model)._exit_decision
+    holder = types.SimpleNamespace(targets=None, calls=0, include_criterion=include_criterion)
+
+    def _exit_decision(self, logits, valid, settings, state):
+        if holder.targets is None:
+            return original(self, logits, valid, settings, state)
+        if "forced_target_layer" not in state:  # the first exit of this forward: state is fresh
+            if len(holder.targets) != logits.shape[0]:
+                raise ValueError(f"{len(holder.targets)} forced targets for a batch of {logits.shape[0]} rows.")
+            holder.calls = 0
+            state["forced_target_layer"] = holder.targets.to(logits.device)
+        exit_layers = sorted(self.config.exit_layers)
+        layer = exit_layers[holder.calls]
+        holder.calls += 1
+        if holder.include_criterion:  # pay for the real criterion; its answer is discarded
+            if valid.shape[0] != logits.shape[0]:
+                # Without an attention mask, `_early_exit_pass` (since a8041d5) no longer compacts `valid` with the
+                # rows; it is all-true then, so rows of ones are the right frames for the rows still running.
+                valid = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
+            original(self, logits, valid, settings, {})
+        return state["forced_target_layer"] == layer
+
+    model._exit_decision = types.MethodType(_exit_decision, model)
+    model._forced_exit_holder = holder
+    return model
+
+
+@contextlib.contextmanager
+def forced_exit_targets(model: HubertEEForCTC, targets):
+    """Within the block, row i of the next batches leaves after layer `targets[i]` (an exit layer, or
+    `num_hidden_layers` for the final head)."""
+    holder = install_forced_exits(model)._forced_exit_holder
+    targets = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets, dtype=torch.long)
+    allowed = set(model.config.exit_layers) | {model.config.num_hidden_layers}
+    bad = sorted(set(targets.tolist()) - allowed)
+    if bad:
+        raise ValueError(f"Forced exit layer(s) {bad} are not exits of this model ({sorted(allowed)}).")
+    previous, holder.targets = holder.targets, targets
+    try:
+        yield
+    finally:
+        holder.targets = previous
+
+
+# ---------------------------------------------------------------------------------------------- ideal speedup
+
+def lookup_cost(table: dict, component: str, rows: int) -> float:
+    """Seconds of `component` at `rows` rows: measured, else linear in rows from the nearest measured count."""
+    measured = table[component]
+    if rows <= 0:
+        return 0.0
+    if rows in measured:
+        return measured[rows]
+    nearest = min(measured, key=lambda count: (abs(count - rows), -count))
+    return measured[nearest] * rows / nearest
+
+
+def plain_cost(table: dict, num_layers: int, batch_size: int) -> float:
+    """Plain `HubertForCTC`: front end + every layer + head, all on `batch_size` rows."""
+    return (lookup_cost(table, "embed", batch_size) + num_layers * lookup_cost(table, "layer", batch_size)
+            + lookup_cost(table, "head", batch_size))
+
+
+def early_exit_cost(table: dict, num_layers: int, exit_layers: Sequence[int], targets: Sequence[int]) -> float:
+    """Ideal cost of one batch whose rows leave after `targets` (one layer per row), with batch compaction."""
+    targets = list(targets)
+    cost = lookup_cost(table, "embed", len(targets))
+    for layer in range(1, num_layers + 1):
+        cost += lookup_cost(table, "layer", sum(target >= layer for target in targets))
+        if layer in exit_layers:
+            cost += lookup_cost(table, "branch", sum(target >= layer for target in targets))
+    return cost + lookup_cost(table, "head", sum(target == num_layers for target in targets))
+
+
+def ideal_speedup(table: dict, num_layers: int, exit_layers: Sequence[int], distribution: dict[int, float],
+                  batch_size: int) -> float:
+    """Ideal speedup of a forced exit distribution (see the module docstring).
+
+    `table[component][rows]` holds seconds for components `embed`, `layer`, `branch`, `head`. Batch 1: the plain
+    cost over the share-weighted mean per-utterance cost. Batch B: the rows are allocated with `allocate_rows`
+    and the compacted batch is costed.
+    """
+    if batch_size == 1:
+        mean = sum(share * early_exit_cost(table, num_layers, exit_layers, [layer])
+                   for layer, share in distribution.items())
+        return plain_cost(table, num_layers, 1) / mean
+    targets = allocate_rows(distribution, batch_size)
+    return plain_cost(table, num_layers, batch_size) / early_exit_cost(table, num_layers, exit_layers, targets)
+
+
+def needed_row_counts(num_layers: int, exit_layers: Sequence[int], targets: Sequence[int]) -> set[int]:
+    """Row counts at which layers/branches/head run for a batch with these targets (for measuring)."""
+    counts = {sum(target >= layer for target in targets) for layer in list(exit_layers) + [num_layers]}
+    counts |= {sum(target > layer for target in targets) for layer in exit_layers}
+    counts.add(sum(target == num_layers for target in targets))
+    counts.add(len(targets))
+    return {count for count in counts if count > 0}
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def arch_config_kwargs(arch: str, arch_config: str | None = None) -> dict:
+    """HubertEEConfig kwargs of a named architecture; `arch_config` (JSON text or a JSON file) defines `custom`
+    or overrides fields of the named ones."""
+    extra = {}
+    if arch_config:
+        text = Path(arch_config).read_text() if os.path.exists(arch_config) else arch_config
+        extra = json.loads(text)
+    if arch == "custom":
+        if not extra:
+            raise ValueError("--archs custom needs --arch-config with the HubertEEConfig fields.")
+        return dict(_COMMON, **extra)
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose among {sorted(ARCHS)} (or custom).")
+    return {**ARCHS[arch], **extra}
+
+
+def hubert_config_from(config: HubertEEConfig) -> HubertConfig:
+    """The plain `HubertConfig` with the same architecture fields (the early-exit fields dropped)."""
+    ee_only = {"exit_layers", "exit_branch", "exit_criterion", "exit_threshold", "exit_patience", "early_exit",
+               "exit_training_strategy", "exit_loss_weight", "distill_weight", "distill_temperature", "auto_map",
+               "model_type", "architectures", "transformers_version"}
+    values = {key: value for key, value in config.to_dict().items() if key not in ee_only}
+    plain = HubertConfig.from_dict(values)
+    plain._attn_implementation = config._attn_implementation
+    return plain
+
+
+def baseline_from(model: HubertEEForCTC) -> HubertForCTC:
+    """`HubertForCTC` carrying `model`'s backbone and final head (`strict=False`: the branches stay out)."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    with torch.device(device):
+        baseline = HubertForCTC(hubert_config_from(model.config))
+    result = baseline.load_state_dict(model.state_dict(), strict=False)
+    missing = [key for key in result.missing_keys if "masked_spec_embed" not in key]
+    unexpected = [key for key in result.unexpected_keys if not key.startswith("exit_branches.")]
+    if missing or unexpected:
+        raise RuntimeError(f"HubertForCTC does not match the HuBERT-EE backbone: missing {missing[:8]}, "
+                           f"unexpected {unexpected[:8]}")
+    return baseline.to(device=device, dtype=dtype).eval()
+
+
+def build_forced_model(arch: str, branch: str, device: torch.device, dtype: torch.dtype, seed: int = 0,
+                       exit_layers: Sequence[int] | None = None, arch_config: str | None = None) -> HubertEEForCTC:
+    kwargs = arch_config_kwargs(arch, arch_config)
+    if exit_layers:
+        kwargs["exit_layers"] = list(exit_layers)
+    config = HubertEEConfig(**kwargs, exit_branch=branch)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = HubertEEForCTC(config)
+    return install_forced_exits(model.to(dtype=dtype).eval())
+
+
+def _branch_of_type(model: HubertEEForCTC, branch_type: str) -> HubertEEExitBranch:
+    """One exit branch of `branch_type` for `model`: the model's own if it has that type, else a random one."""
+    if model.config.exit_branch == branch_type and len(model.exit_branches):
+        return next(iter(model.exit_branches.values()))
+    config = copy.deepcopy(model.config)
+    config.exit_branch = branch_type
+    parameter = next(model.parameters())
+    with torch.device(parameter.device):
+        branch = HubertEEExitBranch(config)
+    return branch.to(dtype=parameter.dtype).eval()
+
+
+@torch.inference_mode()
+def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], repeats: int,
+                       warmup: int, min_seconds: float, branch_types: Sequence[str] = ("transformer", "linear"),
+                       ) -> dict[str, dict[int, float]]:
+    """Seconds of each component (`embed` at the full batch; `layer`, `branch`, `branch_<type>`, `head`,
+    `criterion` at every count in `row_counts`) on `input_values`' device and dtype."""
+    device = input_values.device
+    batch_size = input_values.shape[0]
+    hidden_states, frame_mask = model._embed(input_values, None)
+    mask = model._attention_mask(hidden_states, frame_mask)
+    layer = model.hubert.encoder.layers[0]
+    branches = {branch_type: _branch_of_type(model, branch_type) for branch_type in branch_types}
+    settings = model._resolve_settings({})
+    table: dict[str, dict[int, float]] = {"embed": {}, "layer": {}, "branch": {}, "head": {}, "criterion": {}}
+    for branch_type in branches:
+        table[f"branch_{branch_type}"] = {}
+    table["embed"][batch_size] = time_component(lambda: model._embed(input_values, None), device, repeats, warmup,
+                                                min_seconds)
+    original_decision = type(model)._exit_decision
+    for rows in sorted(row_counts | {batch_size}):
+        h = hidden_states[:rows].contiguous()
+        m = mask[:rows] if mask is not None else None
+        valid = torch.ones(h.shape[:2], dtype=torch.bool, device=device)
+        table["layer"][rows] = time_component(lambda: layer(h, attention_mask=m), device, repeats, warmup,
+                                              min_seconds)
+        for branch_type, branch in branches.items():
+            table[f"branch_{branch_type}"][rows] = time_component(lambda: branch(h, m), device, repeats, warmup,
+                                                                  min_seconds)
+        table["head"][rows] = time_component(lambda: model._final_head(h), device, repeats, warmup, min_seconds)
+        logits = model._final_head(h)
+        table["criterion"][rows] = time_component(
+            lambda: original_decision(model, logits, valid, settings, {}).cpu(), device, repeats, warmup, min_seconds
+        )
+    table["branch"] = dict(table[f"branch_{model.config.exit_branch}"])
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- forced workload
+
+def _forced_cases(model, baseline, input_values, distributions, overhead_detail, first_outputs):
+    """The callables timed together at one batch size: baseline, never-exit, optional no-exit, forced ones.
+
+    The first call of each (a warm-up call when `--warmup` >= 1, so its extra host sync is not recorded) is
+    checked or kept: forced calls must leave exactly at their targets, and the first outputs of the baseline and
+    of the never-exit call are kept in `first_outputs` to compare their logits.
+    """
+    batch_size = input_values.shape[0]
+
+    def first_call_hook(name, fn, check=None):
+        def call():
+            output = fn()
+            if name not in first_outputs:
+                first_outputs[name] = output
+                if check is not None:
+                    check(output)
+            return output
+        return call
+
+    def forced(targets):
+        def call():
+            with forced_exit_targets(model, targets):
+                return model(input_values)
+
+        def check(output):
+            landed = output.exit_layer.tolist()
+            if landed != list(targets):
+                raise RuntimeError(f"Forced exits went wrong: asked {list(targets)}, got {landed}.")
+        return call, check
+
+    cases = {
+        "baseline": first_call_hook("baseline", lambda: baseline(input_values)),
+        "never": first_call_hook("never", lambda: model(input_values, **NEVER_EXIT_SETTINGS)),
+    }
+    if overhead_detail:
+        cases["no_exit"] = lambda: model(input_values, early_exit=False)
+    plans = {}  # distribution name -> {case name: weight}: how the candidate time is put together
+    if batch_size == 1:
+        layers = sorted({layer for distribution in distributions.values() for layer in distribution})
+        for layer in layers:
+            cases[f"at_{layer}"] = first_call_hook(f"at_{layer}", *forced([layer]))
+        for name, distribution in distributions.items():
+            plans[name] = {f"at_{layer}": share for layer, share in distribution.items()}
+    else:
+        for name, distribution in distributions.items():
+            cases[f"dist_{name}"] = first_call_hook(f"dist_{name}", *forced(allocate_rows(distribution, batch_size)))
+            plans[name] = {f"dist_{name}": 1.0}
+    return cases, plans
+
+
+def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: str, log) -> dict:
+    """Forced workload for one (device, dtype, arch, branch): rows, branch costs and overhead."""
+    dtype = DTYPES[dtype_name]
+    model = build_forced_model(arch, branch, device, dtype, seed=args.seed, exit_layers=_ints(args.exit_layers),
+                               arch_config=args.arch_config)
+    baseline = baseline_from(model)
+    config = model.config
+    num_layers = config.num_hidden_layers
+    specs = _csv(args.exit_distribution) if args.exit_distribution else DEFAULT_DISTRIBUTIONS.get(arch, ["final:1"])
+    distributions = {}
+    for spec in specs:
+        try:
+            distribution = parse_distribution(spec, num_layers, config.exit_layers)
+        except ValueError as error:
+            log(f"note: {arch}: skipping exit distribution {spec!r}: {error}")
+            continue
+        distributions[format_distribution(distribution)] = distribution
+    samples = int(round(args.seconds * SAMPLING_RATE))
+    generator = torch.Generator().manual_seed(args.seed)
+    min_seconds = args.component_min_ms / 1000.0
+    out = {"rows": [], "branch_cost": [], "overhead": [], "components": []}
+    common = {"device": device.type, "dtype": dtype_name, "arch": arch, "branch": branch,
+              "num_hidden_layers": num_layers, "exit_layers": list(config.exit_layers), "seconds": args.seconds}
+    for batch_size in _ints(args.batch_sizes):
+        input_values = torch.randn(batch_size, samples, generator=generator).to(device=device, dtype=dtype)
+        label = f"{device.type}/{dtype_name}/{arch}/{branch}/b{batch_size}"
+        with torch.inference_mode():
+            first_outputs = {}
+            cases, plans = _forced_cases(model, baseline, input_values, distributions, args.overhead_detail,
+                                         first_outputs)
+            bar = _progress((args.warmup + args.repeats) * len(cases), label, args.progress)
+            times = interleaved_times(cases, device, args.repeats, args.warmup, bar)
+            bar.close()
+            logit_diff = float((first_outputs["baseline"].logits.float()
+                                - first_outputs["never"].logits.float()).abs().max())
+            first_outputs.clear()
+            medians = {name: _median(values) for name, values in times.items()}
+            row_counts = {batch_size}
+            for distribution in distributions.values():
+                targets = allocate_rows(distribution, batch_size) if batch_size > 1 else None
+                if targets is not None:
+                    row_counts |= needed_row_counts(num_layers, config.exit_layers, targets)
+            table = measure_components(model, input_values, row_counts, args.component_repeats or args.repeats,
+                                       1, min_seconds)
+        out["components"].append({**common, "batch_size": batch_size,
+                                  "seconds_by_rows": {key: {str(rows): value for rows, value in per.items()}
+                                                      for key, per in table.items()}})
+        base = medians["baseline"]
+        for name, plan in plans.items():
+            candidate_time = sum(share * medians[case] for case, share in plan.items())
+            distribution = distributions[name]
+            speedup = base / candidate_time
+            ideal = ideal_speedup(table, num_layers, config.exit_layers, distribution, batch_size)
+            row = {**common, "workload": "forced", "batch_size": batch_size, "exit_distribution": name,
+                   "mean_exit_layer": _round(sum(layer * share for layer, share in distribution.items())),
+                   "speedup": _round(speedup), "ideal_speedup": _round(ideal), "efficiency": _round(speedup / ideal),
+                   "repeats": args.repeats}
+            if batch_size > 1:
+                realised = allocate_rows(distribution, batch_size)
+                row["rows_per_exit"] = {str(layer): realised.count(layer) for layer in sorted(set(realised))}
+            row.update(_speed_fields(batch_size, candidate_time, base))
+            out["rows"].append(row)
+        layer_cost = table["layer"][1] if 1 in table["layer"] else table["layer"][batch_size]
+        rows_for_cost = 1 if 1 in table["layer"] else batch_size
+        branch_cost = {**common, "batch_size": batch_size, "rows": rows_for_cost,
+                       "embed_ms": _round(table["embed"][batch_size] * 1e3),
+                       "layer_ms": _round(layer_cost * 1e3),
+                       "head_ms": _round(table["head"][rows_for_cost] * 1e3),
+                       "criterion_ms": _round(table["criterion"][rows_for_cost] * 1e3),
+                       "criterion_fraction_of_layer": _round(table["criterion"][rows_for_cost] / layer_cost),
+                       "branches": {}}
+        for key in table:
+            if key.startswith("branch_"):
+                seconds = table[key][rows_for_cost]
+                branch_cost["branches"][key[len("branch_"):]] = {"ms": _round(seconds * 1e3),
+                                                                 "fraction_of_layer": _round(seconds / layer_cost)}
+        out["branch_cost"].append(branch_cost)
+        overhead = {**common, "workload": "forced", "batch_size": batch_size,
+                    "criterion": NEVER_EXIT_SETTINGS["exit_criterion"],
+                    "threshold": NEVER_EXIT_SETTINGS["exit_threshold"],
+                    "ee_ms": _round(medians["never"] * 1e3), "baseline_ms": _round(base * 1e3),
+                    "overhead_pct": _round((medians["never"] / base - 1) * 100, 2),
+                    "goal_pct": OVERHEAD_GOAL_PCT,
+                    "meets_goal": bool((medians["never"] / base - 1) * 100 <= OVERHEAD_GOAL_PCT),
+                    "ideal_overhead_pct": _round(100 * len(config.exit_layers)
+                                                 * table["branch"][batch_size]
+                                                 / plain_cost(table, num_layers, batch_size), 2),
+                    "max_abs_logit_diff": _round(logit_diff, 6), "repeats": args.repeats}
+        if "no_exit" in medians:
+            overhead["no_exit_ms"] = _round(medians["no_exit"] * 1e3)
+            overhead["no_exit_overhead_pct"] = _round((medians["no_exit"] / base - 1) * 100, 2)
+        out["overhead"].append(overhead)
+        log(f"{label}: baseline {base * 1e3:.1f} ms/batch, never-exit overhead {overhead['overhead_pct']:+.2f} %"
+            + "".join(f"; {row['exit_distribution']}: x{row['speedup']:.3f} (ideal x{row['ideal_speedup']:.3f})"
+                      for row in out["rows"] if row["batch_size"] == batch_size))
+    del model, baseline
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def _speed_fields(batch_size: int, candidate_seconds: float, baseline_seconds: float) -> dict:
+    fields = {"batch_time_ms": _round(candidate_seconds * 1e3), "baseline_batch_time_ms": _round(baseline_seconds * 1e3)}
+    if batch_size == 1:
+        fields.update(latency_ms=_round(candidate_seconds * 1e3), baseline_latency_ms=_round(baseline_seconds * 1e3))
+    else:
+        fields.update(throughput=_round(batch_size / candidate_seconds),
+                      baseline_throughput=_round(batch_size / baseline_seconds))
+    return fields
+
+
+def _ints(value) -> list[int]:
+    return [int(item) for item in _csv(value)]
+
+
+# ---------------------------------------------------------------------------------------------- trained workload
+
+def default_model() -> str | None:
+    """`hubert_ee.DEFAULT_MODEL` when the package defines it."""
+    package = __package__ or "hubert_ee"
+    try:
+        return getattr(importlib.import_module(package), "DEFAULT_MODEL", None)
+    except ImportError:
+        return None
+
+
+def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
+    """Trained workload: a HuBERT-EE folder on a test set at each threshold, against HubertForCTC."""
+    from .data import load_speech_dataset
+    from .export import load_processor
+    from .metrics import word_error_rate
+
+    dtype = DTYPES[dtype_name]
+    model = HubertEEForCTC.from_pretrained(args.model).to(device=device, dtype=dtype).eval()
+    baseline = baseline_from(model)
+    processor = load_processor(args.model)
+    dataset = load_speech_dataset(args.dataset, split=args.split, max_samples=args.max_samples)
+    audio = [np.asarray(example["audio"], dtype=np.float32) for example in dataset]
+    references = [str(example["text"]) for example in dataset]
+    criterion = args.exit_criterion or model.config.exit_criterion
+    thresholds = [float(value) for value in _csv(args.thresholds)] or [model.config.exit_threshold]
+    config = model.config
+    num_layers = config.num_hidden_layers
+    mean_seconds = float(np.mean([len(clip) for clip in audio])) / SAMPLING_RATE
+    out = {"rows": [], "branch_cost": [], "overhead": [], "components": []}
+    common = {"device": device.type, "dtype": dtype_name, "workload": "trained", "arch": str(args.model),
+              "branch": config.exit_branch, "num_hidden_layers": num_layers, "exit_layers": list(config.exit_layers),
+              "dataset": str(args.dataset), "utterances": len(audio), "criterion": criterion}
+
+    def settings_for(threshold):
+        if criterion == "patience":
+            return {"exit_criterion": criterion, "exit_patience": int(threshold)}
+        return {"exit_criterion": criterion, "exit_threshold": threshold}
+
+    def decode(logits, lengths):
+        ids = logits.argmax(-1)
+        frames = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
+        return processor.batch_decode(ids.masked_fill(frames, config.pad_token_id).cpu().numpy())
+
+    for batch_size in _ints(args.batch_sizes):
+        batches = []
+        for start in range(0, len(audio), batch_size):
+            clips = audio[start:start + batch_size]
+            features = processor(clips, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
+            input_values = features["input_values"].to(device=device, dtype=dtype)
+            mask = features.get("attention_mask")
+            mask = mask.to(device) if mask is not None else None
+            sample_lengths = mask.sum(-1) if mask is not None else torch.full((len(clips),), input_values.shape[1],
+                                                                              device=device)
+            lengths = model._get_feat_extract_output_lengths(sample_lengths).to(torch.long)
+            batches.append((input_values, mask, lengths))
+        cases = {"baseline": lambda x, m: baseline(x, attention_mask=m)}
+        for threshold in thresholds:
+            cases[f"t={threshold:g}"] = (lambda s: lambda x, m: model(x, attention_mask=m, **s))(settings_for(threshold))
+        cases["never"] = lambda x, m: model(x, attention_mask=m, **NEVER_EXIT_SETTINGS)
+        totals = {name: [] for name in cases}
+        hypotheses = {name: [] for name in cases}
+        exit_layers = {name: [] for name in cases}
+        label = f"trained {device.type}/{dtype_name}/b{batch_size}"
+        bar = _progress((args.warmup + args.repeats) * len(cases) * len(batches), label, args.progress)
+        with torch.inference_mode():
+            names = list(cases)
+            for repetition in range(args.warmup + args.repeats):
+                elapsed = dict.fromkeys(names, 0.0)
+                for index, (input_values, mask, lengths) in enumerate(batches):
+                    shift = (repetition + index) % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        result = {}
+                        elapsed[name] += time_call(lambda: result.setdefault("out", cases[name](input_values, mask)),
+                                                   device)
+                        bar.update(1)
+                        if repetition == 0:
+                            output = result["out"]
+                            hypotheses[name] += decode(output.logits, lengths)
+                            if name != "baseline":
+                                exit_layers[name] += output.exit_layer.tolist()
+                if repetition >= args.warmup:
+                    for name in names:
+                        totals[name].append(elapsed[name])
+        bar.close()
+        medians = {name: _median(values) for name, values in totals.items()}
+        base = medians["baseline"]
+        baseline_wer = word_error_rate(references, hypotheses["baseline"])
+        # Component costs on a clip of the mean length, at the full batch: per-row costs assumed linear in rows.
+        probe = torch.randn(min(batch_size, len(audio)), max(int(mean_seconds * SAMPLING_RATE), 400),
+                            generator=torch.Generator().manual_seed(args.seed)).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            table = measure_components(model, probe, {probe.shape[0]}, args.component_repeats or args.repeats,
+                                       1, args.component_min_ms / 1000.0,
+                                       branch_types=(config.exit_branch,))
+        for name in names:
+            if name == "baseline":
+                continue
+            layers = exit_layers[name]
+            counts = {layer: layers.count(layer) / len(layers) for layer in sorted(set(layers))}
+            if batch_size == 1:
+                ideal = ideal_speedup(table, num_layers, config.exit_layers, counts, 1)
+            else:
+                plain = sum(plain_cost(table, num_layers, min(batch_size, len(layers) - start))
+                            for start in range(0, len(layers), batch_size))
+                compacted = sum(early_exit_cost(table, num_layers, config.exit_layers, layers[start:start + batch_size])
+                                for start in range(0, len(layers), batch_size))
+                ideal = plain / compacted
+            speedup = base / medians[name]
+            row = {**common, "batch_size": batch_size, "threshold": name, "exit_distribution": format_distribution(counts),
+                   "mean_exit_layer": _round(float(np.mean(layers))),
+                   "wer": _round(word_error_rate(references, hypotheses[name]), 3),
+                   "baseline_wer": _round(baseline_wer, 3),
+                   "speedup": _round(speedup), "ideal_speedup": _round(ideal), "efficiency": _round(speedup / ideal),
+                   "repeats": args.repeats}
+            if batch_size == 1:  # mean latency per utterance
+                row.update(latency_ms=_round(medians[name] / len(audio) * 1e3),
+                           baseline_latency_ms=_round(base / len(audio) * 1e3))
+            else:
+                row.update(throughput=_round(len(audio) / medians[name]),
+                           baseline_throughput=_round(len(audio) / base))
+            if name == "never":
+                out["overhead"].append({**common, "batch_size": batch_size, "ee_ms": _round(medians[name] * 1e3),
+                                        "baseline_ms": _round(base * 1e3),
+                                        "overhead_pct": _round((medians[name] / base - 1) * 100, 2),
+                                        "goal_pct": OVERHEAD_GOAL_PCT,
+                                        "meets_goal": bool((medians[name] / base - 1) * 100 <= OVERHEAD_GOAL_PCT)})
+            else:
+                out["rows"].append(row)
+        log(f"{label}: baseline WER {baseline_wer:.2f} %; "
+            + "; ".join(f"{row['threshold']}: x{row['speedup']:.3f}, WER {row['wer']:.2f} %, mean exit "
+                        f"{row['mean_exit_layer']:.2f}" for row in out["rows"] if row["batch_size"] == batch_size))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- profiling
+
+@contextlib.contextmanager
+def _decision_replaced(model, decision):
+    """Temporarily replace the model's `_exit_decision` (profiling experiments only)."""
+    previous = model.__dict__.get("_exit_decision")
+    model._exit_decision = types.MethodType(decision, model)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del model._exit_decision
+        else:
+            model._exit_decision = previous
+
+
+def overhead_breakdown(model, baseline, input_values, repeats: int, warmup: int, progress=None) -> dict[str, float]:
+    """Median seconds per call of variants that take the never-exit path apart (interleaved):
+
+    `baseline` (HubertForCTC), `baseline_wn_cached` (its weight-normed positional conv computed once per call
+    context with `torch.nn.utils.parametrize.cached()`), `ee_no_exit` (early_exit=False: the model's own layer
+    loop, no branch), `ee_branches_only` (branches run, the decision is a host-side all-False tensor: no criterion,
+    no device->host sync), `ee_branches_sync` (adds the per-exit sync: the decision is an all-False device tensor),
+    `ee_never` (adds the real confidence criterion: the real never-exit path), `ee_never_wn_cached`.
+    """
+    device = input_values.device
+
+    def host_false(self, logits, valid, settings, state):
+        return torch.zeros(logits.shape[0], dtype=torch.bool)
+
+    def device_false(self, logits, valid, settings, state):
+        return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+
+    def with_decision(decision):
+        def call():
+            with _decision_replaced(model, decision):
+                return model(input_values, **NEVER_EXIT_SETTINGS)
+        return call
+
+    def cached(fn):
+        def call():
+            with torch.nn.utils.parametrize.cached():
+                return fn()
+        return call
+
+    cases = {
+        "baseline": lambda: baseline(input_values),
+        "baseline_wn_cached": cached(lambda: baseline(input_values)),
+        "ee_no_exit": lambda: model(input_values, early_exit=False),
+        "ee_branches_only": with_decision(host_false),
+        "ee_branches_sync": with_decision(device_false),
+        "ee_never": lambda: model(input_values, **NEVER_EXIT_SETTINGS),
+        "ee_never_wn_cached": cached(lambda: model(input_values, **NEVER_EXIT_SETTINGS)),
+    }
+    with torch.inference_mode():
+        times = interleaved_times(cases, device, repeats, warmup, progress)
+    return {name: _median(values) for name, values in times.items()}
+
+
+def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, branch: str, batch_size: int,
+                     log) -> str:
+    """Where the never-exit path loses time against HubertForCTC (diagnostic, `--profile`): the interleaved
+    `overhead_breakdown`, then torch.profiler tables of both models, with device-busy time per call on CUDA."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dtype = DTYPES[dtype_name]
+    model = build_forced_model(arch, branch, device, dtype, seed=args.seed, exit_layers=_ints(args.exit_layers),
+                               arch_config=args.arch_config)
+    baseline = baseline_from(model)
+    input_values = torch.randn(batch_size, int(args.seconds * SAMPLING_RATE)).to(device=device, dtype=dtype)
+    title = f"{device.type}/{dtype_name}/{arch}/{branch}/b{batch_size}, {args.seconds:g} s clips"
+    breakdown = overhead_breakdown(model, baseline, input_values, args.repeats, args.warmup)
+    base = breakdown["baseline"]
+    text = [f"# Never-exit overhead breakdown ({title}; medians of {args.repeats}, interleaved)\n"]
+    text += [f"{name:<20} {seconds * 1e3:10.3f} ms  {100 * (seconds / base - 1):+8.2f} % vs HubertForCTC"
+             for name, seconds in breakdown.items()]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    calls = max(1, min(args.repeats, 10))
+    for name, fn in (("HubertForCTC", lambda: baseline(input_values)),
+                     ("HubertEEForCTC, exits never taken", lambda: model(input_values, **NEVER_EXIT_SETTINGS))):
+        with torch.inference_mode():
+            for _ in range(max(1, args.warmup)):
+                fn()
+            _sync(device)
+            start = time.perf_counter()
+            with profile(activities=activities) as prof:
+                for _ in range(calls):
+                    fn()
+                _sync(device)
+            wall = (time.perf_counter() - start) / calls
+        averages = prof.key_averages()
+        header = f"\n## {name} ({title}, {calls} calls; profiled wall {wall * 1e3:.3f} ms/call)"
+        if device.type == "cuda":
+            busy = sum(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0))
+                       for event in averages) / calls / 1e3
+            header += f"; device busy {busy:.3f} ms/call (kernels), idle {wall * 1e3 - busy:.3f} ms/call"
+        table = None
+        for sort_by in (("self_device_time_total", "self_cuda_time_total") if device.type == "cuda" else ()) + (
+                "self_cpu_time_total",):
+            try:
+                table = averages.table(sort_by=sort_by, row_limit=args.profile_rows)
+                break
+            except (AttributeError, KeyError, ValueError, RuntimeError):
+                continue
+        text.append(header + "\n\n" + (table or ""))
+    log("\n".join(text))
+    return "\n".join(text)
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+def _fmt(value, digits=3):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(report: dict) -> str:
+    """Readable tables of a report (`rows`, `branch_cost`, `overhead`)."""
+    lines = [f"# HuBERT-EE benchmark ({report['meta']['created']})", ""]
+    meta = report["meta"]
+    lines.append(f"torch {meta['torch']}, transformers {meta['transformers']}; devices: "
+                 + "; ".join(f"{key}: {value}" for key, value in meta["device_names"].items())
+                 + f"; {meta['repeats']} repeats after {meta['warmup']} warm-up, medians, interleaved.")
+    lines.append("")
+    forced = [row for row in report["rows"] if row["workload"] == "forced"]
+    if forced:
+        lines += ["## Forced exits (random weights)", "",
+                  "| device | dtype | arch | branch | batch | exit distribution | mean exit | latency ms / thru utt/s "
+                  "| baseline | speedup | ideal | efficiency |",
+                  "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for row in forced:
+            value, base = ((row["latency_ms"], row["baseline_latency_ms"]) if row["batch_size"] == 1
+                           else (row["throughput"], row["baseline_throughput"]))
+            unit = " ms" if row["batch_size"] == 1 else " utt/s"
+            lines.append(f"| {row['device']} | {row['dtype']} | {row['arch']} | {row['branch']} | {row['batch_size']} "
+                         f"| {row['exit_distribution']} | {_fmt(row['mean_exit_layer'], 2)} | {_fmt(value, 2)}{unit} "
+                         f"| {_fmt(base, 2)}{unit} | {_fmt(row['speedup'])} | {_fmt(row['ideal_speedup'])} "
+                         f"| {_fmt(row['efficiency'])} |")
+        lines.append("")
+    trained = [row for row in report["rows"] if row["workload"] == "trained"]
+    if trained:
+        lines += ["## Trained model", "",
+                  "| device | dtype | batch | threshold | mean exit | WER % | baseline WER % | latency ms / thru utt/s "
+                  "| baseline | speedup | ideal | efficiency |",
+                  "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in trained:
+            value, base = ((row["latency_ms"], row["baseline_latency_ms"]) if row["batch_size"] == 1
+                           else (row["throughput"], row["baseline_throughput"]))
+            lines.append(f"| {row['device']} | {row['dtype']} | {row['batch_size']} | {row['threshold']} "
+                         f"| {_fmt(row['mean_exit_layer'], 2)} | {_fmt(row['wer'], 2)} | {_fmt(row['baseline_wer'], 2)} "
+                         f"| {_fmt(value, 2)} | {_fmt(base, 2)} | {_fmt(row['speedup'])} | {_fmt(row['ideal_speedup'])} "
+                         f"| {_fmt(row['efficiency'])} |")
+        lines.append("")
+    if report["overhead"]:
+        lines += [f"## Overhead: exits enabled, never taken (goal <= {OVERHEAD_GOAL_PCT:g} %)", "",
+                  "| device | dtype | workload | arch | branch | batch | HuBERT-EE ms | HubertForCTC ms | overhead % "
+                  "| ideal (branches only) % | early_exit=False overhead % |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for row in report["overhead"]:
+            lines.append(f"| {row['device']} | {row['dtype']} | {row['workload']} | {row['arch']} | {row['branch']} "
+                         f"| {row['batch_size']} | {_fmt(row['ee_ms'], 2)} | {_fmt(row['baseline_ms'], 2)} "
+                         f"| {_fmt(row['overhead_pct'], 2)} | {_fmt(row.get('ideal_overhead_pct'), 2)} "
+                         f"| {_fmt(row.get('no_exit_overhead_pct'), 2)} |")
+        lines.append("")
+    if report["branch_cost"]:
+        types_seen = sorted({name for row in report["branch_cost"] for name in row["branches"]})
+        lines += ["## Component costs (one encoder layer = 1)", "",
+                  "| device | dtype | arch | batch | rows | layer ms | front end ms | head ms | criterion (x layer) | "
+                  + " | ".join(f"{name} branch (x layer)" for name in types_seen) + " |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(types_seen)]
+        seen = set()
+        for row in report["branch_cost"]:
+            key = (row["device"], row["dtype"], row["arch"], row["batch_size"])
+            if key in seen:
+                continue
+            seen.add(key)
+            cells = [f"{_fmt(row['branches'][name]['fraction_of_layer'])}" if name in row["branches"] else "-"
+                     for name in types_seen]
+            lines.append(f"| {row['device']} | {row['dtype']} | {row['arch']} | {row['batch_size']} | {row['rows']} "
+                         f"| {_fmt(row['layer_ms'], 2)} | {_fmt(row['embed_ms'], 2)} | {_fmt(row['head_ms'], 3)} "
+                         f"| {_fmt(row['criterion_fraction_of_layer'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for note in report.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The `hubert-ee benchmark` options."""
+    parser.add_argument("--workloads", default="trained,forced",
+                        help="comma-separated among trained,forced (default: both; trained is skipped without a "
+                             "model)")
+    parser.add_argument("--json", metavar="OUT", help="write the report as JSON here")
+    parser.add_argument("--markdown", metavar="OUT.md", help="write the tables as Markdown here")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, or auto: CPU, plus CUDA when present (comma-separated list allowed)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma-separated among fp32,fp16,bf16 (default: fp32 on CPU; fp32,fp16,bf16 on CUDA)")
+    parser.add_argument("--batch-sizes", default="1,8,16", help="comma-separated (default: 1,8,16)")
+    parser.add_argument("--repeats", type=int, default=10, help="recorded repetitions; medians are reported "
+                                                                "(default: 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="unrecorded warm-up repetitions (default: 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (torch.set_num_threads; default: torch's). On a shared, busy CPU "
+                             "fewer threads than cores avoids OpenMP oversubscription stalls")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
+    forced = parser.add_argument_group("forced workload (random weights, forced exit layers)")
+    forced.add_argument("--archs", default="base,large", help=f"comma-separated among {','.join(ARCHS)},custom "
+                                                              "(default: base,large)")
+    forced.add_argument("--branch", default="transformer",
+                        help="exit branch type(s), comma-separated among transformer,linear (default: transformer)")
+    forced.add_argument("--exit-layers", default=None,
+                        help="exit layers for every arch, e.g. 4,8 (default: base 4,8; large 8,16)")
+    forced.add_argument("--exit-distribution", action="append", default=None, metavar="LAYER:SHARE,...",
+                        help="share of utterances leaving after each layer, e.g. 4:0.25,8:0.25,12:0.5 ('final' = "
+                             "the last layer); repeat the option for several (default per arch: a mixed one and "
+                             "all-at-each-exit). Distributions naming layers that are not exits of an arch are skipped "
+                             "for it.")
+    forced.add_argument("--seconds", type=float, default=10.0, help="clip length in seconds (default: 10)")
+    forced.add_argument("--overhead-detail", action="store_true",
+                        help="also time early_exit=False, separating the layer loop's cost from the branches'")
+    forced.add_argument("--component-repeats", type=int, default=None,
+                        help="repetitions of each component timing (default: --repeats)")
+    forced.add_argument("--component-min-ms", type=float, default=20.0,
+                        help="each component timer spans at least this long, calling it several times "
+                             "(default: 20)")
+    forced.add_argument("--arch-config", default=None, help=argparse.SUPPRESS)  # JSON: 'custom' arch / overrides
+    forced.add_argument("--profile", metavar="OUT.txt", default=None,
+                        help="instead of benchmarking, write torch.profiler tables of HubertForCTC and of HuBERT-EE "
+                             "with exits never taken (first arch, branch, dtype, device and batch size)")
+    forced.add_argument("--profile-rows", type=int, default=30, help=argparse.SUPPRESS)
+    trained = parser.add_argument_group("trained workload")
+    trained.add_argument("--model", default=None,
+                         help="trained HuBERT-EE folder or Hub id (default: hubert_ee.DEFAULT_MODEL if defined)")
+    trained.add_argument("--dataset", default=None, help="test set (folder or Hub id, see load_speech_dataset)")
+    trained.add_argument("--split", default="test", help="dataset split (default: test)")
+    trained.add_argument("--max-samples", type=int, default=64, help="utterances used (default: 64)")
+    trained.add_argument("--thresholds", default=None,
+                         help="comma-separated exit thresholds (patience values for the patience criterion; "
+                              "default: the config's)")
+    trained.add_argument("--exit-criterion", default=None, choices=("confidence", "entropy", "patience"),
+                         help="default: the config's")
+    return parser
+
+
+def _devices(spec: str) -> list[torch.device]:
+    devices = []
+    for name in _csv(spec):
+        if name == "auto":
+            devices.append(torch.device("cpu"))
+            if torch.cuda.is_available():
+                devices.append(torch.device("cuda"))
+        elif name.startswith("cuda") and not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda, but CUDA is not available")
+        else:
+            devices.append(torch.device(name))
+    return list(dict.fromkeys(devices))
+
+
+def _dtypes_for(device: torch.device, spec: str | None) -> list[str]:
+    if spec:
+        return [_dtype_name(name) for name in _csv(spec)]
+    return ["fp32", "fp16", "bf16"] if device.type == "cuda" else ["fp32"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by parsed `add_arguments` options; 0 on success."""
+    def log(message):
+        print(message, flush=True)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = _devices(args.device)
+    workloads = _csv(args.workloads)
+    unknown = set(workloads) - {"trained", "forced"}
+    if unknown:
+        raise SystemExit(f"error: unknown workload(s) {sorted(unknown)}; choose among trained,forced")
+    archs = _csv(args.archs)
+    branches = _csv(args.branch)
+    for branch in branches:
+        if branch not in ("transformer", "linear"):
+            raise SystemExit(f"error: --branch {branch!r}: choose among transformer,linear")
+
+    if args.profile:
+        device = devices[-1]
+        text = profile_overhead(args, device, _dtypes_for(device, args.dtypes)[0], archs[0], branches[0],
+                                _ints(args.batch_sizes)[0], log)
+        Path(args.profile).write_text(text + "\n")
+        return 0
+
+    report = {
+        "meta": {
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            "device_names": {device.type: (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                           else platform.processor() or platform.machine()) for device in devices},
+            "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
+            "argv": sys.argv[1:],
+        },
+        "rows": [], "branch_cost": [], "overhead": [], "components": [], "notes": [],
+    }
+
+    def note(message):
+        report["notes"].append(message)
+        log(f"note: {message}")
+
+    if "trained" in workloads:
+        model_path = args.model or default_model()
+        if not model_path:
+            note("trained workload skipped: no --model given and hubert_ee.DEFAULT_MODEL is not defined")
+        elif not args.dataset:
+            note("trained workload skipped: no --dataset given")
+        else:
+            for device in devices:
+                for dtype_name in _dtypes_for(device, args.dtypes):
+                    args.model = model_path
+                    _merge(report, run_trained(args, device, dtype_name, log))
+    if "forced" in workloads:
+        for device in devices:
+            for dtype_name in _dtypes_for(device, args.dtypes):
+                for arch in archs:
+                    for branch in branches:
+                        _merge(report, run_forced(args, device, dtype_name, arch, branch, log))
+
+    markdown = to_markdown(report)
+    print(markdown)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown)
+    return 0
+
+
+def _merge(report: dict, part: dict) -> None:
+    for key in ("rows", "branch_cost", "overhead", "components"):
+        report[key].extend(part.get(key, []))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hubert-ee benchmark",
+        description="Latency/throughput of HuBERT-EE against HubertForCTC on the same weights: a trained model on a "
+                    "test set, and forced exit distributions on HuBERT-base/large shapes; ideal speedup, efficiency, "
+                    "branch costs and the overhead of exits that are never taken.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

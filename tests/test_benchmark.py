@@ -1,0 +1,204 @@
+"""`hubert-ee benchmark`: forced exits, the ideal-speedup arithmetic, the report layout, and tiny end-to-end runs.
+
+No timing is asserted: the numbers of a 2-core CI machine mean nothing; only the machinery is checked.
+"""
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hubert_ee import benchmark
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import padded_batch, tiny_config
+
+REQUIRED_ROW_KEYS = {"device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup",
+                     "ideal_speedup", "efficiency"}
+
+
+def _tiny_model(**overrides):
+    torch.manual_seed(0)
+    return benchmark.install_forced_exits(HubertEEForCTC(tiny_config(**overrides)).eval())
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["no-mask", "padded"])
+def test_forced_exits_land_on_requested_layers(with_mask):
+    model = _tiny_model()  # 4 layers, exits after 1, 2, 3
+    targets = [2, 4, 1, 3, 1, 4, 2, 3]
+    input_values, attention_mask = padded_batch([4000, 3000, 4000, 2500, 3500, 4000, 2000, 3900])
+    if not with_mask:
+        attention_mask = None
+    with torch.inference_mode(), benchmark.forced_exit_targets(model, targets):
+        out = model(input_values, attention_mask=attention_mask)
+        again = model(input_values, attention_mask=attention_mask)  # the per-forward state starts afresh
+    assert out.exit_layer.tolist() == targets
+    assert again.exit_layer.tolist() == targets
+    # Each row's logits are those of the branch (or final head) it was sent to.
+    with torch.inference_mode():
+        full = model(input_values, attention_mask=attention_mask, output_exit_logits=True)
+    heads = {1: full.exit_logits[0], 2: full.exit_logits[1], 3: full.exit_logits[2], 4: full.logits}
+    lengths = model._get_feat_extract_output_lengths(
+        attention_mask.sum(-1) if attention_mask is not None else torch.full((8,), 4000)
+    )
+    for row, layer in enumerate(targets):
+        frames = int(lengths[row])
+        torch.testing.assert_close(out.logits[row, :frames], heads[layer][row, :frames], rtol=1e-4, atol=1e-4)
+
+
+def test_forced_distribution_is_exact_for_a_batch():
+    model = _tiny_model()
+    distribution = benchmark.parse_distribution("1:0.25,2:0.25,final:0.5", 4, [1, 2, 3])
+    assert distribution == {1: 0.25, 2: 0.25, 4: 0.5}
+    targets = benchmark.allocate_rows(distribution, 8)
+    assert targets == [1, 1, 2, 2, 4, 4, 4, 4]
+    with torch.inference_mode(), benchmark.forced_exit_targets(model, targets):
+        exit_layer = model(torch.randn(8, 3000)).exit_layer.tolist()
+    assert exit_layer == targets
+    assert {layer: exit_layer.count(layer) / 8 for layer in set(exit_layer)} == distribution
+    # Without targets the model decides by itself again (threshold 2.0: never leaves).
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3000), **benchmark.NEVER_EXIT_SETTINGS).exit_layer.tolist() == [4, 4]
+
+
+def test_forced_targets_are_validated():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="not exits"):
+        with benchmark.forced_exit_targets(model, [5]):
+            pass
+    with pytest.raises(ValueError, match="forced targets"):
+        with torch.inference_mode(), benchmark.forced_exit_targets(model, [1, 2]):
+            model(torch.randn(3, 3000))
+
+
+def test_parse_and_allocate_distribution():
+    assert benchmark.parse_distribution("4:1,8:1,12:2", 12) == {4: 0.25, 8: 0.25, 12: 0.5}
+    assert benchmark.format_distribution({4: 0.25, 8: 0.25, 12: 0.5}) == "4:0.25,8:0.25,12:0.5"
+    with pytest.raises(ValueError, match="layer 5"):
+        benchmark.parse_distribution("5:1", 12, [4, 8])
+    with pytest.raises(ValueError, match="no positive share"):
+        benchmark.parse_distribution("4:0", 12)
+    assert benchmark.allocate_rows({4: 1 / 3, 8: 1 / 3, 12: 1 / 3}, 16) == [4] * 6 + [8] * 5 + [12] * 5
+    assert sorted(benchmark.allocate_rows({4: 0.25, 12: 0.75}, 1)) == [12]
+
+
+def test_ideal_speedup_on_a_hand_made_cost_table():
+    # Per-row linear costs except the front end: embed 10 + 2/row, layer 1/row, branch 0.5/row, head 0.25/row.
+    rows = range(1, 9)
+    table = {"embed": {n: 10.0 + 2 * n for n in rows}, "layer": {n: 1.0 * n for n in rows},
+             "branch": {n: 0.5 * n for n in rows}, "head": {n: 0.25 * n for n in rows}}
+    num_layers, exits = 12, [4, 8]
+    # Batch 1: plain = 12 + 12 + 0.25 = 24.25.
+    # exit 4: 12 + 4 + 0.5 = 16.5; exit 8: 12 + 8 + 1 = 21; final: 12 + 12 + 1 + 0.25 = 25.25.
+    distribution = {4: 0.25, 8: 0.25, 12: 0.5}
+    expected = 24.25 / (0.25 * 16.5 + 0.25 * 21 + 0.5 * 25.25)
+    assert math.isclose(benchmark.ideal_speedup(table, num_layers, exits, distribution, 1), expected)
+    assert math.isclose(benchmark.ideal_speedup(table, num_layers, exits, {4: 1.0}, 1), 24.25 / 16.5)
+    # Batch 8 (2 at 4, 2 at 8, 4 final): embed 26; layers 4x8 + 4x6 + 4x4 = 72; branches 0.5x8 + 0.5x6 = 7;
+    # head 0.25x4 = 1 -> 106; plain = 26 + 96 + 2 = 124.
+    assert math.isclose(benchmark.ideal_speedup(table, num_layers, exits, distribution, 8), 124 / 106)
+    assert benchmark.needed_row_counts(num_layers, exits, [4, 4, 8, 8, 12, 12, 12, 12]) == {8, 6, 4}
+    # A row count that was not measured scales linearly from the nearest measured one.
+    assert math.isclose(benchmark.lookup_cost({"layer": {4: 2.0}}, "layer", 6), 3.0)
+    assert benchmark.lookup_cost({"layer": {4: 2.0}}, "layer", 0) == 0.0
+
+
+def _args(tmp_path, *extra):
+    parser = benchmark.add_arguments(argparse.ArgumentParser())
+    return parser.parse_args([
+        "--device", "cpu", "--archs", "tiny", "--seconds", "0.25", "--repeats", "1", "--warmup", "0",
+        "--batch-sizes", "1,4", "--component-min-ms", "0", "--no-progress",
+        "--json", str(tmp_path / "bench.json"), "--markdown", str(tmp_path / "bench.md"), *extra,
+    ])
+
+
+def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys):
+    args = _args(tmp_path, "--workloads", "forced,trained", "--branch", "transformer,linear", "--overhead-detail",
+                 "--exit-distribution", "1:0.5,final:0.5", "--exit-distribution", "3:1",
+                 "--exit-distribution", "7:1")  # not an exit of tiny: skipped with a note
+    assert benchmark.run(args) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert {"meta", "rows", "branch_cost", "overhead", "notes"} <= set(report)
+    rows = report["rows"]
+    # 2 branch types x 2 batch sizes x 2 distributions.
+    assert len(rows) == 8
+    for row in rows:
+        assert REQUIRED_ROW_KEYS <= set(row), set(REQUIRED_ROW_KEYS) - set(row)
+        assert row["workload"] == "forced" and row["arch"] == "tiny" and row["device"] == "cpu"
+        assert row["dtype"] == "fp32"
+        if row["batch_size"] == 1:
+            assert {"latency_ms", "baseline_latency_ms"} <= set(row)
+        else:
+            assert {"throughput", "baseline_throughput"} <= set(row)
+            assert sum(row["rows_per_exit"].values()) == row["batch_size"]
+        assert row["speedup"] > 0 and row["ideal_speedup"] > 0
+        assert math.isclose(row["efficiency"], row["speedup"] / row["ideal_speedup"], rel_tol=1e-3)
+    assert {row["exit_distribution"] for row in rows} == {"1:0.5,4:0.5", "3:1"}
+    assert {row["branch"] for row in rows} == {"transformer", "linear"}
+    assert len(report["overhead"]) == 4
+    for row in report["overhead"]:
+        assert {"overhead_pct", "ee_ms", "baseline_ms", "no_exit_overhead_pct", "goal_pct"} <= set(row)
+        assert row["max_abs_logit_diff"] < 1e-3  # same weights in both models
+    for row in report["branch_cost"]:
+        assert set(row["branches"]) == {"transformer", "linear"}
+        assert all(cost["fraction_of_layer"] > 0 for cost in row["branches"].values())
+    assert any("DEFAULT_MODEL" in note for note in report["notes"])  # trained workload skipped, said so
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| cpu | fp32 | tiny | transformer | 4 | 1:0.5,4:0.5 |" in markdown
+    assert "Overhead" in markdown and "Component costs" in markdown
+    assert "skipping exit distribution '7:1'" in capsys.readouterr().out
+
+
+def test_baseline_carries_the_same_weights():
+    model = _tiny_model()
+    baseline = benchmark.baseline_from(model)
+    assert type(baseline).__name__ == "HubertForCTC"
+    input_values, attention_mask = padded_batch([4000, 3000])
+    with torch.inference_mode():
+        expected = baseline(input_values, attention_mask=attention_mask).logits
+        got = model(input_values, attention_mask=attention_mask, early_exit=False).logits
+    torch.testing.assert_close(got, expected)
+
+
+def test_trained_workload_on_a_tiny_saved_model(tmp_path):
+    soundfile = pytest.importorskip("soundfile")
+    from hubert_ee.export import save_hub_folder
+    from hubert_ee.text import build_processor
+    from tests.conftest import sharpen_branches
+
+    torch.manual_seed(0)
+    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5))).eval()
+    folder = save_hub_folder(model, build_processor(), tmp_path / "model")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    lines = ["file_name,transcription"]
+    for index, seconds in enumerate((0.3, 0.2, 0.25)):
+        soundfile.write(data / f"{index}.wav", rng.standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1,
+                        16000)
+        lines.append(f"{index}.wav,hello world")
+    (data / "metadata.csv").write_text("\n".join(lines) + "\n")
+    args = _args(tmp_path, "--workloads", "trained", "--model", str(folder), "--dataset", str(data),
+                 "--thresholds", "0.5,2.0", "--batch-sizes", "1,2")
+    assert benchmark.run(args) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert len(report["rows"]) == 4  # 2 batch sizes x 2 thresholds
+    for row in report["rows"]:
+        assert REQUIRED_ROW_KEYS <= set(row)
+        assert row["workload"] == "trained" and row["utterances"] == 3
+        assert {"wer", "baseline_wer", "mean_exit_layer"} <= set(row)
+        assert 1 <= row["mean_exit_layer"] <= 4
+    never = [row for row in report["rows"] if row["threshold"] == "t=2"]
+    assert all(row["mean_exit_layer"] == 4 and row["wer"] == row["baseline_wer"] for row in never)
+    assert len(report["overhead"]) == 2
+
+
+def test_cli_entry_points():
+    parser = benchmark.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([])
+    assert args.archs == "base,large" and args.batch_sizes == "1,8,16" and args.seconds == 10.0
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--help"])
+    assert exit_info.value.code == 0

@@ -1,0 +1,225 @@
+"""Tests of hubert_ee.synth: sources, splitting, a tiny corpus built twice, reloading."""
+
+import argparse
+import io
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from hubert_ee import synth
+from hubert_ee.text import normalize_text
+
+MISSING = synth.missing_packages()
+needs_sources = pytest.mark.skipif(
+    bool(MISSING),
+    reason="synthetic corpus needs the Debian packages " + ", ".join(MISSING)
+    + " (apt-get install -y espeak-ng flite fortunes wordnet-base)")
+
+SECONDS = 20.0 / 3600  # 20 s of audio per split
+HELD = ("espeak-ng:en-gb-scotland", "flite:rms")
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    """The same tiny corpus built twice, with 2 and with 1 process(es)."""
+    base = tmp_path_factory.mktemp("synth")
+    kw = dict(hours_train=SECONDS, hours_dev=SECONDS, hours_test=SECONDS, seed=3,
+              test_voices=HELD, progress=False, verbose=False)
+    a = synth.build_corpus(base / "a", num_proc=2, **kw)
+    b = synth.build_corpus(base / "b", num_proc=1, **kw)
+    return base, a, b
+
+
+def test_missing_source_error_names_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(synth, "FORTUNE_DIR", tmp_path / "nope")
+    monkeypatch.setattr(synth, "WORDNET_DIR", tmp_path / "nope")
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    assert synth.missing_packages() == ["espeak-ng", "flite", "fortunes", "wordnet-base"]
+    with pytest.raises(synth.MissingSourceError, match=r"apt-get install -y flite wordnet-base"):
+        synth.check_sources(engines=("flite",), text_sources=("wordnet",))
+    with pytest.raises(synth.MissingSourceError, match="fortunes"):
+        synth.fortune_sentences(tmp_path / "nope")
+    with pytest.raises(synth.MissingSourceError, match="wordnet-base"):
+        synth.wordnet_sentences(tmp_path / "nope")
+    synth.check_sources(engines=(), text_sources=())  # nothing asked, nothing missing
+
+
+def test_fortune_and_wordnet_parsing(tmp_path):
+    (tmp_path / "fortunes").mkdir()
+    (tmp_path / "fortunes" / "demo").write_text(
+        "A banker lends you his umbrella when the sun is shining.  He wants it back\n"
+        "the minute it begins to rain.\n\t\t-- Mark Twain\n%\nShort.\n%\n"
+        "int main() { return 0; } is code and should go.\n%\n")
+    (tmp_path / "fortunes" / "demo.dat").write_bytes(b"\0")
+    got = synth.fortune_sentences(tmp_path / "fortunes")
+    assert got == ["A BANKER LENDS YOU HIS UMBRELLA WHEN THE SUN IS SHINING",
+                   "HE WANTS IT BACK THE MINUTE IT BEGINS TO RAIN"]
+    (tmp_path / "wn").mkdir()
+    (tmp_path / "wn" / "data.verb").write_text(
+        "  1 licence header \"not this one please\"\n"
+        "00001740 29 v 04 breathe 0 take_a_breath 0 | draw air into, and expel out of, the "
+        "lungs; \"I can breathe better when the air is clean\"; \"The patient is respiring\"; "
+        "\"no\"\n")
+    assert synth.wordnet_sentences(tmp_path / "wn") == [
+        "I CAN BREATHE BETTER WHEN THE AIR IS CLEAN", "THE PATIENT IS RESPIRING"]
+
+
+def test_split_texts_disjoint():
+    texts = [f"SENTENCE NUMBER {normalize_text(str(i))}" for i in range(500)]
+    parts = synth.split_texts(texts, seed=1, hours={"train": 1, "dev": 0.01, "test": 0.02})
+    assert set(parts) == {"train", "dev", "test"}
+    sets = {k: set(v) for k, v in parts.items()}
+    assert not (sets["train"] & sets["dev"] or sets["train"] & sets["test"]
+                or sets["dev"] & sets["test"])
+    assert sum(len(v) for v in parts.values()) == len(texts)
+    assert 0 < len(parts["dev"]) < len(parts["test"]) < len(parts["train"])
+    assert parts == synth.split_texts(texts, seed=1, hours={"train": 1, "dev": 0.01, "test": 0.02})
+    assert parts != synth.split_texts(texts, seed=2, hours={"train": 1, "dev": 0.01, "test": 0.02})
+
+
+@needs_sources
+def test_sentences_are_normalised_and_unique():
+    sents = synth.load_sentences()
+    assert len(sents) > 10000
+    assert len(set(sents)) == len(sents)
+    for s in sents[:: max(1, len(sents) // 2000)]:
+        assert normalize_text(s) == s
+        assert 3 <= len(s.split()) <= 30
+
+
+@needs_sources
+def test_voices_listed():
+    voices = synth.list_voices()
+    keys = {v.key for v in voices}
+    assert set(HELD) <= keys
+    assert {"flite:slt", "flite:kal16", "espeak-ng:en-us"} <= keys
+    assert "" in synth.espeak_variants() and "m1" in synth.espeak_variants()
+
+
+@needs_sources
+def test_same_seed_identical(corpora):
+    _, a, b = corpora
+    assert list(a) == list(b) == ["train", "dev", "test"]
+    for split in a:
+        ra, rb = a[split].to_dict(), b[split].to_dict()
+        assert ra.keys() == rb.keys()
+        for col in ra:
+            if col != "audio":
+                assert ra[col] == rb[col], (split, col)
+        for xa, xb in zip(ra["audio"], rb["audio"]):
+            assert np.asarray(xa["array"], np.float32).tobytes() == \
+                np.asarray(xb["array"], np.float32).tobytes()
+
+
+@needs_sources
+def test_splits_hours_texts_and_voices(corpora):
+    _, dsd, _ = corpora
+    summary = dsd.summary
+    texts = {s: set(dsd[s]["text"]) for s in dsd}
+    assert not (texts["train"] & texts["dev"])
+    assert not (texts["train"] & texts["test"])
+    assert not (texts["dev"] & texts["test"])
+    voices = {s: {f"{e}:{v}" for e, v in zip(dsd[s]["engine"], dsd[s]["voice"])} for s in dsd}
+    for held in HELD:
+        assert held not in voices["train"] and held not in voices["dev"]
+    assert voices["test"] & set(HELD), "no held-out voice in test"
+    for s in dsd:
+        hours = sum(dsd[s]["duration"]) / 3600
+        assert hours >= SECONDS and hours < SECONDS + synth.MAX_DURATION / 3600
+        assert summary["splits"][s]["utterances"] == len(dsd[s])
+        assert abs(summary["splits"][s]["hours"] - hours) < 1e-6
+        eng = summary["splits"][s]["engines"]
+        assert sum(e["utterances"] for e in eng.values()) == len(dsd[s])
+    assert set(summary["test_voices"]) == set(HELD)
+    assert {a for a in dsd["dev"]["augmentation"]} == {"none"}
+    assert {a for a in dsd["test"]["augmentation"]} == {"none"}
+    assert any(a != "none" for a in dsd["train"]["augmentation"])
+    for a in dsd["train"]["augmentation"]:
+        assert a == "none" or re.fullmatch(
+            r"(speed=(0\.9|1\.1))?,?(noise=(white|pink),snr=\d+\.\d)?", a), a
+
+
+@needs_sources
+def test_audio_and_reload(corpora):
+    base, dsd, _ = corpora
+    from datasets import load_from_disk
+
+    again = load_from_disk(str(base / "a"))
+    assert again["test"].num_rows == dsd["test"].num_rows
+    assert (base / "a" / "synth_summary.json").is_file()
+    for split in again:
+        for row in again[split]:
+            x, sr = synth.decode_audio(row)
+            assert sr == 16000
+            assert x.dtype == np.float32 and x.ndim == 1
+            assert abs(len(x) / sr - row["duration"]) < 1e-3
+            assert 0.01 < np.abs(x).max() <= 1.0
+            assert row["text"] == normalize_text(row["text"]) and row["text"]
+    # numpy formatting gives arrays directly
+    arr = again["train"].with_format("numpy")[0]["audio"]["array"]
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.float32
+
+
+def test_decode_audio_bytes_without_torchcodec():
+    import soundfile as sf
+    from datasets import Audio, Dataset
+
+    x = (0.1 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format="WAV", subtype="FLOAT")
+    ds = Dataset.from_dict({"audio": [{"bytes": buf.getvalue(), "path": None}]})
+    ds = ds.cast_column("audio", Audio(decode=False))
+    y, sr = synth.decode_audio(ds[0])
+    assert sr == 16000 and np.array_equal(x, y)
+    y, sr = synth.decode_audio({"array": x.tolist(), "sampling_rate": 16000})
+    assert sr == 16000 and np.array_equal(x, y)
+
+
+def test_dsp_helpers():
+    rng = np.random.default_rng(0)
+    sig = np.concatenate([np.zeros(16000), 0.5 * np.sin(np.arange(8000) / 3), np.zeros(16000)])
+    sig = sig.astype(np.float32)
+    trimmed = synth.trim_silence(sig)
+    assert 8000 <= len(trimmed) <= 8000 + 2 * 1600 + 320
+    y = synth.to_16k(np.ones(22050, np.float32), 22050)
+    assert abs(len(y) - 16000) <= 1 and y.dtype == np.float32
+    assert abs(len(synth.to_16k(np.ones(16000, np.float32), 16000, speed=1.1)) - 14545) <= 1
+    for kind in ("white", "pink"):
+        noisy = synth.add_noise(trimmed, rng, 10.0, kind)
+        noise = noisy - trimmed
+        snr = 10 * np.log10(np.mean(trimmed.astype(np.float64) ** 2) / np.mean(noise ** 2))
+        assert abs(snr - 10.0) < 0.5
+
+
+def test_cli_arguments():
+    parser = synth.add_synth_arguments(argparse.ArgumentParser())
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help and len(action.help) > 15, action.dest
+    args = parser.parse_args(["--out", "x", "--hours-train", "0.5", "--no-augment",
+                              "--engines", "flite", "--test-voices", "none", "--num-proc", "2"])
+    assert args.hours_train == 0.5 and args.no_augment and args.num_proc == 2
+    assert synth._csv(args.engines) == ("flite",) and synth._csv(args.test_voices) == ()
+    args = parser.parse_args(["--out", "x"])
+    assert synth._csv(args.test_voices) == HELD
+
+
+@needs_sources
+def test_cli_run_single_engine(tmp_path, capsys):
+    rc = synth.main(["--out", str(tmp_path / "c"), "--hours-train", str(5 / 3600),
+                     "--hours-dev", "0", "--hours-test", str(5 / 3600), "--engines", "espeak-ng",
+                     "--test-voices", "espeak-ng:en-gb-scotland,flite:rms", "--no-augment",
+                     "--num-proc", "2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "test" in out and "espeak-ng" in out
+    from datasets import load_from_disk
+
+    dsd = load_from_disk(str(tmp_path / "c"))
+    assert list(dsd) == ["train", "test"]
+    assert set(dsd["train"]["engine"]) == {"espeak-ng"}
+    assert "en-gb-scotland" not in dsd["train"]["voice"]
+    assert set(dsd["train"]["augmentation"]) == {"none"}
+    shutil.rmtree(tmp_path / "c")
