@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return int(code or 0)
+    return code if isinstance(code, int) else 0  # a stage may return its result object
 
 
 if __name__ == "__main__":
