@@ -103,7 +103,7 @@ def _local_model_folder(spec: str) -> Path:
         raise UsageError(
             f"calibrate writes the chosen operating point into the model's config.json, so --model must be a local "
             f"model folder holding config.json; got {spec!r}. Download or export the model into a folder first "
-            "(e.g. `hubert-ee export ... --output FOLDER`, or `huggingface-cli download ID --local-dir FOLDER`)."
+            "(e.g. the output folder of `hubert-ee train`, or `hf download ID --local-dir FOLDER`)."
         )
     return folder
 

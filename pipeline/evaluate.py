@@ -489,8 +489,9 @@ def add_model_argument(parser: argparse.ArgumentParser, help_extra: str = "") ->
     parser.add_argument(
         "--model",
         default=None,
-        help="HuBERT-EE model: a folder written by `hubert-ee export`/`train` (weights, config.json, processor) or "
-        "a Hub id. Default: the model shipped with the package (hubert_ee.DEFAULT_MODEL), when there is one."
+        help="HuBERT-EE model: a folder written by `hubert-ee train` or `hubert_ee.export.save_hub_folder` "
+        "(weights, config.json, processor) or a Hub id. Default: the model shipped with the package "
+        "(hubert_ee.DEFAULT_MODEL), when there is one."
         + help_extra,
     )
 
