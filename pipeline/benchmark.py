@@ -192,18 +192,18 @@ def interleaved_times(
     return times
 
 
-def time_component(fn, device, repeats: int, warmup: int, min_seconds: float) -> float:
-    """Median seconds per call of a small piece of the model; calls are batched into one timer until the timer
-    spans at least `min_seconds`, so that launch overhead and timer resolution do not dominate."""
-    for _ in range(max(1, warmup)):
-        once = time_call(fn, device)
+def repeated(fn: Callable[[], object], device: torch.device, min_seconds: float) -> tuple[Callable[[], None], int]:
+    """`fn` called `inner` times in a row, `inner` chosen (after a warm-up call) so that one timer spans at least
+    `min_seconds`: launch overhead and timer resolution then do not dominate small pieces of the model."""
+    time_call(fn, device)
+    once = time_call(fn, device)
     inner = max(1, min(1000, math.ceil(min_seconds / max(once, 1e-7))))
 
     def many():
         for _ in range(inner):
             fn()
 
-    return _median([time_call(many, device) / inner for _ in range(max(1, repeats))])
+    return many, inner
 
 
 # ---------------------------------------------------------------------------------------------- distributions
@@ -423,12 +423,17 @@ def _branch_of_type(model: HubertEEForCTC, branch_type: str) -> HubertEEExitBran
     return branch.to(dtype=parameter.dtype).eval()
 
 
+COMPONENT_PREFIX = "component:"
+
+
 @torch.inference_mode()
-def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], repeats: int,
-                       warmup: int, min_seconds: float, branch_types: Sequence[str] = ("transformer", "linear"),
-                       ) -> dict[str, dict[int, float]]:
-    """Seconds of each component (`embed` at the full batch; `layer`, `branch`, `branch_<type>`, `head`,
-    `criterion` at every count in `row_counts`) on `input_values`' device and dtype."""
+def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
+                    branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, tuple[Callable, int]]:
+    """Timed pieces of the model on `input_values`' device and dtype: `embed` at the full batch; `layer` (one
+    encoder layer), `branch_<type>` (one exit branch of each type), `head` (`_final_head`) and `criterion` (the
+    confidence criterion, with its device->host copy) at every count in `row_counts`. Returns
+    {"component:<name>:<rows>": (callable running the piece `inner` times, inner)}, to be timed interleaved with
+    the full forwards (so that a busy phase of the machine affects both alike)."""
     device = input_values.device
     batch_size = input_values.shape[0]
     hidden_states, frame_mask = model._embed(input_values, None)
@@ -436,28 +441,42 @@ def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_co
     layer = model.hubert.encoder.layers[0]
     branches = {branch_type: _branch_of_type(model, branch_type) for branch_type in branch_types}
     settings = model._resolve_settings({})
-    table: dict[str, dict[int, float]] = {"embed": {}, "layer": {}, "branch": {}, "head": {}, "criterion": {}}
-    for branch_type in branches:
-        table[f"branch_{branch_type}"] = {}
-    table["embed"][batch_size] = time_component(lambda: model._embed(input_values, None), device, repeats, warmup,
-                                                min_seconds)
-    original_decision = type(model)._exit_decision
+    decision = type(model)._exit_decision
+    calls = {("embed", batch_size): lambda: model._embed(input_values, None)}
     for rows in sorted(row_counts | {batch_size}):
         h = hidden_states[:rows].contiguous()
         m = mask[:rows] if mask is not None else None
         valid = torch.ones(h.shape[:2], dtype=torch.bool, device=device)
-        table["layer"][rows] = time_component(lambda: layer(h, attention_mask=m), device, repeats, warmup,
-                                              min_seconds)
-        for branch_type, branch in branches.items():
-            table[f"branch_{branch_type}"][rows] = time_component(lambda: branch(h, m), device, repeats, warmup,
-                                                                  min_seconds)
-        table["head"][rows] = time_component(lambda: model._final_head(h), device, repeats, warmup, min_seconds)
         logits = model._final_head(h)
-        table["criterion"][rows] = time_component(
-            lambda: original_decision(model, logits, valid, settings, {}).cpu(), device, repeats, warmup, min_seconds
-        )
-    table["branch"] = dict(table[f"branch_{model.config.exit_branch}"])
+        calls[("layer", rows)] = lambda h=h, m=m: layer(h, attention_mask=m)
+        for branch_type, branch in branches.items():
+            calls[(f"branch_{branch_type}", rows)] = lambda h=h, m=m, branch=branch: branch(h, m)
+        calls[("head", rows)] = lambda h=h: model._final_head(h)
+        calls[("criterion", rows)] = lambda logits=logits, valid=valid: decision(
+            model, logits, valid, settings, {}).cpu()
+    return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(fn, device, min_seconds) for (name, rows), fn in calls.items()}
+
+
+def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, int]], branch: str
+                    ) -> dict[str, dict[int, float]]:
+    """{component: {rows: seconds per call}} from the medians of `component_cases` timings; `branch` is the
+    model's own branch type (copied to the `branch` entry used by the ideal-speedup formulas)."""
+    table: dict[str, dict[int, float]] = {}
+    for key, (_, inner) in cases.items():
+        name, rows = key[len(COMPONENT_PREFIX):].rsplit(":", 1)
+        table.setdefault(name, {})[int(rows)] = medians[key] / inner
+    table["branch"] = dict(table[f"branch_{branch}"])
     return table
+
+
+def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], repeats: int,
+                       warmup: int, min_seconds: float, branch_types: Sequence[str] = ("transformer", "linear"),
+                       ) -> dict[str, dict[int, float]]:
+    """`component_table` of `component_cases` timed on their own (medians of `repeats`, interleaved)."""
+    cases = component_cases(model, input_values, row_counts, min_seconds, branch_types)
+    with torch.inference_mode():
+        times = interleaved_times({key: fn for key, (fn, _) in cases.items()}, input_values.device, repeats, warmup)
+    return component_table({key: _median(values) for key, values in times.items()}, cases, model.config.exit_branch)
 
 
 # ---------------------------------------------------------------------------------------------- forced workload
@@ -538,24 +557,24 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
     for batch_size in _ints(args.batch_sizes):
         input_values = torch.randn(batch_size, samples, generator=generator).to(device=device, dtype=dtype)
         label = f"{device.type}/{dtype_name}/{arch}/{branch}/b{batch_size}"
+        row_counts = {batch_size}
+        for distribution in distributions.values():
+            if batch_size > 1:
+                row_counts |= needed_row_counts(num_layers, config.exit_layers, allocate_rows(distribution, batch_size))
+        components = component_cases(model, input_values, row_counts, min_seconds)
         with torch.inference_mode():
             first_outputs = {}
             cases, plans = _forced_cases(model, baseline, input_values, distributions, args.overhead_detail,
                                          first_outputs)
+            cases.update({key: fn for key, (fn, _) in components.items()})
             bar = _progress((args.warmup + args.repeats) * len(cases), label, args.progress)
             times = interleaved_times(cases, device, args.repeats, args.warmup, bar)
             bar.close()
             logit_diff = float((first_outputs["baseline"].logits.float()
                                 - first_outputs["never"].logits.float()).abs().max())
             first_outputs.clear()
-            medians = {name: _median(values) for name, values in times.items()}
-            row_counts = {batch_size}
-            for distribution in distributions.values():
-                targets = allocate_rows(distribution, batch_size) if batch_size > 1 else None
-                if targets is not None:
-                    row_counts |= needed_row_counts(num_layers, config.exit_layers, targets)
-            table = measure_components(model, input_values, row_counts, args.component_repeats or args.repeats,
-                                       1, min_seconds)
+        medians = {name: _median(values) for name, values in times.items()}
+        table = component_table(medians, components, branch)
         out["components"].append({**common, "batch_size": batch_size,
                                   "seconds_by_rows": {key: {str(rows): value for rows, value in per.items()}
                                                       for key, per in table.items()}})
@@ -599,6 +618,7 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
                     "ideal_overhead_pct": _round(100 * len(config.exit_layers)
                                                  * table["branch"][batch_size]
                                                  / plain_cost(table, num_layers, batch_size), 2),
+                    "components_sum_ms": _round(plain_cost(table, num_layers, batch_size) * 1e3),
                     "max_abs_logit_diff": _round(logit_diff, 6), "repeats": args.repeats}
         if "no_exit" in medians:
             overhead["no_exit_ms"] = _round(medians["no_exit"] * 1e3)
@@ -719,7 +739,7 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
         probe = torch.randn(min(batch_size, len(audio)), max(int(mean_seconds * SAMPLING_RATE), 400),
                             generator=torch.Generator().manual_seed(args.seed)).to(device=device, dtype=dtype)
         with torch.inference_mode():
-            table = measure_components(model, probe, {probe.shape[0]}, args.component_repeats or args.repeats,
+            table = measure_components(model, probe, {probe.shape[0]}, args.repeats,
                                        1, args.component_min_ms / 1000.0,
                                        branch_types=(config.exit_branch,))
         for name in names:
@@ -818,7 +838,18 @@ def overhead_breakdown(model, baseline, input_values, repeats: int, warmup: int,
     }
     with torch.inference_mode():
         times = interleaved_times(cases, device, repeats, warmup, progress)
-    return {name: _median(values) for name, values in times.items()}
+        medians = {name: _median(values) for name, values in times.items()}
+        if device.type == "cuda":  # host time to issue a forward (no sync at the end): its CPU-side cost
+            for name in ("baseline", "ee_no_exit", "ee_never"):
+                issue = []
+                for _ in range(repeats):
+                    _sync(device)
+                    start = time.perf_counter()
+                    cases[name]()
+                    issue.append(time.perf_counter() - start)
+                    _sync(device)
+                medians[f"{name}_host_issue"] = _median(issue)
+    return medians
 
 
 def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, branch: str, batch_size: int,
@@ -854,10 +885,11 @@ def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, bra
             wall = (time.perf_counter() - start) / calls
         averages = prof.key_averages()
         header = f"\n## {name} ({title}, {calls} calls; profiled wall {wall * 1e3:.3f} ms/call)"
-        if device.type == "cuda":
-            busy = sum(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0))
-                       for event in averages) / calls / 1e3
-            header += f"; device busy {busy:.3f} ms/call (kernels), idle {wall * 1e3 - busy:.3f} ms/call"
+        if device.type == "cuda":  # kernel time only (operator rows would count the same kernels twice)
+            kernels = [event for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
+            busy = sum(event.device_time for event in kernels) / calls / 1e3
+            header += (f"; {len(kernels) / calls:.0f} kernels/call, device busy {busy:.3f} ms/call, "
+                       f"idle {wall * 1e3 - busy:.3f} ms/call (under the profiler)")
         table = None
         for sort_by in (("self_device_time_total", "self_cuda_time_total") if device.type == "cuda" else ()) + (
                 "self_cpu_time_total",):
@@ -973,6 +1005,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (torch.set_num_threads; default: torch's). On a shared, busy CPU "
                              "fewer threads than cores avoids OpenMP oversubscription stalls")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="torch.backends.cudnn.benchmark = True (cuDNN picks its convolution algorithms by "
+                             "timing them; both models alike)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
     forced = parser.add_argument_group("forced workload (random weights, forced exit layers)")
     forced.add_argument("--archs", default="base,large", help=f"comma-separated among {','.join(ARCHS)},custom "
@@ -989,11 +1024,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     forced.add_argument("--seconds", type=float, default=10.0, help="clip length in seconds (default: 10)")
     forced.add_argument("--overhead-detail", action="store_true",
                         help="also time early_exit=False, separating the layer loop's cost from the branches'")
-    forced.add_argument("--component-repeats", type=int, default=None,
-                        help="repetitions of each component timing (default: --repeats)")
     forced.add_argument("--component-min-ms", type=float, default=20.0,
-                        help="each component timer spans at least this long, calling it several times "
-                             "(default: 20)")
+                        help="each component timer (front end, one layer, one branch, head, criterion: timed "
+                             "interleaved with the full forwards) spans at least this long, calling the component "
+                             "several times (default: 20)")
     forced.add_argument("--arch-config", default=None, help=argparse.SUPPRESS)  # JSON: 'custom' arch / overrides
     forced.add_argument("--profile", metavar="OUT.txt", default=None,
                         help="instead of benchmarking, write torch.profiler tables of HubertForCTC and of HuBERT-EE "
@@ -1040,6 +1074,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     devices = _devices(args.device)
     workloads = _csv(args.workloads)
     unknown = set(workloads) - {"trained", "forced"}
@@ -1066,6 +1102,7 @@ def run(args: argparse.Namespace) -> int:
             "device_names": {device.type: (torch.cuda.get_device_name(device) if device.type == "cuda"
                                            else platform.processor() or platform.machine()) for device in devices},
             "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "argv": sys.argv[1:],
         },
         "rows": [], "branch_cost": [], "overhead": [], "components": [], "notes": [],

@@ -519,8 +519,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Evaluate only the first N utterances of the split (quick runs).")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="Utterances per batch, batched by length (default: 8).")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="Time every batch this many times per setting, for steadier speedups (default: 1).")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Time every batch this many times per setting, for steadier speedups (default: 3).")
     parser.add_argument(
         "--confidence-thresholds", type=_float_list, default=None,
         help="Comma-separated confidence thresholds to sweep (default: "
