@@ -28,6 +28,7 @@ setup(
         "num2words>=0.5",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "pyyaml>=6",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]},
     entry_points={"console_scripts": ["hubert-ee = hubert_ee.cli:main"]},

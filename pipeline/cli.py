@@ -7,6 +7,8 @@
     hubert-ee calibrate        pick the fastest criterion/threshold within a WER budget; write it to the config
     hubert-ee transcribe       transcribe files/folders with early exit
     hubert-ee benchmark        speed against HubertForCTC on the same weights
+    hubert-ee card             the model card, generated from evaluation JSON
+    hubert-ee push             upload a Hub-ready folder to the Hugging Face Hub
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ COMMANDS = {
                   "Choose the fastest criterion/threshold within a WER budget and store it in the model config."),
     "transcribe": ("transcribe", "add_arguments", "run", "Transcribe audio files or folders with early exit."),
     "benchmark": ("benchmark", "add_arguments", "run", "Latency/throughput against HubertForCTC on the same weights."),
+    "card": ("card", "add_arguments", "run", "Write the model card from evaluation JSON (no hand-typed numbers)."),
+    "push": ("push", "add_arguments", "run", "Upload a Hub-ready model folder to the Hugging Face Hub."),
 }  # fmt: skip
 
 

@@ -1,0 +1,164 @@
+"""Model card stage: `hubert-ee card` writes the card published with a model, from evaluation JSON only.
+
+Every number in the card comes from `hubert-ee evaluate` JSON files (no hand-typed results): the in-domain test
+evaluation (`--eval`), optionally an out-of-domain one (`--ood-eval`, e.g. real human speech), and the operating
+point stored in the model's config by `hubert-ee calibrate`. The training commands come from a text file
+(`--commands`), so the card says exactly how the model was made. The card is a Hugging Face model card: YAML
+metadata (license, tags, datasets, metrics, `pipeline_tag`, `library_name`, a `model-index` with the WER results)
+followed by markdown; `huggingface_hub.ModelCard` parses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from configuration_hubert_ee import HubertEEConfig
+
+from .evaluate import markdown_report
+
+CITATION = """@inproceedings{yoon2024hubertee,
+  title     = {HuBERT-EE: Early Exiting HuBERT for Efficient Speech Recognition},
+  author    = {Yoon, Ji Won and Woo, Beom Jun and Kim, Nam Soo},
+  booktitle = {Interspeech},
+  year      = {2024},
+  note      = {arXiv:2204.06328}
+}"""
+
+
+def operating_point(result: dict, config: HubertEEConfig) -> dict | None:
+    """The sweep row that matches the config's stored criterion/threshold (what `calibrate` wrote), if any."""
+    if not config.early_exit:
+        return None
+    for row in result["sweep"]:
+        if row["criterion"] != config.exit_criterion:
+            continue
+        if config.exit_criterion == "patience" and row.get("patience") == config.exit_patience:
+            return row
+        if config.exit_criterion != "patience" and row.get("threshold") is not None and abs(
+            row["threshold"] - config.exit_threshold
+        ) < 1e-9:
+            return row
+    return None
+
+
+def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: str, ood: dict | None) -> dict:
+    metrics = [{"type": "wer", "value": round(result["final_wer"], 2), "name": "WER (full depth)"}]
+    if point is not None:
+        metrics.append({"type": "wer", "value": round(point["wer"], 2), "name": "WER (early exit, calibrated)"})
+    results = [{"task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
+                "dataset": {"type": dataset_name, "name": dataset_name, "split": "test"}, "metrics": metrics}]
+    if ood is not None:
+        results.append({"task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
+                        "dataset": {"type": "real-speech-dev", "name": "real human read speech (out of domain)"},
+                        "metrics": [{"type": "wer", "value": round(ood["final_wer"], 2), "name": "WER (full depth)"}]})
+    return {
+        "language": ["en"],
+        "license": "apache-2.0",
+        "library_name": "transformers",
+        "pipeline_tag": "automatic-speech-recognition",
+        "tags": ["hubert", "hubert-ee", "early-exit", "ctc", "speech", "audio", "automatic-speech-recognition"],
+        "datasets": [dataset_name],
+        "metrics": ["wer"],
+        "model-index": [{"name": repo_name, "results": results}],
+    }
+
+
+def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hubert-ee", dataset_name: str =
+               "synthetic-english-speech", commands: str = "", ood: dict | None = None,
+               plot_name: str | None = None) -> str:
+    """Render the card (metadata + markdown) for `model_folder` from evaluation results."""
+    config = HubertEEConfig.from_pretrained(str(model_folder))
+    point = operating_point(result, config)
+    metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood), sort_keys=False)
+    setting = (
+        "early exit disabled (full depth)" if not config.early_exit
+        else f"`exit_criterion={config.exit_criterion!r}`, "
+        + (f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
+           else f"`exit_threshold={config.exit_threshold}`")
+    )
+    lines = [
+        "---", metadata.rstrip(), "---", "",
+        f"# {repo_id.split('/')[-1]}", "",
+        "HuBERT-EE: a CTC HuBERT with early-exit branches. Each utterance stops at the first branch confident enough "
+        "and returns that branch's transcript, skipping the deeper encoder layers "
+        "([Yoon, Woo & Kim, arXiv 2204.06328](https://arxiv.org/abs/2204.06328)).", "",
+        f"- encoder layers: {config.num_hidden_layers}, hidden size {config.hidden_size}; exit branches "
+        f"(`{config.exit_branch}`) after layers {config.exit_layers}",
+        f"- shipped operating point: {setting}",
+    ]
+    if point is not None:
+        lines.append(
+            f"- at that point on the test split: WER {point['wer']:.2f} % (full depth {result['final_wer']:.2f} %), "
+            f"mean exit layer {point['mean_exit_layer']:.2f}, measured speedup {point['speedup']:.2f}x"
+        )
+    lines += ["", "## Usage", "", "```python", "from transformers import pipeline", "",
+              f'asr = pipeline("automatic-speech-recognition", model="{repo_id}", trust_remote_code=True)',
+              'print(asr("speech.wav")["text"])', "```", "", "```python",
+              "from transformers import AutoModelForCTC, AutoProcessor", "",
+              f'model = AutoModelForCTC.from_pretrained("{repo_id}", trust_remote_code=True).eval()',
+              f'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)',
+              'inputs = processor(audio_16khz, sampling_rate=16000, return_tensors="pt")',
+              "out = model.generate(inputs.input_values)                # early exit per utterance",
+              "print(processor.batch_decode(out.sequences), out.exit_layer)",
+              "model.generate(inputs.input_values, exit_threshold=0.99)  # stricter, this call only",
+              "model.generate(inputs.input_values, early_exit=False)     # full depth = HubertForCTC", "```", ""]
+    if commands.strip():
+        lines += ["## Training", "", "Made with the `hubert-ee` CLI, exactly these commands:", "", "```bash",
+                  commands.strip(), "```", ""]
+    lines += ["## Results (in-domain test split)", "", markdown_report(result).split("\n", 1)[1].strip(), ""]
+    if plot_name:
+        lines += [f"![WER against speedup]({plot_name})", ""]
+    if ood is not None:
+        lines += ["## Out of domain: real human speech", "",
+                  "The model was trained on synthetic speech only. On real read speech:", "",
+                  markdown_report(ood).split("\n", 1)[1].strip(), ""]
+    lines += ["## Limitations", "",
+              "- Trained on synthetic English speech (espeak-ng and flite voices, with noise and speed augmentation), "
+              "not on human recordings: accuracy on real speech is far lower (see above when reported).",
+              "- Greedy CTC decoding without a language model; upper-case characters and apostrophes only.",
+              "- Speedups are wall-clock ratios against the same model at full depth, measured in the same run; they "
+              "depend on hardware, batch size and how early utterances exit.", "",
+              "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Path | None = None, **kwargs) -> Path:
+    """Write the card to `output` (default `model_card.md`) and to `model_folder/README.md` (what the Hub shows)."""
+    result = json.loads(Path(eval_json).read_text())
+    ood_path = kwargs.pop("ood_json", None)
+    if ood_path:
+        kwargs["ood"] = json.loads(Path(ood_path).read_text())
+    plot = kwargs.pop("plot", None)
+    model_folder = Path(model_folder)
+    if plot:
+        shutil.copy(plot, model_folder / Path(plot).name)
+        kwargs["plot_name"] = Path(plot).name
+    card = build_card(model_folder, result, **kwargs)
+    output = Path(output or "model_card.md")
+    output.write_text(card)
+    (model_folder / "README.md").write_text(card)
+    return output
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="The HuBERT-EE model folder the card describes.")
+    parser.add_argument("--eval", required=True, help="`hubert-ee evaluate` JSON on the in-domain test split.")
+    parser.add_argument("--ood-eval", default=None, help="Optional evaluate JSON on out-of-domain (real) speech.")
+    parser.add_argument("--commands", default=None, help="Text file with the exact commands that made the model.")
+    parser.add_argument("--plot", default=None, help="PNG plot (from evaluate --plot) to show in the card.")
+    parser.add_argument("--repo-id", default="ORG/hubert-ee", help="Hub repository id used in the usage snippets.")
+    parser.add_argument("--dataset-name", default="synthetic-english-speech", help="Name of the training data.")
+    parser.add_argument("--output", default="model_card.md", help="Where to write the card (also MODEL/README.md).")
+
+
+def run(args) -> int:
+    commands = Path(args.commands).read_text() if args.commands else ""
+    path = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, plot=args.plot,
+                      repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands)
+    print(f"wrote {path} and {Path(args.model) / 'README.md'}")
+    return 0

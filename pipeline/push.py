@@ -1,0 +1,80 @@
+"""Push stage: `hubert-ee push --model FOLDER --repo-id ORG/NAME [--private]` uploads a Hub-ready folder.
+
+What is uploaded is decided and checked here (`files_to_upload`); the upload itself is one thin
+`huggingface_hub.HfApi` call. The token comes from the usual places (`HF_TOKEN`, `huggingface-cli login`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from huggingface_hub import HfApi, ModelCard
+
+from .export import CODE_FILES
+
+REQUIRED = ("config.json", *CODE_FILES, "vocab.json", "tokenizer_config.json", "README.md")
+OPTIONAL = ("special_tokens_map.json", "preprocessor_config.json", "processor_config.json", "added_tokens.json",
+            "generation_config.json")
+
+
+def files_to_upload(folder: str | Path) -> list[str]:
+    """Names of the files to upload, relative to `folder`; raises naming whatever a Hub user would miss."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--model {folder} is not a folder.")
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        missing.append("preprocessor_config.json or processor_config.json (feature extractor)")
+    weights = _weight_files(folder)
+    if not weights:
+        missing.append("model.safetensors (or model.safetensors.index.json and its shards)")
+    if missing:
+        raise FileNotFoundError(f"{folder} is not Hub-ready, it lacks: {missing}")
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "hubert_ee" or "AutoModelForCTC" not in (config.get("auto_map") or {}):
+        raise ValueError(f"{folder}/config.json is not a HuBERT-EE config with auto_map; save it with save_hub_folder.")
+    ModelCard.load(folder / "README.md")  # the card's metadata must parse, or the Hub page is broken
+    optional = [name for name in OPTIONAL if (folder / name).is_file()]
+    extra = [path.name for path in folder.glob("*.png")]  # plots the card shows
+    return sorted({*REQUIRED, *optional, *weights, *extra})
+
+
+def _weight_files(folder: Path) -> list[str]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if all((folder / shard).is_file() for shard in shards):
+            return [index.name, *shards]
+        return []
+    return ["model.safetensors"] if (folder / "model.safetensors").is_file() else []
+
+
+def push(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
+         commit_message: str = "Upload HuBERT-EE model") -> str:
+    """Create the repository (if needed) and upload exactly `files_to_upload(folder)`; returns the commit URL."""
+    files = files_to_upload(folder)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                               allow_patterns=files, commit_message=commit_message)
+    return str(getattr(commit, "commit_url", commit))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Hub-ready folder (from `hubert-ee train`, with README.md "
+                                                         "from `hubert-ee card`).")
+    parser.add_argument("--repo-id", required=True, help="Target repository, ORG/NAME.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
+    parser.add_argument("--dry-run", action="store_true", help="Only list the files that would be uploaded.")
+
+
+def run(args) -> int:
+    files = files_to_upload(args.model)
+    print(f"{len(files)} files from {args.model}: " + ", ".join(files))
+    if args.dry_run:
+        return 0
+    print(f"uploaded: {push(args.model, args.repo_id, private=args.private, token=args.token)}")
+    return 0

@@ -1,0 +1,90 @@
+"""Model card generated from evaluation JSON, and the push command up to the upload call."""
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from hubert_ee import push as push_module
+from hubert_ee.card import write_card
+from hubert_ee.cli import main
+from hubert_ee.export import save_hub_folder
+from hubert_ee.text import build_processor
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import tiny_config
+
+RESULT = {
+    "model": "m", "dataset": "d test", "num_utterances": 10, "num_hidden_layers": 4, "exit_layers": [1, 2, 3],
+    "final_wer": 12.5,
+    "exits": [{"layer": 1, "wer": 40.0}, {"layer": 2, "wer": 25.0}, {"layer": 3, "wer": 14.0}, {"layer": 4, "wer": 12.5}],
+    "sweep": [
+        {"criterion": "confidence", "threshold": 0.9, "wer": 12.9, "mean_exit_layer": 2.6, "layers_skipped": 0.35,
+         "speedup": 1.31, "ideal_speedup": 1.54},
+        {"criterion": "patience", "threshold": None, "patience": 2, "wer": 13.4, "mean_exit_layer": 2.9,
+         "layers_skipped": 0.27, "speedup": 1.2, "ideal_speedup": 1.38},
+    ],
+    "oracle": {"wer": 12.5, "mean_exit_layer": 2.1, "layers_skipped": 0.47, "speedup": 1.9, "speedup_estimated": True},
+}  # fmt: skip
+
+
+@pytest.fixture
+def hub_folder(tmp_path):
+    torch.manual_seed(0)
+    model = HubertEEForCTC(tiny_config(exit_threshold=0.9))
+    return save_hub_folder(model, build_processor(), tmp_path / "model")
+
+
+def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_path):
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(json.dumps(RESULT))
+    commands = tmp_path / "commands.txt"
+    commands.write_text("hubert-ee synth --out data\nhubert-ee train --model ctc --dataset data --output ee\n")
+    code = main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--commands", str(commands),
+                 "--repo-id", "me/hubert-ee-demo", "--output", str(tmp_path / "model_card.md")])
+    assert code == 0
+    text = (tmp_path / "model_card.md").read_text()
+    assert text == (hub_folder / "README.md").read_text()
+    card = ModelCard.load(hub_folder / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "automatic-speech-recognition" and data["library_name"] == "transformers"
+    assert data["license"] == "apache-2.0" and "wer" in data["metrics"]
+    metrics = data["model-index"][0]["results"][0]["metrics"]
+    assert [m["value"] for m in metrics] == [12.5, 12.9]  # full depth, and the config's operating point (0.9)
+    assert "hubert-ee train --model ctc" in text and "trust_remote_code=True" in text and "2204.06328" in text
+    assert "1.31x" in text and "me/hubert-ee-demo" in text
+
+
+def test_push_uploads_exactly_the_hub_files(hub_folder, tmp_path, monkeypatch):
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(json.dumps(RESULT))
+    write_card(hub_folder, eval_json, tmp_path / "card.md")
+    (hub_folder / "stray.tmp").write_text("not for the Hub")
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs["private"]))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+            return "https://hub/commit/1"
+
+    monkeypatch.setattr(push_module, "HfApi", FakeApi)
+    assert main(["push", "--model", str(hub_folder), "--repo-id", "me/ee", "--private"]) == 0
+    upload = calls[-1][1]
+    assert calls[1] == ("create_repo", "me/ee", True) and upload["repo_id"] == "me/ee"
+    files = set(upload["allow_patterns"])
+    assert {"config.json", "configuration_hubert_ee.py", "modeling_hubert_ee.py", "vocab.json",
+            "tokenizer_config.json", "README.md", "model.safetensors"} <= files
+    assert "stray.tmp" not in files and all((hub_folder / name).is_file() for name in files)
+
+
+def test_push_refuses_a_folder_without_card_or_code(hub_folder, capsys):
+    (hub_folder / "modeling_hubert_ee.py").unlink()
+    assert main(["push", "--model", str(hub_folder), "--repo-id", "me/ee", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "modeling_hubert_ee.py" in err and "README.md" in err
