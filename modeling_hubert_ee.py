@@ -177,7 +177,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
         From a HuBERT CTC checkpoint (`model_type` "hubert", e.g. `facebook/hubert-large-ls960-ft`) the backbone
         and final head load and only the exit branches are initialised, reported in one log line. From a HuBERT-EE
-        checkpoint, missing branch weights are an error naming the keys.
+        checkpoint, missing branch weights are an error naming the keys, and so are branch weights the configured
+        `exit_branch` has no place for. Weights whose shapes do not fit the config are an error naming keys and shapes.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {
@@ -198,12 +199,22 @@ class HubertEEForCTC(HubertPreTrainedModel):
         previous_ignore = cls._keys_to_ignore_on_load_missing
         if converting:  # new branches are expected to be missing: keep them out of transformers' load report
             cls._keys_to_ignore_on_load_missing = [r"^exit_branches\."]
+        # transformers' own size-mismatch error only points at its log: load, then raise naming keys and shapes.
+        check_sizes = not kwargs.pop("ignore_mismatched_sizes", False)
         try:
             model, loading_info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True,
+                **kwargs,
             )
         finally:
             cls._keys_to_ignore_on_load_missing = previous_ignore
+        mismatched = sorted(loading_info.get("mismatched_keys") or [])
+        if check_sizes and mismatched:
+            shown = [f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:8]]
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: {len(mismatched)} weight(s) do not fit the shapes its config asks "
+                f"for (was config.json edited?): {', '.join(shown)}{' ...' if len(mismatched) > 8 else ''}"
+            )
         missing = sorted(loading_info["missing_keys"])
         missing_backbone = [key for key in missing if key.startswith("hubert.") and "masked_spec_embed" not in key]
         if missing_backbone:
@@ -223,6 +234,21 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 raise ValueError(
                     f"HuBERT-EE checkpoint {pretrained_model_name_or_path} lacks exit-branch weights for the "
                     f"configured exit_layers={model.config.exit_layers}: {missing_branches}"
+                )
+            unexpected = sorted(key for key in loading_info["unexpected_keys"] if key.startswith("exit_branches."))
+            configured = tuple(f"exit_branches.{layer}." for layer in model.config.exit_layers)
+            misfit = [key for key in unexpected if key.startswith(configured)]
+            if misfit:  # e.g. transformer-branch weights under exit_branch="linear": the exits would compute nonsense
+                raise ValueError(
+                    f"HuBERT-EE checkpoint {pretrained_model_name_or_path} has exit-branch weights that the configured "
+                    f"exit_branch={model.config.exit_branch!r} has no place for (was `exit_branch` in config.json "
+                    f"changed?): {misfit[:8]}{' ...' if len(misfit) > 8 else ''}"
+                )
+            dropped = sorted({int(key.split(".")[1]) for key in unexpected} - set(model.config.exit_layers))
+            if dropped:
+                logger.warning(
+                    f"HuBERT-EE: {pretrained_model_name_or_path} has trained exit branches after encoder layers "
+                    f"{dropped} that exit_layers={model.config.exit_layers} leaves out; they are not loaded."
                 )
         return (model, loading_info) if output_loading_info else model
 

@@ -49,6 +49,7 @@ __all__ = [
     "prepare_for_ctc",
     "read_audio_file",
     "to_mono_float32",
+    "wav_truncation",
 ]
 
 #: Transcript columns looked for, in this order, when ``text_column`` is not given.
@@ -161,7 +162,8 @@ def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> np.n
     Raises :class:`AudioReadError` (a ``ValueError``) naming ``path`` and the reason when the
     file is missing, empty, truncated, corrupt, in an unsupported format, or holds NaN/Inf
     samples.  Formats are those of libsndfile (WAV, FLAC, OGG/Vorbis, OPUS, AIFF, ...; MP3
-    with libsndfile >= 1.1).
+    with libsndfile >= 1.1).  A WAV file cut off inside its audio data is read as far as it goes,
+    with a logged warning (see :func:`wav_truncation`).
     """
     p = Path(path)
     if not p.exists():
@@ -171,7 +173,51 @@ def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> np.n
     if p.stat().st_size == 0:
         raise AudioReadError(str(path), "the file is empty (0 bytes)")
     data, sr = _decode_with_soundfile(str(p), str(path))
-    return to_mono_float32(data, sr, sampling_rate, source=str(path), channels_first=False)
+    truncation = wav_truncation(p)
+    if truncation and data.size == 0:
+        raise AudioReadError(str(path), truncation)
+    audio = to_mono_float32(data, sr, sampling_rate, source=str(path), channels_first=False)
+    if truncation:  # libsndfile silently returns what is there: say so, the transcript covers only that part
+        logger.warning("%s: %s; using those", path, truncation)
+    return audio
+
+
+def wav_truncation(path: str | os.PathLike) -> str | None:
+    """For a WAV file cut off before the end of its ``data`` chunk (an interrupted recording or copy), a
+    message saying how much of the audio the header declares and how much is there; ``None`` otherwise
+    (complete WAV files, streamed WAVs whose header leaves the size open, other formats, unreadable headers).
+    libsndfile reads such files without complaint, returning only the samples present.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            file_size = os.fstat(handle.fileno()).st_size
+            offset, block_align, rate = 12, 0, 0
+            while offset + 8 <= file_size:
+                handle.seek(offset)
+                chunk = handle.read(8)
+                chunk_id, size = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if chunk_id == b"fmt ":
+                    fmt = handle.read(16)
+                    if len(fmt) == 16:
+                        rate = int.from_bytes(fmt[4:8], "little")
+                        block_align = int.from_bytes(fmt[12:14], "little")
+                elif chunk_id == b"data":
+                    present = file_size - offset - 8
+                    if size in (0, 0xFFFFFFFF) or present >= size or not block_align or not rate:
+                        return None  # complete, or a streamed header that does not know its size
+                    declared_frames, present_frames = size // block_align, present // block_align
+                    return (
+                        f"truncated WAV file: its header declares {declared_frames} samples "
+                        f"({declared_frames / rate:.2f} s) but only {present_frames} ({present_frames / rate:.2f} s) "
+                        "are present"
+                    )
+                offset += 8 + size + (size & 1)
+    except OSError:
+        return None
+    return None
 
 
 _warned_pcm = False

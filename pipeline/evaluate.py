@@ -91,13 +91,22 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def _looks_like_local_path(spec: str) -> bool:
+    """A Hub id is `name` or `owner/name`; anything else path-like (absolute, `./x`, `~/x`, `a/b/c`) is a folder."""
+    return spec.startswith((".", "~", "/")) or "\\" in spec or spec.count("/") > 1 or Path(spec).is_absolute()
+
+
 def load_model_and_processor(spec: str | Path, device: str | torch.device | None = None):
     """Load a HuBERT-EE model (folder or Hub id) and the processor saved beside it, in eval mode on `device`."""
     from modeling_hubert_ee import HubertEEForCTC
 
     from .export import check_vocab_matches, load_processor
 
-    model = HubertEEForCTC.from_pretrained(str(spec))
+    spec = str(Path(spec).expanduser()) if str(spec).startswith("~") else str(spec)
+    # A mistyped folder would otherwise be tried as a Hub id: retries, then an error about the network.
+    if _looks_like_local_path(spec) and not Path(spec).exists():
+        raise FileNotFoundError(f"model folder {spec} does not exist")
+    model = HubertEEForCTC.from_pretrained(spec)
     processor = load_processor(spec)
     check_vocab_matches(model, processor)
     device = resolve_device(device) if not isinstance(device, torch.device) else device

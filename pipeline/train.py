@@ -17,11 +17,13 @@ import argparse
 import dataclasses
 import logging
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import HubertConfig, HubertForCTC, Trainer, TrainingArguments
+from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
 from modeling_hubert_ee import HubertEEForCTC
@@ -50,12 +52,37 @@ BACKBONE_PRESETS = {
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order depends only on (seed, epoch).
+
+    transformers' sampler draws each epoch's order from the global RNG when the epoch's iterator is created; a run
+    resumed in the middle of an epoch creates it before the checkpoint's RNG state is restored, so it trains the
+    rest of that epoch on other batches than the uninterrupted run would. The Trainer calls `set_epoch`.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + int(epoch))
+
+
 class CTCTrainer(Trainer):
-    """`Trainer` whose evaluation returns greedy CTC ids of every head instead of full logits.
+    """`Trainer` whose evaluation returns greedy CTC ids of every head instead of full logits, and whose
+    length-grouped training order survives `--resume` in the middle of an epoch.
 
     Predictions are `[batch, frames, heads]` token ids (heads: each exit in `exit_layers` order, then the final
     head; padding frames are -100), small enough to gather over a whole dev set and enough for WER per exit.
     """
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -105,6 +132,37 @@ def make_compute_metrics(processor, names: list[str]):
 
 
 # ---------------------------------------------------------------------------------------------- shared set-up
+
+
+class WallClockBudget(TrainerCallback):
+    """Stops training once `minutes` of wall-clock time have passed since the first step began (`--max-minutes`).
+
+    It only sets `control.should_training_stop` (and `should_save`, so that a resumable checkpoint is written) at
+    the end of the step that crosses the budget; the caller's end-of-training evaluation and final save still run.
+    The learning-rate schedule is not touched: it follows `--max-steps` (or `--epochs`), so pick `--max-steps` near
+    what fits in the budget.
+    """
+
+    def __init__(self, minutes: float):
+        if not minutes > 0:
+            raise ValueError(f"--max-minutes must be > 0, got {minutes}")
+        self.seconds = 60.0 * float(minutes)
+        self.start: float | None = None
+        self.stopped_at_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None and self.stopped_at_step is None:
+            elapsed = time.monotonic() - self.start
+            if elapsed >= self.seconds and not control.should_training_stop:
+                self.stopped_at_step = state.global_step
+                control.should_training_stop = True
+                control.should_save = True
+                print(f"--max-minutes {self.seconds / 60:g}: stopping after step {state.global_step} of "
+                      f"{state.max_steps} ({elapsed:.0f} s of training)", flush=True)
+        return control
 
 
 def _load_split(args, split, max_samples, processor):
@@ -161,6 +219,7 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> dict:
         eval_dataset=eval_dataset,
         data_collator=DataCollatorCTCWithPadding(processor=processor),
         compute_metrics=make_compute_metrics(processor, head_names(model)),
+        callbacks=[WallClockBudget(args.max_minutes)] if getattr(args, "max_minutes", None) is not None else None,
     )
     checkpoints = sorted(Path(trainer.args.output_dir).glob("checkpoint-*"))
     resume = bool(args.resume and checkpoints)
@@ -191,6 +250,11 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
                      help="Output folder: the final Hub-ready model; Trainer checkpoints go to OUTPUT/checkpoints.")
     run.add_argument("--epochs", type=float, default=10.0, help="Training epochs (ignored when --max-steps is set).")
     run.add_argument("--max-steps", type=int, default=0, help="Stop after this many optimiser steps (0: use --epochs).")
+    run.add_argument("--max-minutes", type=float, default=None,
+                     help="Wall-clock budget of the training loop in minutes (data preparation not counted): after "
+                          "the step that crosses it, training stops, a checkpoint is saved and the final evaluation "
+                          "and save still run. The learning-rate schedule still follows --max-steps (or --epochs), "
+                          "so set --max-steps to about what fits in the budget.")
     run.add_argument("--batch-size", type=int, default=16, help="Clips per device per step.")
     run.add_argument("--grad-accum", type=int, default=1, help="Gradient accumulation steps.")
     run.add_argument("--learning-rate", type=float, default=5e-4, help="Peak learning rate (AdamW).")

@@ -4,9 +4,12 @@
 [--exit-criterion C --exit-threshold T --exit-patience P | --no-early-exit]`
 
 * Folders are searched recursively for audio files (.wav .flac .ogg .oga .opus .aiff .aif, and .mp3 when this
-  libsndfile can decode MP3), in sorted order.
+  libsndfile can decode MP3), in sorted order. Files in common audio/video formats that libsndfile cannot decode
+  (.m4a .mp4 .aac .wma .webm ...) are listed with an error rather than skipped, so nothing is left out silently.
 * Each file is read with `hubert_ee.data.read_audio_file` (mono, resampled to 16 kHz). A missing, empty, corrupt or
   too-short file is reported on stderr and in the JSON (`error` field) and the other files are still transcribed.
+  A WAV file cut off inside its audio data is transcribed as far as it goes and flagged (`warning` field, and a
+  warning on stderr).
   Exit code: 0 when every file was transcribed, 1 when some failed and some succeeded, 2 when none succeeded.
 * Long audio (over `max_length_s`, 30 s): cut into overlapping windows of `chunk_length_s` (20 s) that overlap
   by `2 x stride_length_s` (4 s); the last window is aligned to the end of the file. Each window is transcribed on
@@ -32,7 +35,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .data import AudioReadError, read_audio_file
+from .data import AudioReadError, read_audio_file, wav_truncation
 from .evaluate import (
     UsageError,
     add_device_argument,
@@ -47,7 +50,10 @@ from .evaluate import (
     write_json,
 )
 
-__all__ = ["AUDIO_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "add_arguments", "run", "main"]
+__all__ = [
+    "AUDIO_EXTENSIONS", "UNREADABLE_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "add_arguments",
+    "run", "main",
+]
 
 _BASE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
 
@@ -63,20 +69,35 @@ def _audio_extensions() -> tuple[str, ...]:
 
 
 AUDIO_EXTENSIONS = _audio_extensions()
+# Audio/video formats libsndfile cannot decode: a folder scan reports these files instead of skipping them.
+UNREADABLE_EXTENSIONS = tuple(
+    extension
+    for extension in (".m4a", ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".mkv", ".mov", ".ac3", ".mp3")
+    if extension not in AUDIO_EXTENSIONS
+)
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[tuple[str, str | None]]:
     """Files and folders -> `[(path, error_or_None)]`: folders are replaced by their audio files (recursive,
-    sorted); a folder without audio files gives one entry with an error; files are kept as given (whatever their
-    extension: reading them decides)."""
+    sorted), files in a format that cannot be decoded (`UNREADABLE_EXTENSIONS`) coming with an error; a folder
+    without audio files gives one entry with an error; files are kept as given (whatever their extension:
+    reading them decides)."""
     entries: list[tuple[str, str | None]] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS + UNREADABLE_EXTENSIONS
+            )
             if not found:
                 entries.append((str(given), f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) in this folder"))
-            entries.extend((str(p), None) for p in found)
+            entries.extend(
+                (str(p), None if p.suffix.lower() in AUDIO_EXTENSIONS else
+                 f"unsupported audio format {p.suffix.lower()} (readable: {' '.join(AUDIO_EXTENSIONS)}); convert "
+                 "it first, e.g. ffmpeg -i INPUT -ac 1 -ar 16000 OUTPUT.wav")
+                for p in found
+            )
         else:
             entries.append((str(given), None))
     return entries
@@ -132,7 +153,8 @@ def transcribe_files(
     """Transcribe audio files (folders are expanded, see `expand_inputs`), one result dict per file in input order.
 
     Success: `{"path", "text", "exit_layer", "time_ms", "duration_s", "num_chunks"}` (+ `"chunk_exit_layers"` for
-    chunked files); failure: `{"path", "error"}`. Settings left at None use the model config's values. See the
+    chunked files, + `"warning"` for a truncated WAV file, transcribed as far as it goes); failure:
+    `{"path", "error"}`. Settings left at None use the model config's values. See the
     module docstring for batching, timing and long audio.
     """
     if batch_size < 1:
@@ -175,6 +197,9 @@ def transcribe_files(
                                                     f"needs at least {field} ({1000 * field / rate:.0f} ms)"})
             continue
         results.append({"path": path, "duration_s": audio.size / rate})
+        truncation = wav_truncation(path)
+        if truncation:
+            results[-1]["warning"] = f"{truncation}; the transcript covers only those"
         if audio.size > max_length_s * rate:
             windows = plan_windows(audio.size, int(round(chunk_length_s * rate)), int(round(stride_length_s * rate)))
         else:
