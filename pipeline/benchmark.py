@@ -47,12 +47,24 @@ Ideal speedup
       linear scaling from the nearest measured one. ideal = cost(plain, B rows) / cost(compacted batch).
     The exit criterion, the host synchronisation per exit and the compaction copies are NOT in the ideal: they are
     what `efficiency = measured speedup / ideal speedup` charges to the implementation.
+    The components are timed in the same interleaved repetitions as the full forwards (each component call is
+    repeated inside its timer until the timer spans `--component-min-ms`), so a busy phase of a shared machine
+    affects both alike. Check `components_sum_ms` (front end + layers + head) against `baseline_ms` in the
+    overhead rows: on CPU they agree; on a GPU that is launch-bound (small batches, fp16/bf16) a component timed
+    alone costs its host launch time, which overlaps with device work inside a real forward, so the sum exceeds the
+    measured forward and the ideal there is only indicative.
 
 Overhead
     HuBERT-EE with exits enabled but never taken (confidence criterion, threshold 2.0: confidence never exceeds 1)
     against `HubertForCTC`, at every batch size: every branch is computed and every criterion evaluated, nothing is
     saved. Goal: at most 3 %. `--overhead-detail` also times `early_exit=False` (no branches at all), which isolates
     the cost of the model's own layer loop from that of the branches.
+
+Profiling (`--profile OUT.txt`)
+    Times, interleaved, variants that take the never-exit path apart (see `overhead_breakdown`: branches only,
+    plus the per-exit device->host sync, plus the criterion; the positional convolution's weight norm folded
+    into a plain weight; on CUDA also the host time to issue each forward), then writes
+    torch.profiler tables of both models.
 
 This module imports only torch, transformers, numpy, the standard library and the model files at top level, so it
 runs on a GPU machine without datasets/jiwer/soundfile; the `trained` workload imports `.data`, `.metrics` and
@@ -113,6 +125,7 @@ DEFAULT_DISTRIBUTIONS = {
     "large": ["8:0.25,16:0.25,final:0.5", "8:1", "16:1"],
     "tiny": ["1:0.25,2:0.25,final:0.5", "1:1"],
 }
+# Keys every result row carries, besides latency_ms/baseline_latency_ms (batch 1) or throughput/baseline_throughput.
 ROW_KEYS = ("device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup", "ideal_speedup",
             "efficiency")
 
@@ -160,7 +173,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds for one call of `fn`, synchronising CUDA before starting and after stopping the timer."""
+    """Seconds for one call of `fn`; on CUDA, synchronised before the timer starts and before it stops."""
     _sync(device)
     start = time.perf_counter()
     fn()
@@ -634,7 +647,8 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
 
 
 def _speed_fields(batch_size: int, candidate_seconds: float, baseline_seconds: float) -> dict:
-    fields = {"batch_time_ms": _round(candidate_seconds * 1e3), "baseline_batch_time_ms": _round(baseline_seconds * 1e3)}
+    fields = {"batch_time_ms": _round(candidate_seconds * 1e3),
+              "baseline_batch_time_ms": _round(baseline_seconds * 1e3)}
     if batch_size == 1:
         fields.update(latency_ms=_round(candidate_seconds * 1e3), baseline_latency_ms=_round(baseline_seconds * 1e3))
     else:
@@ -705,7 +719,8 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
             batches.append((input_values, mask, lengths))
         cases = {"baseline": lambda x, m: baseline(x, attention_mask=m)}
         for threshold in thresholds:
-            cases[f"t={threshold:g}"] = (lambda s: lambda x, m: model(x, attention_mask=m, **s))(settings_for(threshold))
+            settings = settings_for(threshold)
+            cases[f"t={threshold:g}"] = lambda x, m, settings=settings: model(x, attention_mask=m, **settings)
         cases["never"] = lambda x, m: model(x, attention_mask=m, **NEVER_EXIT_SETTINGS)
         totals = {name: [] for name in cases}
         hypotheses = {name: [] for name in cases}
@@ -756,7 +771,8 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
                                 for start in range(0, len(layers), batch_size))
                 ideal = plain / compacted
             speedup = base / medians[name]
-            row = {**common, "batch_size": batch_size, "threshold": name, "exit_distribution": format_distribution(counts),
+            row = {**common, "batch_size": batch_size, "threshold": name,
+                   "exit_distribution": format_distribution(counts),
                    "mean_exit_layer": _round(float(np.mean(layers))),
                    "wer": _round(word_error_rate(references, hypotheses[name]), 3),
                    "baseline_wer": _round(baseline_wer, 3),
@@ -798,16 +814,34 @@ def _decision_replaced(model, decision):
             model._exit_decision = previous
 
 
+def _fold_weight_norm(model):
+    """A copy of `model` whose positional-convolution weight norm is folded into a plain weight."""
+    from torch.nn.utils import parametrize
+
+    parameter = next(model.parameters())
+    with torch.device(parameter.device):  # (a parametrized module does not survive copy.deepcopy)
+        folded = type(model)(copy.deepcopy(model.config))
+    folded.load_state_dict(model.state_dict())
+    folded = folded.to(dtype=parameter.dtype).eval()
+    conv = folded.hubert.encoder.pos_conv_embed.conv
+    if parametrize.is_parametrized(conv, "weight"):
+        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    return folded
+
+
 def overhead_breakdown(model, baseline, input_values, repeats: int, warmup: int, progress=None) -> dict[str, float]:
     """Median seconds per call of variants that take the never-exit path apart (interleaved):
 
-    `baseline` (HubertForCTC), `baseline_wn_cached` (its weight-normed positional conv computed once per call
-    context with `torch.nn.utils.parametrize.cached()`), `ee_no_exit` (early_exit=False: the model's own layer
-    loop, no branch), `ee_branches_only` (branches run, the decision is a host-side all-False tensor: no criterion,
-    no device->host sync), `ee_branches_sync` (adds the per-exit sync: the decision is an all-False device tensor),
-    `ee_never` (adds the real confidence criterion: the real never-exit path), `ee_never_wn_cached`.
+    `baseline` (HubertForCTC), `baseline_wn_folded` (a copy whose weight-normed positional convolution weight is
+    computed once, `parametrize.remove_parametrizations(..., leave_parametrized=True)`, instead of at every call),
+    `ee_no_exit` (early_exit=False: the model's own layer loop, no branch), `ee_branches_only` (branches run, the
+    decision is a host-side all-False tensor: no criterion, no device->host sync), `ee_branches_sync` (adds the
+    per-exit sync: the decision is an all-False device tensor), `ee_never` (adds the real confidence criterion:
+    the real never-exit path), `ee_never_wn_folded`. (`parametrize.cached()` around each call would not help:
+    the weight is read once per forward anyway.)
     """
     device = input_values.device
+    folded_model, folded_baseline = _fold_weight_norm(model), _fold_weight_norm(baseline)
 
     def host_false(self, logits, valid, settings, state):
         return torch.zeros(logits.shape[0], dtype=torch.bool)
@@ -821,20 +855,14 @@ def overhead_breakdown(model, baseline, input_values, repeats: int, warmup: int,
                 return model(input_values, **NEVER_EXIT_SETTINGS)
         return call
 
-    def cached(fn):
-        def call():
-            with torch.nn.utils.parametrize.cached():
-                return fn()
-        return call
-
     cases = {
         "baseline": lambda: baseline(input_values),
-        "baseline_wn_cached": cached(lambda: baseline(input_values)),
+        "baseline_wn_folded": lambda: folded_baseline(input_values),
         "ee_no_exit": lambda: model(input_values, early_exit=False),
         "ee_branches_only": with_decision(host_false),
         "ee_branches_sync": with_decision(device_false),
         "ee_never": lambda: model(input_values, **NEVER_EXIT_SETTINGS),
-        "ee_never_wn_cached": cached(lambda: model(input_values, **NEVER_EXIT_SETTINGS)),
+        "ee_never_wn_folded": lambda: folded_model(input_values, **NEVER_EXIT_SETTINGS),
     }
     with torch.inference_mode():
         times = interleaved_times(cases, device, repeats, warmup, progress)
@@ -887,7 +915,7 @@ def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, bra
         header = f"\n## {name} ({title}, {calls} calls; profiled wall {wall * 1e3:.3f} ms/call)"
         if device.type == "cuda":  # kernel time only (operator rows would count the same kernels twice)
             kernels = [event for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
-            busy = sum(event.device_time for event in kernels) / calls / 1e3
+            busy = sum(event.time_range.elapsed_us() for event in kernels) / calls / 1e3
             header += (f"; {len(kernels) / calls:.0f} kernels/call, device busy {busy:.3f} ms/call, "
                        f"idle {wall * 1e3 - busy:.3f} ms/call (under the profiler)")
         table = None
@@ -946,20 +974,21 @@ def to_markdown(report: dict) -> str:
             value, base = ((row["latency_ms"], row["baseline_latency_ms"]) if row["batch_size"] == 1
                            else (row["throughput"], row["baseline_throughput"]))
             lines.append(f"| {row['device']} | {row['dtype']} | {row['batch_size']} | {row['threshold']} "
-                         f"| {_fmt(row['mean_exit_layer'], 2)} | {_fmt(row['wer'], 2)} | {_fmt(row['baseline_wer'], 2)} "
-                         f"| {_fmt(value, 2)} | {_fmt(base, 2)} | {_fmt(row['speedup'])} | {_fmt(row['ideal_speedup'])} "
+                         f"| {_fmt(row['mean_exit_layer'], 2)} | {_fmt(row['wer'], 2)} "
+                         f"| {_fmt(row['baseline_wer'], 2)} | {_fmt(value, 2)} | {_fmt(base, 2)} "
+                         f"| {_fmt(row['speedup'])} | {_fmt(row['ideal_speedup'])} "
                          f"| {_fmt(row['efficiency'])} |")
         lines.append("")
     if report["overhead"]:
         lines += [f"## Overhead: exits enabled, never taken (goal <= {OVERHEAD_GOAL_PCT:g} %)", "",
                   "| device | dtype | workload | arch | branch | batch | HuBERT-EE ms | HubertForCTC ms | overhead % "
-                  "| ideal (branches only) % | early_exit=False overhead % |",
-                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| ideal (branches only) % | early_exit=False overhead % | components sum ms |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for row in report["overhead"]:
             lines.append(f"| {row['device']} | {row['dtype']} | {row['workload']} | {row['arch']} | {row['branch']} "
                          f"| {row['batch_size']} | {_fmt(row['ee_ms'], 2)} | {_fmt(row['baseline_ms'], 2)} "
                          f"| {_fmt(row['overhead_pct'], 2)} | {_fmt(row.get('ideal_overhead_pct'), 2)} "
-                         f"| {_fmt(row.get('no_exit_overhead_pct'), 2)} |")
+                         f"| {_fmt(row.get('no_exit_overhead_pct'), 2)} | {_fmt(row.get('components_sum_ms'), 2)} |")
         lines.append("")
     if report["branch_cost"]:
         types_seen = sorted({name for row in report["branch_cost"] for name in row["branches"]})

@@ -25,7 +25,11 @@ Texts
     more than 30 words are dropped, and duplicates (after normalisation) are
     removed.  The TTS engines are fed the *normalised* text (lower-cased, so
     that all-caps words are not spelled out as acronyms), so the label is
-    exactly what is spoken.
+    exactly what is spoken.  ``sentences=`` (``--sentences FILE``, plain text
+    or ``.gz``, one sentence per line) replaces both sources, e.g. on a machine
+    without the Debian packages: the lines go through the same filter and
+    normaliser, and a file holding :func:`load_sentences` in order gives the
+    same corpus as the packages (see :func:`read_sentences`).
 
 Voices
     espeak-ng: every English voice that ``espeak-ng --voices=en`` lists except
@@ -75,8 +79,11 @@ Storage (no torchcodec / FFmpeg needed)
     :func:`decode_audio` to get ``(np.float32 array, sampling_rate)``; it also
     accepts ``datasets.Audio`` rows (decoded dicts, or ``{"bytes", "path"}``
     with ``decode=False``, decoded with soundfile).  Float32 costs 64 kB per
-    second (about 230 MB per hour); the splits are written shard by shard with
-    ``Dataset.from_generator`` so memory use does not grow with the corpus.
+    second (about 230 MB per hour); the splits are written batch by batch
+    straight to Arrow (64 rows at a time, audio as one numpy buffer: a
+    ``Dataset.from_generator`` of numpy rows converts every sample through
+    Python, ~200 s of audio per second, slower than 16 synthesis processes) so
+    memory use does not grow with the corpus.
 
 Determinism
     Every utterance's text, voice, settings, augmentation and noise come from
@@ -114,7 +121,7 @@ from .text import SAMPLING_RATE, normalize_text
 __all__ = [
     "MissingSourceError", "APT_PACKAGES", "ENGINES", "TEXT_SOURCES",
     "DEFAULT_TEST_VOICES", "Voice", "missing_packages", "check_sources",
-    "fortune_sentences", "wordnet_sentences", "load_sentences", "split_texts",
+    "fortune_sentences", "wordnet_sentences", "load_sentences", "read_sentences", "split_texts",
     "list_voices", "espeak_variants", "synthesize", "to_16k", "trim_silence",
     "add_noise", "synth_job", "build_corpus", "decode_audio", "load_corpus",
     "summarize", "format_summary", "corpus_features", "add_synth_arguments",
@@ -312,6 +319,35 @@ def load_sentences(text_sources: Sequence[str] = TEXT_SOURCES,
         if s not in TEXT_SOURCES:
             raise ValueError(f"unknown text source {s!r}; known: {', '.join(TEXT_SOURCES)}")
     return list(_load_sentences_cached(tuple(text_sources), int(min_words), int(max_words)))
+
+
+def _clean_sentences(lines: Iterable[str], min_words: int = MIN_WORDS,
+                     max_words: int = MAX_WORDS) -> list[str]:
+    seen: dict[str, None] = {}
+    for line in lines:
+        norm = _keep_sentence(line.strip(), min_words, max_words) if line.strip() else ""
+        if norm:
+            seen.setdefault(norm, None)
+    return list(seen)
+
+
+def read_sentences(path: str | os.PathLike, min_words: int = MIN_WORDS,
+                   max_words: int = MAX_WORDS) -> list[str]:
+    """Sentences from a UTF-8 text file, one per line (gzip-compressed if the
+    name ends in ``.gz``), to use instead of the Debian text sources.
+
+    Every line goes through the same filter and normaliser as fortunes and
+    WordNet (see the module docstring); empty lines, rejected lines and
+    duplicates are dropped, the order is kept.  Already normalised sentences
+    come back unchanged, so a file written from :func:`load_sentences` gives
+    exactly the Debian sources' pool (and corpus, for the same seed).
+    """
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        return _clean_sentences(f, min_words, max_words)
 
 
 def _estimated_seconds(text: str) -> float:
@@ -649,7 +685,7 @@ def _mp_context():
 def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed: int,
                 augment: bool, heldout_fraction: float, max_duration: float,
                 seconds: float, num_proc: int, progress: bool) -> Iterator[dict]:
-    """Generator for ``Dataset.from_generator``: synthesise ``split`` until
+    """Rows of ``split`` (see :func:`_write_split`): synthesise it until
     ``seconds`` of audio, in order, with a pool of ``num_proc`` processes."""
     from tqdm.auto import tqdm
 
@@ -688,6 +724,44 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
         if pool is not None:
             pool.terminate()
             pool.join()
+
+
+def _rows_to_table(rows: list[dict], schema):
+    """A ``pyarrow.Table`` of corpus rows (``schema``: ``corpus_features().arrow_schema``),
+    the audio arrays concatenated into one buffer instead of converted sample by sample."""
+    import pyarrow as pa
+
+    arrays = [np.asarray(r["audio"]["array"], dtype=np.float32) for r in rows]
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    samples = pa.array(np.concatenate(arrays) if arrays else np.zeros(0, np.float32))
+    audio = pa.StructArray.from_arrays(
+        [pa.ListArray.from_arrays(pa.array(offsets), samples),
+         pa.array([int(r["audio"]["sampling_rate"]) for r in rows], pa.int32())],
+        fields=list(schema.field("audio").type))
+    columns = [audio if f.name == "audio" else pa.array([r[f.name] for r in rows], f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_split(path: Path, rows: Iterable[dict], features, batch_size: int = 64):
+    """Write ``rows`` to the Arrow stream file ``path`` (the format of ``datasets``'
+    cache files, with ``features`` in its metadata) ``batch_size`` rows at a time and
+    return it as a memory-mapped ``Dataset``."""
+    import pyarrow as pa
+    from datasets import Dataset
+
+    schema = features.arrow_schema
+    batch: list[dict] = []
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for row in rows:
+            batch.append(row)
+            if len(batch) == batch_size:
+                writer.write_table(_rows_to_table(batch, schema))
+                batch = []
+        if batch:
+            writer.write_table(_rows_to_table(batch, schema))
+    return Dataset.from_file(str(path))
 
 
 def summarize(dsd) -> dict:
@@ -732,7 +806,8 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
                  test_voices: Sequence[str] | None = DEFAULT_TEST_VOICES,
                  text_sources: Sequence[str] = TEXT_SOURCES,
                  test_heldout_fraction: float = 0.5, max_duration: float = MAX_DURATION,
-                 progress: bool = True, verbose: bool = True):
+                 progress: bool = True, verbose: bool = True,
+                 sentences: str | os.PathLike | Sequence[str] | None = None):
     """Synthesise the corpus and ``save_to_disk`` it at ``out_dir``.
 
     Returns the ``DatasetDict`` (splits ``train``/``dev``/``test``) re-loaded
@@ -746,14 +821,24 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     (or unambiguous bare voice names) used only in test; voices of engines not
     in ``engines`` are ignored; ``None`` or ``()`` means no held-out voice.
     ``out_dir`` must be new, empty, or an earlier corpus (which is replaced).
+    ``sentences`` (a text file, see :func:`read_sentences`, or a list of
+    sentences, cleaned the same way) replaces ``text_sources``, whose Debian
+    packages are then not needed.
     """
-    from datasets import Dataset, DatasetDict, load_from_disk
+    from datasets import DatasetDict, load_from_disk
 
     t0 = time.time()
     engines = tuple(dict.fromkeys(engines))
     if not engines:
         raise ValueError("no engine given")
-    check_sources(engines, text_sources)
+    if sentences is not None:
+        if isinstance(sentences, (str, os.PathLike)):
+            text_sources, pool = [f"file:{sentences}"], read_sentences(sentences)
+        else:
+            text_sources, pool = ["sentences"], _clean_sentences(sentences)
+        check_sources(engines, ())
+    else:
+        check_sources(engines, text_sources)
     num_proc = max(1, int(num_proc or os.cpu_count() or 1))
     hours = {"train": float(hours_train), "dev": float(hours_dev), "test": float(hours_test)}
     if any(h < 0 for h in hours.values()) or not any(h > 0 for h in hours.values()):
@@ -773,7 +858,9 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
         if hours[split] > 0 and not train_voices:
             raise ValueError("every voice is held out for test; nothing left for train/dev")
 
-    texts = split_texts(load_sentences(text_sources), seed, hours)
+    if sentences is None:
+        pool = load_sentences(text_sources)
+    texts = split_texts(pool, seed, hours)
 
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -786,32 +873,20 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     features = corpus_features()
     tmp = Path(tempfile.mkdtemp(prefix=".synth-cache-", dir=out_dir.parent))
-    import datasets as ds_logging
-
-    ds_bars = ds_logging.is_progress_bar_enabled()
     try:
-        # our bar is more telling than datasets' "Generating train split"
-        ds_logging.disable_progress_bars()
         splits = {}
         for split in SPLITS:
             if hours[split] <= 0:
                 continue
-            splits[split] = Dataset.from_generator(
-                _split_rows, features=features, cache_dir=str(tmp / split),
-                keep_in_memory=False, writer_batch_size=64,
-                # texts as a tuple: datasets would shard over a list argument
-                gen_kwargs=dict(split=split, texts=tuple(texts[split]), voices=train_voices,
-                                heldout=heldout, seed=int(seed), augment=bool(augment),
-                                heldout_fraction=float(test_heldout_fraction),
-                                max_duration=float(max_duration),
-                                seconds=3600.0 * hours[split], num_proc=num_proc,
-                                progress=progress))
-        if ds_bars and progress:
-            ds_logging.enable_progress_bars()
+            rows = _split_rows(split=split, texts=texts[split], voices=train_voices,
+                               heldout=heldout, seed=int(seed), augment=bool(augment),
+                               heldout_fraction=float(test_heldout_fraction),
+                               max_duration=float(max_duration),
+                               seconds=3600.0 * hours[split], num_proc=num_proc,
+                               progress=progress)
+            splits[split] = _write_split(tmp / f"{split}.arrow", rows, features)
         DatasetDict(splits).save_to_disk(str(out_dir))
     finally:
-        if ds_bars:
-            ds_logging.enable_progress_bars()
         shutil.rmtree(tmp, ignore_errors=True)
 
     dsd = load_from_disk(str(out_dir))
@@ -899,6 +974,10 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="comma-separated ENGINE:VOICE held out of train and dev and used "
                              "only in test; '' or 'none' for none "
                              f"(default: {','.join(DEFAULT_TEST_VOICES)})")
+    parser.add_argument("--sentences", default=None, metavar="FILE",
+                        help="text file (plain, or gzip if it ends in .gz), one sentence per line, used "
+                             "instead of the fortunes + WordNet sentences, whose Debian packages are then "
+                             "not needed; lines are filtered and normalised the same way")
     return parser
 
 
@@ -916,7 +995,7 @@ def run_synth(args: argparse.Namespace):
         args.out, hours_train=args.hours_train, hours_dev=args.hours_dev,
         hours_test=args.hours_test, seed=args.seed, num_proc=args.num_proc,
         augment=not args.no_augment, engines=_csv(args.engines),
-        test_voices=_csv(args.test_voices))
+        test_voices=_csv(args.test_voices), sentences=getattr(args, "sentences", None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

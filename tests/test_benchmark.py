@@ -202,3 +202,45 @@ def test_cli_entry_points():
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_profile_mode_writes_breakdown_and_tables(tmp_path):
+    out = tmp_path / "profile.txt"
+    args = _args(tmp_path, "--profile", str(out), "--batch-sizes", "2", "--profile-rows", "5")
+    assert benchmark.run(args) == 0
+    text = out.read_text()
+    for variant in ("baseline", "baseline_wn_folded", "ee_no_exit", "ee_branches_only", "ee_branches_sync",
+                    "ee_never", "ee_never_wn_folded"):
+        assert f"\n{variant} " in text
+    assert "## HubertForCTC" in text and "## HubertEEForCTC, exits never taken" in text
+
+
+def test_module_imports_stay_light():
+    """Top-level imports: torch, transformers, numpy, the standard library and the model files only (the GPU
+    machine may lack datasets/jiwer/soundfile); the trained workload imports the rest lazily."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    tree = ast.parse(Path(benchmark.__file__).read_text())
+    allowed = {"torch", "transformers", "numpy", "configuration_hubert_ee", "modeling_hubert_ee", "__future__"}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import at top level: {ast.dump(node)}"
+            names = [node.module.split(".")[0]]
+        else:
+            continue
+        for name in names:
+            assert name in allowed or name in sys.stdlib_module_names, name
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.benchmark", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--exit-distribution" in result.stdout and "--batch-sizes" in result.stdout

@@ -223,3 +223,50 @@ def test_cli_run_single_engine(tmp_path, capsys):
     assert "en-gb-scotland" not in dsd["train"]["voice"]
     assert set(dsd["train"]["augmentation"]) == {"none"}
     shutil.rmtree(tmp_path / "c")
+
+
+def test_read_sentences_plain_and_gz(tmp_path):
+    import gzip
+
+    lines = ["The 3 little pigs built 2 houses.", "", "  int main() { return 0; }  ", "Too short",
+             "the three little pigs built two houses", "I can't hear you over the rain"]
+    want = ["THE THREE LITTLE PIGS BUILT TWO HOUSES", "I CAN'T HEAR YOU OVER THE RAIN"]
+    (tmp_path / "s.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with gzip.open(tmp_path / "s.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    assert synth.read_sentences(tmp_path / "s.txt") == want
+    assert synth.read_sentences(str(tmp_path / "s.txt.gz")) == want
+    (tmp_path / "norm.txt").write_text("\n".join(want))  # normalised lines come back unchanged
+    assert synth.read_sentences(tmp_path / "norm.txt") == want
+    with pytest.raises(FileNotFoundError):
+        synth.read_sentences(tmp_path / "nope.txt")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install -y espeak-ng)")
+def test_cli_sentences_replace_debian_text_sources(tmp_path, monkeypatch, capsys):
+    import gzip
+    import json
+
+    # no fortunes / WordNet: --sentences must not need them
+    monkeypatch.setattr(synth, "FORTUNE_DIR", tmp_path / "nope")
+    monkeypatch.setattr(synth, "WORDNET_DIR", tmp_path / "nope")
+    pool = [f"sentence number {normalize_text(str(i)).lower()} is spoken here" for i in range(40)]
+    path = tmp_path / "pool.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(pool) + "\n")
+    argv = ["--out", str(tmp_path / "c"), "--hours-train", str(4 / 3600), "--hours-dev", "0",
+            "--hours-test", str(3 / 3600), "--engines", "espeak-ng", "--test-voices", "en-gb-scotland",
+            "--no-augment", "--num-proc", "1", "--sentences", str(path)]
+    assert synth.main(argv[:-2]) == 2  # without --sentences the missing packages are an error
+    assert "fortunes" in capsys.readouterr().err
+    assert synth.main(argv) == 0
+    from datasets import load_from_disk
+
+    dsd = load_from_disk(str(tmp_path / "c"))
+    assert list(dsd) == ["train", "test"]
+    wanted = {normalize_text(s) for s in pool}
+    texts = {s: set(dsd[s]["text"]) for s in dsd}
+    assert texts["train"] <= wanted and texts["test"] <= wanted
+    assert not texts["train"] & texts["test"]
+    summary = json.loads((tmp_path / "c" / "synth_summary.json").read_text())
+    assert summary["text_sources"] == [f"file:{path}"]

@@ -101,3 +101,20 @@ def test_invalid_training_arguments_are_reported(tiny_corpus, tmp_path, capsys):
     code = main(["train", "--model", str(tmp_path / "nope"), "--dataset", str(tiny_corpus), "--output",
                  str(tmp_path / "o")])
     assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_training_but_still_evaluates_and_saves(tiny_corpus, tmp_path, capsys):
+    output = tmp_path / "ctc"
+    code = main(["train-backbone", "--dataset", str(tiny_corpus), "--preset", "tiny", "--output", str(output),
+                 "--max-steps", "50", "--max-minutes", "1e-6", "--batch-size", "4", "--eval-steps", "0",
+                 "--save-steps", "100", "--warmup-steps", "0", "--logging-steps", "1", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "--max-minutes 1e-06: stopping after step 1 of 50" in out
+    assert "eval_wer" in out or "wer" in out  # the end-of-training evaluation ran
+    assert isinstance(HubertForCTC.from_pretrained(output), HubertForCTC)  # the final save ran
+    state = json.loads((output / "checkpoints" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1 and state["max_steps"] == 50  # the schedule still spans --max-steps
+    code = main(["train-backbone", "--dataset", str(tiny_corpus), "--preset", "tiny", "--output", str(output),
+                 "--max-minutes", "0"])
+    assert code == 2 and "--max-minutes" in capsys.readouterr().err
