@@ -684,9 +684,12 @@ def _mp_context():
 
 def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed: int,
                 augment: bool, heldout_fraction: float, max_duration: float,
-                seconds: float, num_proc: int, progress: bool) -> Iterator[dict]:
+                seconds: float, num_proc: int, progress: bool,
+                deadline: float | None = None, status: dict | None = None) -> Iterator[dict]:
     """Rows of ``split`` (see :func:`_write_split`): synthesise it until
-    ``seconds`` of audio, in order, with a pool of ``num_proc`` processes."""
+    ``seconds`` of audio, in order, with a pool of ``num_proc`` processes, or
+    until ``time.monotonic()`` passes ``deadline`` (after at least one row;
+    ``status["cut"]`` is then set to True)."""
     from tqdm.auto import tqdm
 
     batch = max(32, 16 * num_proc)
@@ -697,7 +700,13 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
         # progress in whole seconds of audio synthesised (rate = audio s per wall s)
         bar = tqdm(total=int(math.ceil(seconds)), unit="s", desc=f"synth {split} (s of audio)",
                    disable=not progress)
-        while total < seconds:
+        def out_of_time() -> bool:
+            cut = deadline is not None and total > 0 and time.monotonic() >= deadline
+            if cut and status is not None:
+                status["cut"] = True
+            return cut
+
+        while total < seconds and not out_of_time():
             jobs = [_make_job(split, i, texts, voices, heldout, seed, augment,
                               heldout_fraction, max_duration)
                     for i in range(index, index + batch)]
@@ -711,7 +720,7 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
                 total += row["duration"]
                 bar.update(min(int(total), bar.total) - bar.n)
                 yield row
-                if total >= seconds:
+                if total >= seconds or out_of_time():
                     break
             if got == 0:
                 failures += 1
@@ -807,7 +816,8 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
                  text_sources: Sequence[str] = TEXT_SOURCES,
                  test_heldout_fraction: float = 0.5, max_duration: float = MAX_DURATION,
                  progress: bool = True, verbose: bool = True,
-                 sentences: str | os.PathLike | Sequence[str] | None = None):
+                 sentences: str | os.PathLike | Sequence[str] | None = None,
+                 max_minutes: float | None = None):
     """Synthesise the corpus and ``save_to_disk`` it at ``out_dir``.
 
     Returns the ``DatasetDict`` (splits ``train``/``dev``/``test``) re-loaded
@@ -823,11 +833,16 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     ``out_dir`` must be new, empty, or an earlier corpus (which is replaced).
     ``sentences`` (a text file, see :func:`read_sentences`, or a list of
     sentences, cleaned the same way) replaces ``text_sources``, whose Debian
-    packages are then not needed.
+    packages are then not needed.  ``max_minutes`` is a wall-clock budget
+    (from the call): dev and test are then made first, in full, and train stops
+    early (keeping at least one utterance) once the budget is spent -- a prefix
+    of the corpus the same seed gives without it; the summary's
+    ``train_cut_by_time_budget`` says whether that happened.
     """
     from datasets import DatasetDict, load_from_disk
 
     t0 = time.time()
+    deadline = None if max_minutes is None else time.monotonic() + 60.0 * float(max_minutes)
     engines = tuple(dict.fromkeys(engines))
     if not engines:
         raise ValueError("no engine given")
@@ -874,8 +889,8 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     features = corpus_features()
     tmp = Path(tempfile.mkdtemp(prefix=".synth-cache-", dir=out_dir.parent))
     try:
-        splits = {}
-        for split in SPLITS:
+        splits, status = {}, {"cut": False}
+        for split in SPLITS if deadline is None else ("dev", "test", "train"):
             if hours[split] <= 0:
                 continue
             rows = _split_rows(split=split, texts=texts[split], voices=train_voices,
@@ -883,9 +898,10 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
                                heldout_fraction=float(test_heldout_fraction),
                                max_duration=float(max_duration),
                                seconds=3600.0 * hours[split], num_proc=num_proc,
-                               progress=progress)
+                               progress=progress, deadline=deadline if split == "train" else None,
+                               status=status)
             splits[split] = _write_split(tmp / f"{split}.arrow", rows, features)
-        DatasetDict(splits).save_to_disk(str(out_dir))
+        DatasetDict({s: splits[s] for s in SPLITS if s in splits}).save_to_disk(str(out_dir))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -896,10 +912,15 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
         test_voices=[v.key for v in held], text_sources=list(text_sources),
         texts_per_split={s: len(t) for s, t in texts.items()},
         train_voices=sorted(v.key for vs in train_voices.values() for v in vs),
-        wall_seconds=round(time.time() - t0, 1), num_proc=num_proc)
+        wall_seconds=round(time.time() - t0, 1), num_proc=num_proc,
+        time_budget_minutes=max_minutes,
+        train_cut_by_time_budget=status["cut"])
     with open(out_dir / "synth_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     if verbose:
+        if summary["train_cut_by_time_budget"]:
+            print(f"--max-minutes {max_minutes:g}: the training split was cut at "
+                  f"{summary['splits']['train']['hours']:.3f} of {hours['train']:g} hours")
         print(format_summary(summary))
         audio_s = summary["total_hours"] * 3600
         print(f"synthesised {audio_s:.0f} s of audio in {summary['wall_seconds']:.0f} s "
@@ -978,6 +999,10 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="text file (plain, or gzip if it ends in .gz), one sentence per line, used "
                              "instead of the fortunes + WordNet sentences, whose Debian packages are then "
                              "not needed; lines are filtered and normalised the same way")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-clock budget in minutes: dev and test are made first, in full, and "
+                             "the training split stops early (keeping what was made) once it is spent "
+                             "(default: none)")
     return parser
 
 
@@ -995,7 +1020,8 @@ def run_synth(args: argparse.Namespace):
         args.out, hours_train=args.hours_train, hours_dev=args.hours_dev,
         hours_test=args.hours_test, seed=args.seed, num_proc=args.num_proc,
         augment=not args.no_augment, engines=_csv(args.engines),
-        test_voices=_csv(args.test_voices), sentences=getattr(args, "sentences", None))
+        test_voices=_csv(args.test_voices), sentences=getattr(args, "sentences", None),
+        max_minutes=getattr(args, "max_minutes", None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

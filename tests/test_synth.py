@@ -270,3 +270,25 @@ def test_cli_sentences_replace_debian_text_sources(tmp_path, monkeypatch, capsys
     assert not texts["train"] & texts["test"]
     summary = json.loads((tmp_path / "c" / "synth_summary.json").read_text())
     assert summary["text_sources"] == [f"file:{path}"]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install -y espeak-ng)")
+def test_max_minutes_cuts_train_but_not_dev_and_test(tmp_path):
+    pool = [f"sentence number {normalize_text(str(i)).lower()} is spoken here" for i in range(60)]
+    kw = dict(hours_dev=3 / 3600, hours_test=3 / 3600, seed=1, num_proc=1, engines=("espeak-ng",),
+              test_voices=("espeak-ng:en-gb-scotland",), augment=False, sentences=pool, progress=False,
+              verbose=False)
+    cut = synth.build_corpus(tmp_path / "cut", hours_train=1.0, max_minutes=1e-4, **kw)
+    assert list(cut) == ["train", "dev", "test"]
+    assert cut.summary["train_cut_by_time_budget"] and cut.summary["time_budget_minutes"] == 1e-4
+    assert 1 <= len(cut["train"]) and cut.summary["splits"]["train"]["hours"] < 0.1
+    for split in ("dev", "test"):
+        assert cut.summary["splits"][split]["hours"] >= 3 / 3600
+    # what was made is a prefix of the uncut corpus (the same seed)
+    full = synth.build_corpus(tmp_path / "full", hours_train=cut.summary["splits"]["train"]["hours"] + 1e-6,
+                              **kw)
+    assert not full.summary["train_cut_by_time_budget"]
+    n = len(cut["train"])
+    assert cut["train"]["id"] == full["train"]["id"][:n]
+    for split in ("dev", "test"):
+        assert cut[split]["id"] == full[split]["id"]
