@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .evaluate import (
     UsageError,
@@ -29,7 +29,7 @@ from .evaluate import (
     write_json,
 )
 
-__all__ = ["choose_operating_point", "write_operating_point", "add_arguments", "run", "main"]
+__all__ = ["choose_operating_point", "write_operating_point", "add_arguments", "run"]
 
 WER_TOLERANCE = 1e-9  # float noise in "WER <= final_wer + max_wer_increase"
 
@@ -172,13 +172,3 @@ def run(args) -> int:
                     "evaluation": result}, args.json)
         print(f"wrote {args.json}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hubert-ee calibrate", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -55,7 +55,6 @@ __all__ = [
     "resolve_model_spec",
     "add_arguments",
     "run",
-    "main",
 ]
 
 DEFAULT_THRESHOLDS: dict[str, list[float]] = {
@@ -625,13 +624,3 @@ def run(args) -> int:
     print_summary(result)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hubert-ee evaluate", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

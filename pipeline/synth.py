@@ -125,7 +125,7 @@ __all__ = [
     "list_voices", "espeak_variants", "synthesize", "to_16k", "trim_silence",
     "add_noise", "synth_job", "build_corpus", "decode_audio", "load_corpus",
     "summarize", "format_summary", "corpus_features", "add_synth_arguments",
-    "run_synth", "main",
+    "run_synth",
 ]
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
@@ -170,7 +170,7 @@ SECONDS_PER_WORD = 0.4  # rough TTS speaking rate, only used to size dev/test te
 MAX_HELDOUT_TEXT_FRACTION = 0.15  # of the sentence pool, for dev and for test each
 
 
-class MissingSourceError(RuntimeError):
+class MissingSourceError(FileNotFoundError):
     """A TTS engine or text source is not installed; the message names the
     Debian package(s) to ``apt-get install``."""
 
@@ -1022,21 +1022,3 @@ def run_synth(args: argparse.Namespace):
         augment=not args.no_augment, engines=_csv(args.engines),
         test_voices=_csv(args.test_voices), sentences=getattr(args, "sentences", None),
         max_minutes=getattr(args, "max_minutes", None))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hubert-ee synth", description="Build the offline synthetic English speech corpus "
-        "(espeak-ng + flite voices, fortunes + WordNet sentences).")
-    add_synth_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run_synth(args)
-    except MissingSourceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -52,7 +52,7 @@ from .evaluate import (
 
 __all__ = [
     "AUDIO_EXTENSIONS", "UNREADABLE_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "add_arguments",
-    "run", "main",
+    "run",
 ]
 
 _BASE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
@@ -328,13 +328,3 @@ def run(args) -> int:
     if succeeded == 0:
         return 2
     return 1 if failed else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hubert-ee transcribe", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

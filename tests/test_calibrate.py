@@ -14,6 +14,7 @@ from transformers import AutoModelForCTC
 
 import hubert_ee  # noqa: F401  (registers the Auto classes)
 from configuration_hubert_ee import HubertEEConfig
+from hubert_ee.cli import main as cli_main
 from hubert_ee import calibrate
 from hubert_ee.calibrate import choose_operating_point, write_operating_point
 from hubert_ee.export import save_hub_folder
@@ -130,7 +131,7 @@ def _audiofolder(root):
 def test_command_evaluates_chooses_and_writes_config(model_folder, tmp_path, capsys):
     data = _audiofolder(tmp_path / "dev")
     out = tmp_path / "calibration.json"
-    code = calibrate.main([
+    code = cli_main(["calibrate", 
         "--model", str(model_folder), "--dataset", str(data), "--max-wer-increase", "1000000",
         "--min-speedup", "0", "--confidence-thresholds", "0.5,0.9", "--entropy-thresholds", "0.5",
         "--patiences", "1", "--batch-size", "2", "--json", str(out), "--no-progress",
@@ -154,14 +155,14 @@ def test_command_evaluates_chooses_and_writes_config(model_folder, tmp_path, cap
 def test_command_dry_run_leaves_config_alone(model_folder, tmp_path, capsys):
     data = _audiofolder(tmp_path / "dev")
     before = (model_folder / "config.json").read_text()
-    code = calibrate.main(["--model", str(model_folder), "--dataset", str(data), "--confidence-thresholds", "0.5",
+    code = cli_main(["calibrate", "--model", str(model_folder), "--dataset", str(data), "--confidence-thresholds", "0.5",
                            "--entropy-thresholds", "", "--patiences", "", "--dry-run", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert (model_folder / "config.json").read_text() == before
 
 
 def test_command_needs_a_local_folder(tmp_path, capsys):
-    code = calibrate.main(["--model", "someone/hubert-ee-on-the-hub", "--dataset", str(tmp_path)])
+    code = cli_main(["calibrate", "--model", "someone/hubert-ee-on-the-hub", "--dataset", str(tmp_path)])
     assert code == 2
     assert "must be a local model folder" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 import hubert_ee
+from hubert_ee.cli import main as cli_main
 from hubert_ee import evaluate
 from hubert_ee.evaluate import evaluate_model, markdown_report, plot_tradeoff
 from hubert_ee.export import save_hub_folder
@@ -149,7 +150,7 @@ def test_bad_settings_fail_before_any_work(processor, dataset):
 def test_command_writes_json_markdown_and_plot(folders, tmp_path, capsys):
     model_folder, data = folders
     out = tmp_path / "out"
-    code = evaluate.main([
+    code = cli_main(["evaluate", 
         "--model", str(model_folder), "--dataset", str(data), "--json", str(out / "eval.json"),
         "--markdown", str(out / "eval.md"), "--plot", str(out / "eval.png"), "--batch-size", "2",
         "--max-samples", "4", "--confidence-thresholds", "0.5,0.9", "--entropy-thresholds", "0.5",
@@ -169,7 +170,7 @@ def test_command_writes_json_markdown_and_plot(folders, tmp_path, capsys):
 
 def test_command_without_model_and_without_default(folders, tmp_path, monkeypatch, capsys):
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
-    code = evaluate.main(["--dataset", str(folders[1]), "--json", str(tmp_path / "x.json")])
+    code = cli_main(["evaluate", "--dataset", str(folders[1]), "--json", str(tmp_path / "x.json")])
     assert code == 2
     assert "no --model given and no default model is shipped yet" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from hubert_ee.cli import main as cli_main
 from hubert_ee import synth
 from hubert_ee.text import normalize_text
 
@@ -208,7 +209,7 @@ def test_cli_arguments():
 
 @needs_sources
 def test_cli_run_single_engine(tmp_path, capsys):
-    rc = synth.main(["--out", str(tmp_path / "c"), "--hours-train", str(5 / 3600),
+    rc = cli_main(["synth", "--out", str(tmp_path / "c"), "--hours-train", str(5 / 3600),
                      "--hours-dev", "0", "--hours-test", str(5 / 3600), "--engines", "espeak-ng",
                      "--test-voices", "espeak-ng:en-gb-scotland,flite:rms", "--no-augment",
                      "--num-proc", "2"])
@@ -257,9 +258,9 @@ def test_cli_sentences_replace_debian_text_sources(tmp_path, monkeypatch, capsys
     argv = ["--out", str(tmp_path / "c"), "--hours-train", str(4 / 3600), "--hours-dev", "0",
             "--hours-test", str(3 / 3600), "--engines", "espeak-ng", "--test-voices", "en-gb-scotland",
             "--no-augment", "--num-proc", "1", "--sentences", str(path)]
-    assert synth.main(argv[:-2]) == 2  # without --sentences the missing packages are an error
+    assert cli_main(["synth", *argv[:-2]]) == 2  # without --sentences the missing packages are an error
     assert "fortunes" in capsys.readouterr().err
-    assert synth.main(argv) == 0
+    assert cli_main(["synth", *argv]) == 0
     from datasets import load_from_disk
 
     dsd = load_from_disk(str(tmp_path / "c"))

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from hubert_ee.cli import main as cli_main
 from hubert_ee import transcribe
 from hubert_ee.evaluate import featurize
 from hubert_ee.export import save_hub_folder
@@ -127,7 +128,7 @@ def test_long_audio_is_transcribed_in_windows(model_and_processor, tmp_path):
 
 def test_command_output_json_and_exit_codes(model_folder, inputs, tmp_path, capsys):
     out = tmp_path / "out.json"
-    code = transcribe.main(["--model", str(model_folder), str(inputs / "a.wav"), str(inputs / "x.wav"),
+    code = cli_main(["transcribe", "--model", str(model_folder), str(inputs / "a.wav"), str(inputs / "x.wav"),
                             str(inputs / "folder"), str(inputs / "nope.wav"), "--json", str(out),
                             "--batch-size", "2", "--exit-threshold", "0.7", "--device", "cpu"])
     captured = capsys.readouterr()
@@ -144,16 +145,16 @@ def test_command_output_json_and_exit_codes(model_folder, inputs, tmp_path, caps
     assert report["settings"]["early_exit"] is True
     assert [("error" in r) for r in report["results"]] == [False, True, False, False, True]
 
-    assert transcribe.main(["--model", str(model_folder), str(inputs / "a.wav"), "--no-early-exit"]) == 0
+    assert cli_main(["transcribe", "--model", str(model_folder), str(inputs / "a.wav"), "--no-early-exit"]) == 0
     assert "exit layer 4/4" in capsys.readouterr().out
-    assert transcribe.main(["--model", str(model_folder), str(inputs / "x.wav"), str(inputs / "nope.wav")]) == 2
+    assert cli_main(["transcribe", "--model", str(model_folder), str(inputs / "x.wav"), str(inputs / "nope.wav")]) == 2
 
 
 def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
     import hubert_ee
 
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
-    assert transcribe.main([str(inputs / "a.wav")]) == 2
+    assert cli_main(["transcribe", str(inputs / "a.wav")]) == 2
     assert "no --model given and no default model is shipped yet" in capsys.readouterr().err
 
 
