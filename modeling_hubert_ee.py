@@ -458,16 +458,19 @@ class HubertEEForCTC(HubertPreTrainedModel):
             staying_rows = [row for row, left in enumerate(leaving.tolist()) if not left]
             active_rows = [active_rows[row] for row in staying_rows]
             staying = torch.tensor(staying_rows, device=device)
-            active, hidden_states = active[staying], hidden_states[staying]
+            active, hidden_states, valid = active[staying], hidden_states[staying], valid[staying]
             state = {key: value[staying] for key, value in state.items()}
-            if frame_mask is None:
+            if frame_mask is None:  # no padding anywhere: nothing to cut, the (absent) mask stays absent
                 mask = mask[staying] if mask is not None else None
                 continue
             frames = max(frame_lengths[row] for row in active_rows)
-            hidden_states, valid = hidden_states[:, :frames], valid[staying, :frames]
+            hidden_states, valid = hidden_states[:, :frames], valid[:, :frames]
             state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
             mask = self._attention_mask(hidden_states, valid)
-        answer(torch.arange(len(active), device=device), self._final_head(hidden_states), num_layers)
+        final_logits = self._final_head(hidden_states)
+        if logits is None:  # nobody left early: the final head answers for the batch as it came
+            return final_logits, exit_layer
+        answer(torch.arange(len(active), device=device), final_logits, num_layers)
         return logits, exit_layer
 
     def _frame_count(self, samples: int) -> int:

@@ -77,6 +77,25 @@ def test_stricter_threshold_never_exits_earlier(criterion):
     assert previous.tolist() == [4] * len(LENGTHS)  # the strictest thresholds never exit
 
 
+@pytest.mark.parametrize("criterion", ["confidence", "entropy"])
+def test_unpadded_batch_without_mask_equals_one_by_one(criterion):
+    """No attention mask (all rows the same length): compaction must still shrink every per-row tensor."""
+    torch.manual_seed(2)
+    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_criterion=criterion)).eval(), scale=1.0, seed=2)
+    input_values = torch.randn(6, 3000, generator=torch.Generator().manual_seed(2))
+    seen = set()
+    grid = {"confidence": [{"exit_threshold": i / 20} for i in range(1, 20)],
+            "entropy": [{"exit_threshold": i / 5} for i in range(1, 18)]}[criterion]
+    for settings in grid:
+        batch = model.generate(input_values, **settings)
+        for row in range(6):
+            alone = model.generate(input_values[row : row + 1], **settings)
+            assert batch.exit_layer[row] == alone.exit_layer[0]
+            assert torch.equal(batch.sequences[row], alone.sequences[0])
+        seen.add(tuple(batch.exit_layer.tolist()))
+    assert any(len(set(layers)) > 1 for layers in seen), "no batch mixed exits: compaction was not exercised"
+
+
 def test_extreme_thresholds_and_patience_one():
     model = make_model()
     input_values, attention_mask = padded_batch(LENGTHS)
