@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -203,6 +204,8 @@ def _training_arguments(args, has_eval: bool) -> TrainingArguments:
         disable_tqdm=args.no_progress,
         max_grad_norm=args.max_grad_norm,
     )
+    if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        options["ddp_backend"] = "gloo"  # torchrun / accelerate launch on CPUs: NCCL needs GPUs
     field_names = {field.name for field in dataclasses.fields(TrainingArguments)}
     if "train_sampling_strategy" in field_names:  # transformers 5.x replaced `group_by_length`
         options.update(train_sampling_strategy="group_by_length", length_column_name="input_length")
@@ -211,7 +214,8 @@ def _training_arguments(args, has_eval: bool) -> TrainingArguments:
     return TrainingArguments(**options)
 
 
-def _train(model, processor, args, train_dataset, eval_dataset) -> dict:
+def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, bool]:
+    """Train (and evaluate); returns (metrics, whether this process writes the outputs: rank 0 only)."""
     trainer = CTCTrainer(
         model=model,
         args=_training_arguments(args, eval_dataset is not None),
@@ -230,7 +234,7 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> dict:
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     trainer.log_metrics("all", metrics)
-    return metrics
+    return metrics, trainer.is_world_process_zero()
 
 
 def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -328,7 +332,9 @@ def run_backbone(args) -> int:
     eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"HubertForCTC from scratch: {parameters / 1e6:.1f}M parameters, {len(train_dataset)} training clips")
-    metrics = _train(model, processor, args, train_dataset, eval_dataset)
+    metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
+    if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves
+        return 0
     output = Path(args.output)
     model.save_pretrained(output, max_shard_size="15MB")
     processor.save_pretrained(output)
@@ -390,7 +396,9 @@ def run_exits(args) -> int:
     )
     train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor)
     eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor)
-    metrics = _train(model, processor, args, train_dataset, eval_dataset)
+    metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
+    if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves
+        return 0
     output = save_hub_folder(model, processor, args.output)
     _print_summary(output, metrics)
     return 0

@@ -118,3 +118,23 @@ def test_max_minutes_stops_training_but_still_evaluates_and_saves(tiny_corpus, t
     code = main(["train-backbone", "--dataset", str(tiny_corpus), "--preset", "tiny", "--output", str(output),
                  "--max-minutes", "0"])
     assert code == 2 and "--max-minutes" in capsys.readouterr().err
+
+
+def test_train_exits_under_torchrun_with_two_processes(backbone, tiny_corpus, tmp_path):
+    """The same command under torchrun (2 CPU processes, gloo): trains data-parallel, rank 0 alone saves."""
+    import os
+    import subprocess
+    import sys
+
+    output = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hubert_ee.cli"]
+    result = subprocess.run(
+        [*torchrun, "train", "--model", str(backbone), "--dataset", str(tiny_corpus), "--output", str(output),
+         "--exit-layers", "1", "--exit-branch", "linear", "--max-steps", "2", "--batch-size", "2",
+         "--eval-steps", "0", "--save-steps", "2", "--warmup-steps", "0", "--no-progress"],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("saved to") == 1
+    assert (output / "modeling_hubert_ee.py").is_file()
+    assert json.loads((output / "config.json").read_text())["model_type"] == "hubert_ee"
