@@ -115,6 +115,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
     # The losses below never use `num_items_in_batch`: the Trainer must scale the loss for gradient accumulation
     # itself, which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
     accepts_loss_kwargs = False
+    # Queue the layer after an exit before waiting for the exit's decision (see `_early_exit_pass`); None: on CUDA.
+    _overlap_exit_decisions: bool | None = None
 
     def __init__(self, config: HubertEEConfig):
         super().__init__(config)
@@ -415,6 +417,10 @@ class HubertEEForCTC(HubertPreTrainedModel):
         hidden states, masks and criterion state, and trailing frames that are padding for every remaining row are
         cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
         (as in `HubertForCTC`); frames cut this way are left at 0.
+
+        On CUDA the decision is copied to the host without blocking and the next layer is queued for every row
+        before the host waits for it (`_overlap_exit_decisions`): the GPU stays busy during the synchronisation,
+        at the price of one layer computed for rows that turn out to leave. Results are the same either way.
         """
         num_layers = self.config.num_hidden_layers
         batch_size = input_values.shape[0]
@@ -427,6 +433,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         else:
             valid = frame_mask
             frame_lengths = [self._frame_count(length) for length in sample_lengths]
+        overlap = self._overlap_exit_decisions
+        overlap = device.type == "cuda" if overlap is None else overlap
         active = torch.arange(batch_size, device=device)  # original row of each row still running
         active_rows = list(range(batch_size))  # the same, on the host
         exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
@@ -434,6 +442,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         state = {}
         exits = set(self.config.exit_layers) if settings["early_exit"] else set()
         synced_gpus = self._synced_gpus()
+        pending = None  # (layer, branch logits, host copy of the decision, event): an exit not yet acted on
 
         def answer(rows, row_logits, layer):
             nonlocal logits
@@ -442,19 +451,16 @@ class HubertEEForCTC(HubertPreTrainedModel):
             logits[active[rows], : row_logits.shape[1]] = row_logits[rows]
             exit_layer[active[rows]] = layer
 
-        for index in range(num_layers):
-            hidden_states = self._run_layer(index, hidden_states, mask, synced_gpus)
-            layer = index + 1
-            if layer not in exits:
-                continue
-            frames = hidden_states.shape[1]
-            branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
-            leaving = self._exit_decision(branch_logits, valid[:, :frames], settings, state).cpu()  # the one sync
+        def act_on(layer, branch_logits, leaving, ready):
+            """Answer the rows that leave and compact the rest; False when no row is left."""
+            nonlocal active, active_rows, hidden_states, valid, mask, state
+            if ready is not None:
+                ready.synchronize()
             if not bool(leaving.any()):
-                continue
+                return True
             answer(leaving.nonzero().squeeze(1).to(device), branch_logits, layer)
             if bool(leaving.all()):
-                return logits, exit_layer
+                return False
             staying_rows = [row for row, left in enumerate(leaving.tolist()) if not left]
             active_rows = [active_rows[row] for row in staying_rows]
             staying = torch.tensor(staying_rows, device=device)
@@ -462,11 +468,36 @@ class HubertEEForCTC(HubertPreTrainedModel):
             state = {key: value[staying] for key, value in state.items()}
             if frame_mask is None:  # no padding anywhere: nothing to cut, the (absent) mask stays absent
                 mask = mask[staying] if mask is not None else None
-                continue
+                return True
             frames = max(frame_lengths[row] for row in active_rows)
             hidden_states, valid = hidden_states[:, :frames], valid[:, :frames]
             state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
             mask = self._attention_mask(hidden_states, valid)
+            return True
+
+        for index in range(num_layers):
+            hidden_states = self._run_layer(index, hidden_states, mask, synced_gpus)
+            if pending is not None:  # the layer above was queued before waiting for the previous exit's decision
+                if not act_on(*pending):
+                    return logits, exit_layer
+                pending = None
+            layer = index + 1
+            if layer not in exits:
+                continue
+            branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
+            leaving = self._exit_decision(branch_logits, valid[:, : hidden_states.shape[1]], settings, state)
+            if overlap and device.type == "cuda":
+                host = torch.empty(leaving.shape, dtype=leaving.dtype, pin_memory=True)
+                host.copy_(leaving, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+                pending = (layer, branch_logits, host, ready)
+            elif overlap:
+                pending = (layer, branch_logits, leaving.cpu(), None)
+            elif not act_on(layer, branch_logits, leaving.cpu(), None):  # the one sync per exit layer
+                return logits, exit_layer
+        if pending is not None and not act_on(*pending):
+            return logits, exit_layer
         final_logits = self._final_head(hidden_states)
         if logits is None:  # nobody left early: the final head answers for the batch as it came
             return final_logits, exit_layer

@@ -63,6 +63,21 @@ def test_batch_equals_one_by_one(stable_layer_norm, criterion):
     assert len(seen_layers) >= 2, f"the sweep never produced different exits: {seen_layers}"
 
 
+@pytest.mark.parametrize("criterion", ["confidence", "entropy", "patience"])
+def test_overlapped_exit_decisions_give_identical_results(criterion, monkeypatch):
+    """The CUDA path (next layer queued before the host reads the decision), run on CPU: same exits, same ids."""
+    model = make_model(exit_criterion=criterion)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    for threshold in thresholds_for(criterion):
+        for mask in (attention_mask, None):
+            monkeypatch.setattr(HubertEEForCTC, "_overlap_exit_decisions", False)
+            plain = model.generate(input_values, mask, exit_threshold=threshold)
+            monkeypatch.setattr(HubertEEForCTC, "_overlap_exit_decisions", True)
+            overlapped = model.generate(input_values, mask, exit_threshold=threshold)
+            assert torch.equal(plain.exit_layer, overlapped.exit_layer)
+            assert torch.equal(plain.sequences, overlapped.sequences)
+
+
 @pytest.mark.parametrize("criterion", ["confidence", "entropy"])
 def test_stricter_threshold_never_exits_earlier(criterion):
     model = make_model(seed=1)

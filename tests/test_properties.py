@@ -29,10 +29,11 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 
 
 @SETTINGS
-@given(overrides=configs(), lengths=lengths_strategy, seed=st.integers(0, 3))
-def test_exits_are_allowed_and_batch_equals_one_by_one(overrides, lengths, seed):
+@given(overrides=configs(), lengths=lengths_strategy, seed=st.integers(0, 3), overlap=st.booleans())
+def test_exits_are_allowed_and_batch_equals_one_by_one(overrides, lengths, seed, overlap):
     torch.manual_seed(seed)
     model = sharpen_branches(HubertEEForCTC(tiny_config(**overrides)).eval(), seed=seed)
+    model._overlap_exit_decisions = overlap  # the CUDA path (decision read one layer later) must agree too
     input_values, attention_mask = padded_batch(lengths, seed=seed)
     batch = model.generate(input_values, attention_mask)
     allowed = set(overrides["exit_layers"]) | {overrides["num_hidden_layers"]}
