@@ -275,3 +275,22 @@ def test_hubert_ee_checkpoint_missing_branch_weights_fails(tmp_path):
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"exit_branches\.3\."):
         HubertEEForCTC.from_pretrained(tmp_path, exit_layers=[1, 2, 3])
+
+
+def test_cached_positional_kernel_follows_parameter_updates():
+    """The weight-normed positional kernel is reused between inference calls, never after the weights change."""
+    model = make_model()
+    input_values, _ = padded_batch([3000])
+    first = model.generate(input_values, early_exit=False).logits
+    assert model._pos_conv_weight_cache is not None
+    parametrization = model.hubert.encoder.pos_conv_embed.conv.parametrizations.weight
+    with torch.no_grad():
+        parametrization.original1.mul_(1.5)  # what an optimizer step does: in place, version bumped
+    after_update = model.generate(input_values, early_exit=False).logits
+    assert not torch.equal(first, after_update)
+    model._pos_conv_weight_cache = None
+    torch.testing.assert_close(model.generate(input_values, early_exit=False).logits, after_update, rtol=0, atol=0)
+    fresh = make_model()
+    model.load_state_dict(fresh.state_dict())
+    torch.testing.assert_close(model.generate(input_values, early_exit=False).logits,
+                               fresh.generate(input_values, early_exit=False).logits, rtol=0, atol=0)
