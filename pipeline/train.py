@@ -166,14 +166,41 @@ class WallClockBudget(TrainerCallback):
         return control
 
 
-def _load_split(args, split, max_samples, processor):
+def _load_split(args, split, max_samples, processor, config):
     if split is None:
         return None
     dataset = load_speech_dataset(
         args.dataset, split=split, config=args.dataset_config, max_samples=max_samples,
         sampling_rate=processor.feature_extractor.sampling_rate,
     )  # fmt: skip
-    return prepare_for_ctc(dataset, processor, num_proc=args.num_proc)
+    return drop_impossible_ctc(prepare_for_ctc(dataset, processor, num_proc=args.num_proc), config, split)
+
+
+def ctc_frames_needed(labels) -> int:
+    """Frames CTC needs for `labels`: one per label, plus a blank between each pair of equal neighbours."""
+    labels = [label for label in labels if label >= 0]
+    return len(labels) + sum(1 for left, right in zip(labels, labels[1:]) if left == right)
+
+
+def drop_impossible_ctc(dataset, config, split: str):
+    """Drop, and report, utterances whose transcript cannot fit their frames.
+
+    Their CTC loss is infinite: with `ctc_zero_infinity` it would be zeroed and averaged in silently, without it it
+    poisons the step with NaN gradients. Neither should happen unnoticed.
+    """
+    def frames(samples: int) -> int:
+        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+            samples = (samples - kernel) // stride + 1
+        return samples
+
+    fits = [frames(samples) >= ctc_frames_needed(labels)
+            for samples, labels in zip(dataset["input_length"], dataset["labels"])]
+    dropped = fits.count(False)
+    if dropped:
+        print(f"{split}: dropped {dropped} of {len(fits)} utterances whose transcript is longer than CTC can align "
+              "to their audio (infinite loss)")
+        dataset = dataset.select([index for index, fit in enumerate(fits) if fit])
+    return dataset
 
 
 def _training_arguments(args, has_eval: bool) -> TrainingArguments:
@@ -328,8 +355,8 @@ def run_backbone(args) -> int:
         num_attention_heads=args.num_attention_heads,
     )  # fmt: skip
     model = HubertForCTC(config)
-    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor)
-    eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor)
+    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor, config)
+    eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor, config)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"HubertForCTC from scratch: {parameters / 1e6:.1f}M parameters, {len(train_dataset)} training clips")
     metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
@@ -394,8 +421,8 @@ def run_exits(args) -> int:
         f"HuBERT-EE: exits after layers {model.config.exit_layers} ({model.config.exit_branch}), strategy "
         f"{args.strategy}: {trainable / 1e6:.2f}M of {model.num_parameters() / 1e6:.2f}M parameters learn"
     )
-    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor)
-    eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor)
+    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor, model.config)
+    eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor, model.config)
     metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
     if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves
         return 0

@@ -138,3 +138,20 @@ def test_train_exits_under_torchrun_with_two_processes(backbone, tiny_corpus, tm
     assert result.stdout.count("saved to") == 1
     assert (output / "modeling_hubert_ee.py").is_file()
     assert json.loads((output / "config.json").read_text())["model_type"] == "hubert_ee"
+
+
+def test_utterances_ctc_cannot_align_are_dropped_and_reported(tmp_path, capsys):
+    from hubert_ee.train import ctc_frames_needed
+
+    assert ctc_frames_needed([5, 5, 6, -100]) == 4  # L, blank, L, O: a repeat needs a blank between
+    rng = np.random.default_rng(0)
+    clips = [{"array": (0.1 * rng.standard_normal(n)).astype(np.float32), "sampling_rate": 16000}
+             for n in (16000, 16000, 1200)]
+    texts = ["HELLO", "GOOD DAY", "A VERY LONG SENTENCE FOR SO LITTLE AUDIO"]  # 1200 samples = 3 tiny frames
+    folder = tmp_path / "corpus"
+    DatasetDict({"train": Dataset.from_dict({"audio": clips, "text": texts})}).save_to_disk(str(folder))
+    code = main(["train-backbone", "--dataset", str(folder), "--preset", "tiny", "--output", str(tmp_path / "o"),
+                 "--eval-split", "none", "--max-steps", "1", "--batch-size", "2", "--save-steps", "1",
+                 "--warmup-steps", "0", "--no-progress"])
+    assert code == 0
+    assert "train: dropped 1 of 3 utterances" in capsys.readouterr().out
