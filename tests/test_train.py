@@ -155,3 +155,30 @@ def test_utterances_ctc_cannot_align_are_dropped_and_reported(tmp_path, capsys):
                  "--warmup-steps", "0", "--no-progress"])
     assert code == 0
     assert "train: dropped 1 of 3 utterances" in capsys.readouterr().out
+
+
+def test_gradient_accumulation_matches_the_full_batch(backbone, tiny_corpus, tmp_path):
+    """`accepts_loss_kwargs = False`: the Trainer scales the loss for accumulation itself (transformers #47688);
+    2 steps of 2 clips must make the same update as 1 step of 4."""
+    from hubert_ee.data import load_speech_dataset, prepare_for_ctc
+    from hubert_ee.export import convert_checkpoint
+
+    assert HubertEEForCTC.accepts_loss_kwargs is False
+    processor = build_processor()
+    data = prepare_for_ctc(load_speech_dataset(str(tiny_corpus), split="dev"), processor)
+    data = data.select(range(4))
+    weights = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        torch.manual_seed(0)
+        model = convert_checkpoint(backbone, exit_layers=[1], exit_branch="linear", ctc_loss_reduction="mean",
+                                   layerdrop=0.0, mask_time_prob=0.0, hidden_dropout=0.0, attention_dropout=0.0,
+                                   final_dropout=0.0)  # no randomness: the two runs must see the same numbers
+        args = TrainingArguments(output_dir=str(tmp_path / f"ga{accumulation}"), max_steps=1, learning_rate=0.5,
+                                 per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                                 optim="sgd", lr_scheduler_type="constant", report_to="none", save_strategy="no",
+                                 remove_unused_columns=False, disable_tqdm=True, seed=0, max_grad_norm=0.0,
+                                 train_sampling_strategy="sequential")
+        Trainer(model=model, args=args, train_dataset=data,
+                data_collator=DataCollatorCTCWithPadding(processor=processor)).train()
+        weights.append(model.exit_branches["1"].head.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
