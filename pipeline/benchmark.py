@@ -284,10 +284,6 @@ def install_forced_exits(model: HubertEEForCTC, include_criterion: bool = True) 
         layer = exit_layers[holder.calls]
         holder.calls += 1
         if holder.include_criterion:  # pay for the real criterion; its answer is discarded
-            if valid.shape[0] != logits.shape[0]:
-                # Without an attention mask, `_early_exit_pass` (since a8041d5) no longer compacts `valid` with the
-                # rows; it is all-true then, so rows of ones are the right frames for the rows still running.
-                valid = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
             original(self, logits, valid, settings, {})
         return state["forced_target_layer"] == layer
 
