@@ -633,15 +633,10 @@ class HubertEEForCTC(HubertPreTrainedModel):
             {"early_exit": early_exit, "exit_criterion": exit_criterion,
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
-        sample_lengths = self._check_inputs(input_values, attention_mask, labels)
-
-        if attention_mask is None:
-            sample_lengths = torch.full(
-                (input_values.shape[0],), input_values.shape[1], dtype=torch.long, device=input_values.device
-            )
-        else:
-            sample_lengths = attention_mask.sum(-1)
-        logit_lengths = self._get_feat_extract_output_lengths(sample_lengths).to(torch.long)
+        sample_lengths = self._check_inputs(input_values, attention_mask, labels)  # host-side list
+        logit_lengths = self._get_feat_extract_output_lengths(
+            torch.tensor(sample_lengths, dtype=torch.long, device=input_values.device)
+        ).to(torch.long)
 
         if self.training or output_exit_logits:
             logits, exit_logits = self._all_exits_pass(input_values, attention_mask, mask_time_indices)
