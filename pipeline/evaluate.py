@@ -289,7 +289,6 @@ def evaluate_model(
         else:
             oracle_layers.append(num_layers)
             oracle_texts.append(final_texts[i])
-    oracle_mean = float(np.mean(oracle_layers))
 
     # ---- timing
     def timed(call):
@@ -329,16 +328,21 @@ def evaluate_model(
         with forced_exit_targets(model, [oracle_layers[i] for i in indices]):
             return model.generate(input_values, attention_mask, early_exit=True)
 
+    def measured(texts, layers, baseline_time, early_time) -> dict:
+        """Accuracy, depth and speed of one way of exiting (a sweep setting or the oracle)."""
+        mean_layer = float(np.mean(layers))
+        return {
+            "wer": word_error_rate(references, texts),
+            "mean_exit_layer": mean_layer,
+            "layers_skipped": 1.0 - mean_layer / num_layers,
+            "speedup": baseline_time / early_time if early_time > 0 else math.inf,
+            "ideal_speedup": num_layers / mean_layer,
+            "baseline_seconds": baseline_time,
+            "early_exit_seconds": early_time,
+        }
+
     baseline_time, oracle_time, _ = race(oracle_call)
-    oracle = {
-        "wer": word_error_rate(references, oracle_texts),
-        "mean_exit_layer": oracle_mean,
-        "layers_skipped": 1.0 - oracle_mean / num_layers,
-        "speedup": baseline_time / oracle_time if oracle_time > 0 else math.inf,
-        "ideal_speedup": num_layers / oracle_mean,
-        "baseline_seconds": baseline_time,
-        "early_exit_seconds": oracle_time,
-    }
+    oracle = measured(oracle_texts, oracle_layers, baseline_time, oracle_time)
 
     # ---- sweep, timed against the full model on the same batches, interleaved
     sweep = []
@@ -356,18 +360,7 @@ def evaluate_model(
         for indices, output in outputs:
             for i, text, layer in zip(indices, batch_decode(processor, output.sequences), output.exit_layer.tolist()):
                 texts[i], layers[i] = text, int(layer)
-        mean_layer = float(np.mean(layers))
-        row = {
-            "criterion": criterion,
-            "threshold": threshold,
-            "wer": word_error_rate(references, texts),
-            "mean_exit_layer": mean_layer,
-            "layers_skipped": 1.0 - mean_layer / num_layers,
-            "speedup": baseline_time / early_time if early_time > 0 else math.inf,
-            "ideal_speedup": num_layers / mean_layer,
-            "baseline_seconds": baseline_time,
-            "early_exit_seconds": early_time,
-        }
+        row = {"criterion": criterion, "threshold": threshold, **measured(texts, layers, baseline_time, early_time)}
         if patience is not None:
             row["patience"] = patience
         sweep.append(row)
