@@ -678,8 +678,10 @@ def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, li
 
 
 def _mp_context():
+    # forkserver: workers start from a clean single-threaded server, not as forks of a caller that may run threads
+    # (torch's pools, tqdm's monitor), which can leave a forked worker or the pool's shutdown deadlocked.
     methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else methods[0])
+    return mp.get_context("forkserver" if "forkserver" in methods else methods[0])
 
 
 def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed: int,
@@ -712,26 +714,31 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
                     for i in range(index, index + batch)]
             index += batch
             results = pool.imap(synth_job, jobs) if pool else map(synth_job, jobs)
-            got = 0
-            for row in results:
-                if row is None:
+            got, done = 0, False
+            for row in results:  # always drained: an abandoned imap makes the pool's shutdown hang
+                if row is None or done:
                     continue
                 got += 1
                 total += row["duration"]
                 bar.update(min(int(total), bar.total) - bar.n)
                 yield row
-                if total >= seconds or out_of_time():
-                    break
+                done = total >= seconds or out_of_time()
             if got == 0:
                 failures += 1
                 if failures >= 3:
                     raise RuntimeError(f"synthesis of split {split} keeps failing; "
                                        "see the messages above")
+    except BaseException:  # an error or an abandoned generator: stop the workers now
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            pool = None
+        raise
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.terminate()
+        if pool is not None:  # normal end: every submitted job has been consumed, so a clean shutdown
+            pool.close()
             pool.join()
 
 
