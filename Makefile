@@ -30,7 +30,7 @@ system-packages:
 setup: $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --timeout 600 tests
 
 demo: setup
 	$(PY) -m hubert_ee.demo

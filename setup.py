@@ -30,6 +30,6 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"]},
     entry_points={"console_scripts": ["hubert-ee = hubert_ee.cli:main"]},
 )
