@@ -76,6 +76,9 @@ class AudioReadError(ValueError):
         self.reason = reason
         super().__init__(f"Cannot read audio {self.source}: {reason}")
 
+    def __reduce__(self):  # pickled across worker processes (`num_proc`): rebuild from both arguments
+        return type(self), (self.source, self.reason)
+
 
 class HubDatasetUnavailableError(ConnectionError):
     """A dataset id could not be fetched from the Hugging Face Hub (offline or unreachable)."""
@@ -386,7 +389,8 @@ def _load_audiofolder(folder: Path, text_column: str | None, max_samples: int | 
 
 
 def _decode_dataset(
-    ds: Dataset, sampling_rate: int, base_dir: Path | None, source: str, use_dataset_cache: bool = False
+    ds: Dataset, sampling_rate: int, base_dir: Path | None, source: str, use_dataset_cache: bool = False,
+    num_proc: int | None = None,
 ) -> Dataset:
     """Decode the ``audio`` column of ``ds`` into float32 mono arrays (eagerly).
 
@@ -432,6 +436,7 @@ def _decode_dataset(
         features=Features(features),
         cache_file_name=cache_file_name,
         load_from_cache_file=use_dataset_cache,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= num_proc else None,
         desc="Decoding audio",
     )
     return ds
@@ -444,6 +449,7 @@ def load_speech_dataset(
     sampling_rate: int = 16000,
     max_samples: int | None = None,
     text_column: str | None = None,
+    num_proc: int | None = None,
 ) -> Dataset:
     """Load a speech corpus as a :class:`datasets.Dataset` with ``audio``, ``text`` and ``id``.
 
@@ -522,7 +528,7 @@ def load_speech_dataset(
             ds = ds.remove_columns("text")
         ds = ds.rename_column(tcol, "text")
 
-    ds = _decode_dataset(ds, sampling_rate, base_dir, source, use_dataset_cache=from_hub)
+    ds = _decode_dataset(ds, sampling_rate, base_dir, source, use_dataset_cache=from_hub, num_proc=num_proc)
     return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
 
 

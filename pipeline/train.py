@@ -171,7 +171,7 @@ def _load_split(args, split, max_samples, processor, config):
         return None
     dataset = load_speech_dataset(
         args.dataset, split=split, config=args.dataset_config, max_samples=max_samples,
-        sampling_rate=processor.feature_extractor.sampling_rate,
+        sampling_rate=processor.feature_extractor.sampling_rate, num_proc=args.num_proc,
     )  # fmt: skip
     return drop_impossible_ctc(prepare_for_ctc(dataset, processor, num_proc=args.num_proc), config, split)
 
@@ -275,7 +275,8 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Split to evaluate on during training (default: dev; 'none' to skip evaluation).")
     data.add_argument("--max-train-samples", type=int, default=None, help="Use at most this many training clips.")
     data.add_argument("--max-eval-samples", type=int, default=None, help="Use at most this many evaluation clips.")
-    data.add_argument("--num-proc", type=int, default=1, help="Processes for feature preparation.")
+    data.add_argument("--num-proc", type=int, default=1,
+                      help="Processes for audio decoding and feature preparation (large corpora: use the cores).")
     run = parser.add_argument_group("optimisation")
     run.add_argument("--output", required=True,
                      help="Output folder: the final Hub-ready model; Trainer checkpoints go to OUTPUT/checkpoints.")

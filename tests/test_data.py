@@ -328,3 +328,13 @@ def test_prepare_for_ctc_num_proc(audiofolder: Path):
     prepared = prepare_for_ctc(ds, processor, num_proc=2)
     assert len(prepared) == 2
     assert processor.tokenizer.decode(prepared[1]["labels"], group_tokens=False) == normalize_text("It's 1491.")
+
+
+def test_parallel_decoding_gives_the_same_audio_and_the_same_errors(audiofolder: Path):
+    serial = load_speech_dataset(str(audiofolder))
+    parallel = load_speech_dataset(str(audiofolder), num_proc=2)
+    assert list(parallel["id"]) == list(serial["id"])
+    assert all(np.array_equal(a, b) for a, b in zip(parallel["audio"], serial["audio"]))
+    (audiofolder / "audio" / "a.wav").write_bytes(b"RIFF not really a wav file")
+    with pytest.raises(AudioReadError, match="a.wav"):
+        load_speech_dataset(str(audiofolder), num_proc=2)
