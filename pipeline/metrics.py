@@ -17,14 +17,13 @@ rate is 0.0 when every hypothesis is empty too, and 100.0 otherwise (the ratio i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import jiwer
-import numpy as np
 
 from .text import normalize_text
 
-__all__ = ["word_error_rate", "char_error_rate", "error_counts", "ctc_compute_metrics"]
+__all__ = ["word_error_rate", "char_error_rate", "error_counts"]
 
 
 def _as_list(x: str | Iterable[str], name: str) -> list[str]:
@@ -107,60 +106,3 @@ def char_error_rate(
     references.
     """
     return _rate(error_counts(references, hypotheses, "char", normalize))
-
-
-def _tokenizer(processor: Any) -> Any:
-    return getattr(processor, "tokenizer", processor)
-
-
-def _logits_to_ids(predictions: Any) -> np.ndarray:
-    """Argmax CTC logits ``(batch, time, vocab)``; pass through ids ``(batch, time)``.
-
-    The Trainer pads logits of different lengths with ``-100`` when it concatenates eval
-    batches: such all-``-100`` frames, and ``-100`` ids, become ``-100`` here (fixed up by the
-    caller).
-    """
-    while isinstance(predictions, (tuple, list)) and not isinstance(predictions, np.ndarray):
-        if len(predictions) == 0:
-            raise ValueError("empty predictions")
-        predictions = predictions[0]  # (logits, hidden_states / exit logits, ...)
-    preds = np.asarray(predictions)
-    if preds.ndim == 3:
-        ids = preds.argmax(axis=-1)
-        padded = np.all(preds == -100, axis=-1)
-        ids[padded] = -100
-        return ids
-    if preds.ndim == 2 and np.issubdtype(preds.dtype, np.integer):
-        return preds
-    raise ValueError(f"expected logits (batch, time, vocab) or ids (batch, time); got shape {preds.shape}")
-
-
-def ctc_compute_metrics(processor: Any) -> Callable[[Any], dict[str, float]]:
-    """Build a ``compute_metrics(eval_pred)`` for the HF ``Trainer`` of a CTC model.
-
-    ``eval_pred.predictions`` are logits (or a tuple whose first element is the logits, or
-    argmax ids from ``preprocess_logits_for_metrics``); ``eval_pred.label_ids`` use ``-100``
-    for padding.  Predictions are greedy-CTC decoded (repeats merged, blanks removed) with the
-    processor's tokenizer, labels decoded without merging repeats.  Returns
-    ``{"wer": ..., "cer": ...}`` in percent, computed after ``normalize_text``.
-    """
-    tok = _tokenizer(processor)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        if isinstance(eval_pred, (tuple, list)):
-            predictions, label_ids = eval_pred[0], eval_pred[1]
-        else:
-            predictions, label_ids = eval_pred.predictions, eval_pred.label_ids
-        pred_ids = _logits_to_ids(predictions)
-        pred_ids = np.where(pred_ids == -100, pad_id, pred_ids)
-        if isinstance(label_ids, tuple):
-            label_ids = label_ids[0]
-        labels = np.asarray(label_ids)
-        labels = np.where(labels == -100, pad_id, labels)
-
-        pred_str = tok.batch_decode(pred_ids.tolist())
-        label_str = tok.batch_decode(labels.tolist(), group_tokens=False)
-        return {"wer": word_error_rate(label_str, pred_str), "cer": char_error_rate(label_str, pred_str)}
-
-    return compute_metrics

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from hubert_ee.metrics import char_error_rate, ctc_compute_metrics, error_counts, word_error_rate
+from hubert_ee.metrics import char_error_rate, error_counts, word_error_rate
 from hubert_ee.text import build_processor
 
 
@@ -55,52 +55,20 @@ def test_length_mismatch():
         word_error_rate(["a", "b"], ["a"])
 
 
-def _onehot(ids: list[int], vocab_size: int) -> np.ndarray:
-    x = np.full((len(ids), vocab_size), -5.0, dtype=np.float32)
-    x[np.arange(len(ids)), ids] = 5.0
-    return x
+def test_trainer_compute_metrics_decodes_every_head():
+    """`hubert_ee.train.make_compute_metrics`: per-frame ids [batch, frames, heads] with -100 padding, CTC-decoded
+    per head; labels decoded without merging repeats ("HELLO" keeps its double L)."""
 
+    from hubert_ee.train import make_compute_metrics
 
-@pytest.fixture(scope="module")
-def processor():
-    return build_processor()
-
-
-def test_ctc_compute_metrics(processor):
-    tok = processor.tokenizer
-    v = tok.get_vocab()
-    V = len(v)
-    pad = tok.pad_token_id
-    # greedy CTC: repeats merged, blanks (pad) removed -> "HELLO A"
-    seq1 = [v["H"], v["H"], pad, v["E"], v["L"], pad, v["L"], v["O"], v["|"], v["|"], v["A"]]
-    # second utterance is shorter: the Trainer pads its logits with -100 -> "A"
-    row2 = np.concatenate([_onehot([v["A"]] * 4, V), np.full((7, V), -100.0, np.float32)])
-    logits = np.stack([_onehot(seq1, V), row2])
-    labels = np.array([[v[c] for c in "HELLO|A"], [v["B"]] + [-100] * 6])
-
-    compute = ctc_compute_metrics(processor)
-    # tuple predictions (logits, extra outputs) -> the first element is used
-    out = compute(EvalPrediction(predictions=(logits, np.zeros(3)), label_ids=labels))
-    # references "HELLO A", "B"; hypotheses "HELLO A", "A": 1 substitution over 3 words
-    assert out["wer"] == pytest.approx(100 / 3)
-    # characters: "HELLO A" (7) + "B" (1): 1 substitution over 8
-    assert out["cer"] == pytest.approx(100 / 8)
-
-    # plain logits and argmax ids give the same result
-    assert compute(EvalPrediction(predictions=logits, label_ids=labels)) == out
-    ids = logits.argmax(-1)
-    ids[1, 4:] = -100
-    assert compute(EvalPrediction(predictions=ids, label_ids=labels)) == out
-
-
-def test_ctc_compute_metrics_perfect(processor):
-    v = processor.tokenizer.get_vocab()
-    V = len(v)
-    text = "HELLO|WORLD"
-    frames = []
-    for i, ch in enumerate(text):  # blanks between letters keep the double L
-        frames += [v[ch], processor.tokenizer.pad_token_id]
-    logits = _onehot(frames, V)[None]
-    labels = np.array([[v[c] for c in text]])
-    out = ctc_compute_metrics(processor)(EvalPrediction(predictions=logits, label_ids=labels))
-    assert out == {"wer": 0.0, "cer": 0.0}
+    processor = build_processor()
+    tokenizer = processor.tokenizer
+    hello = tokenizer("HELLO").input_ids  # H E L L O
+    blank = tokenizer.pad_token_id
+    frames = [hello[0], hello[1], hello[2], blank, hello[3], hello[4], -100]  # CTC spelling of HELLO, then padding
+    wrong = [hello[0], hello[1], hello[2], hello[3], hello[4], blank, -100]  # repeats merged: HELO
+    ids = np.stack([np.array([wrong]), np.array([frames])], axis=-1)  # heads: exit_2, final
+    labels = np.array([hello + [-100]])
+    metrics = make_compute_metrics(processor, ["exit_2", "final"])(EvalPrediction(predictions=ids, label_ids=labels))
+    assert metrics["wer"] == 0.0 and metrics["cer"] == 0.0
+    assert metrics["wer_exit_2"] == 100.0
