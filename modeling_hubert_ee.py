@@ -634,9 +634,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
         sample_lengths = self._check_inputs(input_values, attention_mask, labels)  # host-side list
-        logit_lengths = self._get_feat_extract_output_lengths(
-            torch.tensor(sample_lengths, dtype=torch.long, device=input_values.device)
-        ).to(torch.long)
+        logit_lengths = torch.tensor([self._frame_count(n) for n in sample_lengths], device=input_values.device)
 
         if self.training or output_exit_logits:
             logits, exit_logits = self._all_exits_pass(input_values, attention_mask, mask_time_indices)
@@ -671,8 +669,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         finally:
             self.train(was_training)
         sequences = logits.argmax(-1)
-        if attention_mask is not None:
-            lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long)
+        if attention_mask is not None:  # frame counts from the host-side lengths: no second pass over the mask
+            lengths = torch.tensor([self._frame_count(n) for n in sample_lengths], device=sequences.device)
             padding = torch.arange(sequences.shape[1], device=sequences.device)[None, :] >= lengths[:, None]
             sequences = sequences.masked_fill(padding, self.config.pad_token_id)
         return HubertEEGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
