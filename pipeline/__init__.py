@@ -6,6 +6,9 @@ The model itself lives in the two root modules `configuration_hubert_ee` and `mo
 that travel to the Hub.
 """
 
+import os
+from pathlib import Path
+
 from transformers import AutoConfig, AutoModel, AutoModelForCTC
 
 from configuration_hubert_ee import HubertEEConfig
@@ -21,4 +24,15 @@ def register_auto_classes() -> None:
 
 register_auto_classes()
 
-__all__ = ["HubertEEConfig", "HubertEEForCTC", "register_auto_classes"]
+# The trained model shipped in the repository (models/, beside pipeline/; see its README.md, the model card) and the
+# clips it is demonstrated on. `hubert-ee transcribe / evaluate / calibrate / benchmark` use it when no --model is
+# given. HUBERT_EE_DEFAULT_MODEL (a folder or a Hub id) replaces it; an install without the repository's models/
+# folder (a wheel) has no default, and those commands then ask for --model.
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL = REPOSITORY_ROOT / "models" / "hubert-ee-compact-synth"
+EXAMPLES = REPOSITORY_ROOT / "examples"
+DEFAULT_MODEL: str | None = os.environ.get("HUBERT_EE_DEFAULT_MODEL") or (
+    str(SHIPPED_MODEL) if (SHIPPED_MODEL / "config.json").is_file() else None
+)
+
+__all__ = ["DEFAULT_MODEL", "EXAMPLES", "HubertEEConfig", "HubertEEForCTC", "SHIPPED_MODEL", "register_auto_classes"]

@@ -37,8 +37,8 @@ WER_TOLERANCE = 1e-9  # float noise in "WER <= final_wer + max_wer_increase"
 def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: float = 1.0) -> dict[str, Any]:
     """Pick the operating point from an `evaluate_model` result.
 
-    Among the `sweep` rows with `wer <= final_wer + max_wer_increase` (absolute percentage points) and
-    `speedup > min_speedup`, the one with the largest `speedup`; ties go to the lower WER, then to the earlier row.
+    Among the `sweep` rows with `wer <= final_wer + max_wer_increase` (absolute percentage points),
+    `speedup > min_speedup` and some utterance exiting early (`mean_exit_layer < num_hidden_layers`), the one with the largest `speedup`; ties go to the lower WER, then to the earlier row.
 
     Returns `{"early_exit", "exit_criterion", "exit_threshold", "exit_patience", "wer", "speedup",
     "mean_exit_layer", "final_wer", "max_wer", "row"}`. For a confidence/entropy row `exit_patience` is None (keep
@@ -49,9 +49,12 @@ def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: f
         raise ValueError(f"max_wer_increase must be >= 0 (percentage points), got {max_wer_increase}")
     final_wer = float(result["final_wer"])
     max_wer = final_wer + float(max_wer_increase)
+    num_layers = result.get("num_hidden_layers")
     qualifying = [
         (index, row) for index, row in enumerate(result.get("sweep") or [])
         if row["wer"] <= max_wer + WER_TOLERANCE and row["speedup"] > min_speedup
+        # a setting under which no utterance exits cannot be faster: a measured speedup > 1 there is timing noise
+        and not (num_layers and row["mean_exit_layer"] >= num_layers)
     ]
     choice: dict[str, Any] = {"final_wer": final_wer, "max_wer": max_wer}
     if not qualifying:

@@ -4,6 +4,7 @@
     hubert-ee train-backbone   train a plain HubertForCTC from scratch (stand-in for facebook/hubert-*-ls960-ft)
     hubert-ee train            convert a HubertForCTC checkpoint to HuBERT-EE and train its exits
     hubert-ee evaluate         per-exit WER, threshold sweeps with measured speedup, the oracle
+    hubert-ee compare          several evaluate results side by side (e.g. one per exit-training strategy)
     hubert-ee calibrate        pick the fastest criterion/threshold within a WER budget; write it to the config
     hubert-ee transcribe       transcribe files/folders with early exit
     hubert-ee benchmark        speed against HubertForCTC on the same weights
@@ -27,6 +28,8 @@ COMMANDS = {
               "Convert a HubertForCTC checkpoint to HuBERT-EE and train its exit branches (the Trainer)."),
     "evaluate": ("evaluate", "add_arguments", "run",
                  "WER of every exit, threshold sweeps with measured speedup, and the oracle."),
+    "compare": ("compare", "add_arguments", "run",
+                "Compare several `hubert-ee evaluate` results in one table (and one plot)."),
     "calibrate": ("calibrate", "add_arguments", "run",
                   "Choose the fastest criterion/threshold within a WER budget and store it in the model config."),
     "transcribe": ("transcribe", "add_arguments", "run", "Transcribe audio files or folders with early exit."),

@@ -1,17 +1,23 @@
-"""`make demo`: the real HuBERT-EE path, end to end, on this machine.
+"""`make demo`: the shipped HuBERT-EE model, end to end, on this machine.
 
-1. A `HubertForCTC` checkpoint: the shipped trained model's backbone when there is one, else a small random one
-   built here (the stand-in for downloading `facebook/hubert-*-ls960-ft`, which this machine cannot).
-2. Conversion to `HubertEEForCTC` (`HubertEEForCTC.from_pretrained(<HubertForCTC folder>, exit_layers=...)`) and a
-   Hub-ready save (weights, config with `auto_map`, both code files, tokenizer, feature extractor).
-3. A fresh Python process that never imports this project loads the folder with `trust_remote_code=True`, runs
-   `pipeline("automatic-speech-recognition")` on clips synthesised with espeak-ng, and prints per clip the
-   transcript, the exit layer and the time against the same model at full depth.
+With the trained model shipped in `models/hubert-ee-compact-synth` (`hubert_ee.DEFAULT_MODEL`):
+
+1. A fresh Python process that never imports this project loads the folder with `trust_remote_code=True`
+   (what a Hub user does), runs `pipeline("automatic-speech-recognition")` on the example clips in
+   `examples/clips`, and prints per clip the reference, the transcript, the exit layer and the time of early exit
+   against the same model at full depth (`early_exit=False`, i.e. plain `HubertForCTC`).
+2. The speed/accuracy trade-off on the small test subset `examples/test-subset` (`hubert_ee.evaluate`): WER of
+   every exit, a threshold sweep with measured speedups, and the oracle.
+
+Without a shipped model (`--convert-random`, or a checkout without models/), it shows the conversion path instead:
+a small random `HubertForCTC` (the stand-in for downloading `facebook/hubert-*-ls960-ft`) converted to
+`HubertEEForCTC`, saved Hub-style, reloaded in a fresh process and run through the pipeline on espeak-ng clips.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -61,10 +67,8 @@ for clip in clips:
         return out, best
     early, early_s = timed()
     full, full_s = timed(early_exit=False)
-    first, first_s = timed(exit_threshold=0.0)  # per-call override: any confidence passes, first exit answers
     rows.append({"clip": clip, "text": text, "exit_layer": int(early.exit_layer[0]),
-                 "num_layers": model.config.num_hidden_layers, "early_ms": early_s * 1e3, "full_ms": full_s * 1e3,
-                 "first_exit_layer": int(first.exit_layer[0]), "first_exit_ms": first_s * 1e3})
+                 "num_layers": model.config.num_hidden_layers, "early_ms": early_s * 1e3, "full_ms": full_s * 1e3})
 print(json.dumps(rows))
 """
 
@@ -89,51 +93,120 @@ def _random_backbone(folder: Path, seed: int) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubert_ee.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="outputs/demo", help="Working folder (default: outputs/demo).")
-    parser.add_argument("--exit-layers", default="3,6,9", help="Exit layers of the converted model.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random stand-in backbone.")
-    args = parser.parse_args(argv)
-    output = Path(args.output)
+def _run_fresh_process(folder: Path, clips: list[Path], workdir: Path) -> list[dict] | int:
+    """Run FRESH_PROCESS on `clips` with the model `folder`; its rows, or its exit code when it failed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    script = workdir / "fresh_process.py"
+    script.write_text(FRESH_PROCESS)
+    result = subprocess.run([sys.executable, str(script.resolve()), str(folder.resolve()),
+                             *[str(clip.resolve()) for clip in clips]],
+                            cwd=workdir, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stderr[-3000:], file=sys.stderr)
+        return result.returncode
+    lines = result.stdout.strip().splitlines()
+    print("   " + next(line for line in lines if line.startswith("loaded ")))
+    return json.loads(lines[-1])
 
+
+def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None) -> None:
+    print(f"\n   {'clip':<28} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  transcript")
+    for row in rows:
+        name = Path(row["clip"]).name
+        print(f"   {name:<28} {row['exit_layer']:>4} / {row['num_layers']:<3} "
+              f"{row['early_ms']:>9.1f} {row['full_ms']:>8.1f}  {row['text']!r}")
+        if references and name in references:
+            print(f"   {'':<28} {'':>10} {'':>9} {'':>8}  reference: {references[name]!r}")
+    early, full = sum(row["early_ms"] for row in rows), sum(row["full_ms"] for row in rows)
+    mean_exit = float(np.mean([row["exit_layer"] for row in rows]))
+    print(f"\n   mean exit layer {mean_exit:.1f} of {rows[0]['num_layers']}; all clips: early exit {early:.0f} ms, "
+          f"full depth {full:.0f} ms ({full / early:.2f}x; batch 1, best of 3, this machine)")
+
+
+def shipped_model_demo(model_folder: Path, examples: Path, output: Path, max_subset: int | None) -> int:
+    from .data import load_speech_dataset
+    from .evaluate import evaluate_model, load_model_and_processor, markdown_report
+
+    config = json.loads((model_folder / "config.json").read_text())
+    size_mb = sum(path.stat().st_size for path in model_folder.iterdir() if path.is_file()) / 1e6
+    print(f"== the shipped model: {model_folder} ({size_mb:.1f} MB)")
+    print(f"   {config['num_hidden_layers']} encoder layers, hidden size {config['hidden_size']}; "
+          f"{config['exit_branch']} exit branches after layers {config['exit_layers']}; calibrated operating point "
+          f"{config['exit_criterion']} threshold {config['exit_threshold']}"
+          + ("" if config["early_exit"] else " (early exit off)"))
+
+    clips_folder = examples / "clips"
+    references = {}
+    metadata = clips_folder / "metadata.csv"
+    if metadata.is_file():
+        with open(metadata, newline="", encoding="utf-8") as handle:
+            references = {Path(row["file_name"]).name: row["transcription"] for row in csv.DictReader(handle)}
+    clips = sorted(path for path in clips_folder.iterdir() if path.suffix in (".flac", ".wav"))
+    print(f"\n== 1. {len(clips)} example clips, in a fresh process: AutoModelForCTC + pipeline(trust_remote_code)")
+    rows = _run_fresh_process(model_folder, clips, output)
+    if isinstance(rows, int):
+        return rows
+    _print_clip_rows(rows, references)
+
+    subset = examples / "test-subset"
+    print(f"\n== 2. the trade-off on {subset} (synthetic test speech: unseen texts, half of it unseen voices)")
+    model, processor = load_model_and_processor(model_folder, "cpu")
+    dataset = load_speech_dataset(str(subset), max_samples=max_subset)
+    result = evaluate_model(
+        model, processor, dataset, thresholds={"confidence": [0.8, 0.9, 0.95, 0.97, 0.99], "entropy": [0.2, 0.05]},
+        patiences=(2,), batch_size=8, repeats=1, model_name=str(model_folder), dataset_name=str(subset),
+    )
+    print(markdown_report(result))
+    return 0
+
+
+def conversion_demo(output: Path, exit_layers: list[int], seed: int) -> int:
     print("== 1. a HubertForCTC checkpoint")
-    backbone = _random_backbone(output / "hubert-ctc", args.seed)
+    backbone = _random_backbone(output / "hubert-ctc", seed)
     print(f"   {backbone}: small HubertForCTC with RANDOM weights (no pretrained HuBERT can be downloaded here;\n"
-          "   transcripts below are noise until a trained model ships: the demo shows the path, not accuracy)")
+          "   transcripts below are noise: this shows the conversion path, not accuracy)")
 
     print("== 2. convert to HuBERT-EE and save Hub-style")
-    exit_layers = [int(layer) for layer in args.exit_layers.split(",")]
     model = convert_checkpoint(backbone, exit_layers=exit_layers, exit_branch="linear")
     folder = save_hub_folder(model, build_processor(), output / "hubert-ee")
     print(f"   {folder}: " + ", ".join(sorted(path.name for path in folder.iterdir())))
 
     print("== 3. synthesise clips, reload with trust_remote_code in a fresh process, run the ASR pipeline")
     clips = _demo_clips(output / "clips")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    script = output / "fresh_process.py"
-    script.write_text(FRESH_PROCESS)
-    result = subprocess.run([sys.executable, str(script.resolve()), str(folder.resolve()),
-                             *[str(clip.resolve()) for clip in clips]],
-                            cwd=output, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(result.stderr[-3000:], file=sys.stderr)
-        return result.returncode
-    lines = result.stdout.strip().splitlines()
-    print("   " + next(line for line in lines if line.startswith("loaded ")))
-    rows = json.loads(lines[-1])
-    print(f"\n   {'clip':<10} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  {'forced first exit':>17}  transcript")
-    for row in rows:
-        first = f"layer {row['first_exit_layer']}: {row['first_exit_ms']:.1f} ms"
-        print(f"   {Path(row['clip']).name:<10} {row['exit_layer']:>4} / {row['num_layers']:<3} "
-              f"{row['early_ms']:>9.1f} {row['full_ms']:>8.1f}  {first:>17}  {row['text'][:50]!r}")
-    mean_exit = float(np.mean([row["exit_layer"] for row in rows]))
-    print(f"\n   mean exit layer {mean_exit:.1f} of {rows[0]['num_layers']} at the configured threshold "
-          f"({model.config.exit_criterion} {model.config.exit_threshold}); 'forced first exit' overrides the "
-          "threshold for one call (exit_threshold=0.0) to show the time an early answer takes")
+    rows = _run_fresh_process(folder, clips, output)
+    if isinstance(rows, int):
+        return rows
+    _print_clip_rows(rows)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import DEFAULT_MODEL, EXAMPLES
+
+    parser = argparse.ArgumentParser(prog="python -m hubert_ee.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="outputs/demo", help="Working folder (default: outputs/demo).")
+    parser.add_argument("--model", default=None,
+                        help="HuBERT-EE folder to demonstrate (default: the shipped model, hubert_ee.DEFAULT_MODEL).")
+    parser.add_argument("--examples", default=str(EXAMPLES),
+                        help="Folder with clips/ and test-subset/ (audiofolders; default: the repository's examples/).")
+    parser.add_argument("--max-subset", type=int, default=None, help="Use only the first N test-subset clips.")
+    parser.add_argument("--convert-random", action="store_true",
+                        help="Show the conversion path on a random backbone instead of the shipped model.")
+    parser.add_argument("--exit-layers", default="3,6,9", help="--convert-random: exit layers of the converted model.")
+    parser.add_argument("--seed", type=int, default=0, help="--convert-random: seed of the random backbone.")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    model = args.model or DEFAULT_MODEL
+    if args.convert_random or not model:
+        if not args.convert_random:
+            print("no shipped model (models/hubert-ee-compact-synth is missing): showing the conversion path")
+        return conversion_demo(output, [int(layer) for layer in args.exit_layers.split(",")], args.seed)
+    if not Path(model).is_dir():
+        parser.error(f"--model {model} is not a folder")
+    return shipped_model_demo(Path(model), Path(args.examples), output, args.max_subset)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ DEFAULT_THRESHOLDS: dict[str, list[float]] = {
     "entropy": [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01],
 }
 DEFAULT_PATIENCES: tuple[int, ...] = (1, 2, 3)
-NO_DEFAULT_MODEL = "no --model given and no default model is shipped yet"
+NO_DEFAULT_MODEL = ("no --model given, and there is no default model: this install lacks the repository's "
+                    "models/hubert-ee-compact-synth folder and HUBERT_EE_DEFAULT_MODEL is not set")
 
 
 class UsageError(ValueError):

@@ -59,6 +59,23 @@ def check_vocab_matches(model, processor) -> None:
         )
 
 
+WEIGHT_FILE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+                        "pytorch_model.bin.index.json")
+
+
+def remove_stale_weights(folder: str | Path) -> list[Path]:
+    """Delete the weight files of an earlier save in `folder` (returns them).
+
+    Saving into a folder that already holds a model leaves files that the new save does not overwrite, e.g. an
+    unsharded `model.safetensors` beside new shards, and `from_pretrained` then loads the stale file.
+    """
+    folder = Path(folder)
+    stale = [path for pattern in WEIGHT_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def save_hub_folder(model: HubertEEForCTC, processor, folder: str | Path, max_shard_size: str = "15MB") -> Path:
     """Write a Hub-ready folder (see module docstring) and check that nothing is missing.
 
@@ -66,6 +83,7 @@ def save_hub_folder(model: HubertEEForCTC, processor, folder: str | Path, max_sh
     """
     folder = Path(folder)
     check_vocab_matches(model, processor)
+    remove_stale_weights(folder)
     model.save_pretrained(folder, max_shard_size=max_shard_size)
     processor.save_pretrained(folder)
     missing = [name for name in CODE_FILES if not (folder / name).is_file()]

@@ -30,7 +30,7 @@ from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
 from modeling_hubert_ee import HubertEEForCTC
 
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
-from .export import check_vocab_matches, convert_checkpoint, load_processor, save_hub_folder
+from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
 from .metrics import char_error_rate, word_error_rate
 from .text import build_processor
 
@@ -44,6 +44,14 @@ BACKBONE_PRESETS = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 8, 2),
                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2),
+    # The shipped default model's size: trains ~1.7x faster than "small" on CPU (measured on 2 cores, 4 s clips)
+    # because the convolutional front end is narrower; the front end stays at ~22 % of a 5 s forward pass.
+    "compact": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=4, intermediate_size=768,
+                    conv_dim=(32, 64, 64, 128, 128, 128, 128), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                    conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
+                    # pre-LN (HuBERT-large's variant): stable at the high learning rate of a short run; no dropout
+                    # because a run of an epoch or two on augmented speech underfits rather than overfits
+                    do_stable_layer_norm=True, hidden_dropout=0.0, attention_dropout=0.0),
     "small": dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024,
                   conv_dim=(64, 128, 128, 256, 256, 256, 256), conv_stride=(5, 2, 2, 2, 2, 2, 2),
                   conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16),
@@ -317,7 +325,6 @@ def build_backbone_config(preset: str, vocab_size: int, **overrides) -> HubertCo
     if preset not in BACKBONE_PRESETS:
         raise ValueError(f"--preset is {preset!r}, but it must be one of {sorted(BACKBONE_PRESETS)}.")
     settings = dict(
-        BACKBONE_PRESETS[preset],
         vocab_size=vocab_size,
         pad_token_id=0,
         feat_extract_norm="layer",  # per-utterance exactness in padded batches (group norm mixes in padding)
@@ -332,6 +339,7 @@ def build_backbone_config(preset: str, vocab_size: int, **overrides) -> HubertCo
         feat_proj_dropout=0.0,
         final_dropout=0.0,
     )
+    settings.update(BACKBONE_PRESETS[preset])  # a preset may choose the layer-norm variant too
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return HubertConfig(**settings)
 
@@ -364,6 +372,7 @@ def run_backbone(args) -> int:
     if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves
         return 0
     output = Path(args.output)
+    remove_stale_weights(output)  # an earlier run's weights in the same folder would shadow these
     model.save_pretrained(output, max_shard_size="15MB")
     processor.save_pretrained(output)
     _print_summary(output, metrics)

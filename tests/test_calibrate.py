@@ -173,3 +173,9 @@ def test_every_flag_has_help():
     for action in parser._actions:
         if action.dest != "help":
             assert action.help, action.dest
+
+
+def test_a_setting_where_nothing_exits_is_never_chosen_even_if_timing_noise_calls_it_faster():
+    rows = [_row("confidence", 0.99, 5.0, 1.13, mean_exit_layer=12.0), _row("confidence", 0.9, 5.3, 1.05)]
+    assert choice_of(rows, 0.5) == ("confidence", 0.9)
+    assert choose_operating_point(_result(rows[:1]), 0.5)["early_exit"] is False

@@ -172,7 +172,7 @@ def test_command_without_model_and_without_default(folders, tmp_path, monkeypatc
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
     code = cli_main(["evaluate", "--dataset", str(folders[1]), "--json", str(tmp_path / "x.json")])
     assert code == 2
-    assert "no --model given and no default model is shipped yet" in capsys.readouterr().err
+    assert "no --model given, and there is no default model" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 

@@ -525,3 +525,19 @@ def test_what_the_trainer_logs_for_impossible_batches(tmp_path, zero_infinity):
     else:  # inf loss, filtered out of the log (logging_nan_inf_filter), but NaN gradients ruin the weights
         assert all(math.isnan(log["grad_norm"]) for log in logs.logs)
         assert not all(torch.isfinite(value).all() for value in after.values())
+
+
+def test_saving_over_an_earlier_model_leaves_no_stale_weights(tmp_path):
+    """A sharded save over an unsharded one (or the reverse) must load the new weights, not the old file."""
+    processor = build_processor()
+    folder = tmp_path / "model"
+    small = _tiny_model()
+    save_hub_folder(small, processor, folder, max_shard_size="100GB")  # one model.safetensors
+    torch.manual_seed(1)
+    bigger = _tiny_model(num_hidden_layers=3, exit_layers=[1, 2])
+    save_hub_folder(bigger, processor, folder, max_shard_size="20KB")  # several shards + index
+    assert not (folder / "model.safetensors").exists()
+    loaded = HubertEEForCTC.from_pretrained(folder)
+    assert loaded.config.num_hidden_layers == 3
+    for name, tensor in bigger.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

@@ -155,7 +155,7 @@ def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
 
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
     assert cli_main(["transcribe", str(inputs / "a.wav")]) == 2
-    assert "no --model given and no default model is shipped yet" in capsys.readouterr().err
+    assert "no --model given, and there is no default model" in capsys.readouterr().err
 
 
 def test_every_flag_has_help():

@@ -1,0 +1,130 @@
+"""The trained model shipped in models/ (issue 6): files, size, calibrated config, card, and that it really works
+through the Hub path (fresh process, trust_remote_code, ASR pipeline) and as every command's default."""
+
+import csv
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+import hubert_ee
+from hubert_ee.card import build_card
+from hubert_ee.cli import main as cli_main
+from hubert_ee.metrics import word_error_rate
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "hubert-ee-compact-synth"
+RESULTS = ROOT / "benchmarks" / "results"
+CLIPS = ROOT / "examples" / "clips"
+SUBSET = ROOT / "examples" / "test-subset"
+HUB_FILES = {"config.json", "configuration_hubert_ee.py", "modeling_hubert_ee.py", "vocab.json",
+             "tokenizer_config.json", "processor_config.json", "README.md"}
+
+
+def _references(folder: Path) -> dict[str, str]:
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
+        return {row["file_name"]: row["transcription"] for row in csv.DictReader(handle)}
+
+
+def test_shipped_folder_is_hub_ready_and_small():
+    names = {path.name for path in MODEL.iterdir()}
+    assert HUB_FILES <= names, HUB_FILES - names
+    assert any(name.endswith(".safetensors") for name in names)
+    assert not {"checkpoints", "training_args.bin", "optimizer.pt"} & names
+    size = sum(path.stat().st_size for path in MODEL.rglob("*") if path.is_file())
+    assert size <= 30e6, f"{size / 1e6:.1f} MB"
+    config = json.loads((MODEL / "config.json").read_text())
+    assert config["model_type"] == "hubert_ee" and config["num_hidden_layers"] == 12
+    assert config["auto_map"]["AutoModelForCTC"] == "modeling_hubert_ee.HubertEEForCTC"
+
+
+def test_default_model_is_the_shipped_folder_unless_the_environment_names_another(monkeypatch):
+    assert hubert_ee.DEFAULT_MODEL == str(MODEL)
+    try:
+        monkeypatch.setenv("HUBERT_EE_DEFAULT_MODEL", "someone/hubert-ee-elsewhere")
+        assert importlib.reload(hubert_ee).DEFAULT_MODEL == "someone/hubert-ee-elsewhere"
+    finally:
+        monkeypatch.delenv("HUBERT_EE_DEFAULT_MODEL")
+        importlib.reload(hubert_ee)
+    assert hubert_ee.DEFAULT_MODEL == str(MODEL)
+
+
+def test_config_holds_the_calibrated_operating_point():
+    calibration = json.loads((RESULTS / "default_model_calibration.json").read_text())
+    chosen = calibration["choice"]
+    config = json.loads((MODEL / "config.json").read_text())
+    assert config["early_exit"] == chosen["early_exit"]
+    if chosen["early_exit"]:
+        assert config["exit_criterion"] == chosen["exit_criterion"]
+        if chosen["exit_threshold"] is not None:
+            assert config["exit_threshold"] == pytest.approx(chosen["exit_threshold"])
+        # calibrated on dev within +0.5 WER points of the final head
+        assert chosen["wer"] <= chosen["final_wer"] + 0.5 + 1e-9
+
+
+def test_model_card_is_generated_from_the_committed_results():
+    """No hand-typed numbers: regenerating the card from the JSON in benchmarks/results gives the committed file."""
+    card = (ROOT / "model_card.md").read_text()
+    assert (MODEL / "README.md").read_text() == card
+    commands = card.split("exactly these commands:\n\n```bash\n", 1)[1].split("```", 1)[0]
+    rebuilt = build_card(
+        MODEL, json.loads((RESULTS / "default_model_test.json").read_text()),
+        repo_id="hubert-ee/hubert-ee-compact-synth", commands=commands,
+        ood=json.loads((RESULTS / "default_model_real_speech.json").read_text()),
+        plot_name="default_model_test.png",
+    )
+    assert rebuilt == card
+    data = ModelCard.load(ROOT / "model_card.md").data.to_dict()
+    assert data["pipeline_tag"] == "automatic-speech-recognition" and data["library_name"] == "transformers"
+    assert (MODEL / "default_model_test.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fresh_process_hub_path_transcribes_the_example_clips():
+    """What a Hub user runs, in a process that never imports this project."""
+    script = (
+        "import json, sys, soundfile\n"
+        "from transformers import pipeline\n"
+        "asr = pipeline('automatic-speech-recognition', model=sys.argv[1], trust_remote_code=True)\n"
+        "assert 'hubert_ee' not in sys.modules\n"
+        "out = {}\n"
+        "for path in sys.argv[2:]:\n"
+        "    audio, rate = soundfile.read(path, dtype='float32')\n"
+        "    out[path.rsplit('/', 1)[-1]] = asr({'raw': audio, 'sampling_rate': rate})['text']\n"
+        "print(json.dumps(out))\n"
+    )
+    references = _references(CLIPS)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run([sys.executable, "-c", script, str(MODEL), *[str(CLIPS / name) for name in references]],
+                            cwd="/", env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hypotheses = json.loads(result.stdout.strip().splitlines()[-1])
+    wer = word_error_rate([references[name] for name in references], [hypotheses[name] for name in references])
+    assert wer < 60.0, (wer, hypotheses)  # a trained model; a random one gives ~100 %
+
+
+def test_transcribe_defaults_to_the_shipped_model(tmp_path, capsys):
+    code = cli_main(["transcribe", str(CLIPS), "--json", str(tmp_path / "out.json")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["model"] == str(MODEL)
+    references = _references(CLIPS)
+    by_name = {Path(row["path"]).name: row for row in report["results"]}
+    assert set(by_name) == set(references)
+    assert all(1 <= row["exit_layer"] <= 12 for row in by_name.values())
+    wer = word_error_rate([references[name] for name in references], [by_name[name]["text"] for name in references])
+    assert wer < 60.0, wer
+
+
+def test_make_demo_runs_on_the_shipped_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.demo", "--output", str(tmp_path), "--max-subset", "16"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
+    assert "## Early-exit sweep" in out and "reference:" in out
