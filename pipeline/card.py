@@ -70,7 +70,7 @@ def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: st
 
 def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hubert-ee", dataset_name: str =
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
-               plot_name: str | None = None) -> str:
+               plot_name: str | None = None, comparison: str = "") -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results."""
     config = HubertEEConfig.from_pretrained(str(model_folder))
     point = operating_point(result, config)
@@ -113,6 +113,11 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     lines += ["## Results (in-domain test split)", "", markdown_report(result).split("\n", 1)[1].strip(), ""]
     if plot_name:
         lines += [f"![WER against speedup]({plot_name})", ""]
+    if comparison.strip():
+        lines += ["## Exit-training strategies compared", "",
+                  "Every candidate trained on the same backbone, evaluated on the same test utterances "
+                  "(`hubert-ee compare`); the shipped model is the row chosen from this table.", "",
+                  comparison.strip(), ""]
     if ood is not None:
         lines += ["## Out of domain: real human speech", "",
                   "The model was trained on synthetic speech only. On real read speech:", "",
@@ -151,6 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ood-eval", default=None, help="Optional evaluate JSON on out-of-domain (real) speech.")
     parser.add_argument("--commands", default=None, help="Text file with the exact commands that made the model.")
     parser.add_argument("--plot", default=None, help="PNG plot (from evaluate --plot) to show in the card.")
+    parser.add_argument("--comparison", default=None,
+                        help="Markdown table from `hubert-ee compare --markdown` (the candidates the model was chosen "
+                             "from), shown in the card.")
     parser.add_argument("--repo-id", default="ORG/hubert-ee", help="Hub repository id used in the usage snippets.")
     parser.add_argument("--dataset-name", default="synthetic-english-speech", help="Name of the training data.")
     parser.add_argument("--output", default="model_card.md", help="Where to write the card (also MODEL/README.md).")
@@ -158,7 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     commands = Path(args.commands).read_text() if args.commands else ""
+    comparison = Path(args.comparison).read_text() if args.comparison else ""
     path = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, plot=args.plot,
-                      repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands)
+                      repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands, comparison=comparison)
     print(f"wrote {path} and {Path(args.model) / 'README.md'}")
     return 0

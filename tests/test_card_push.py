@@ -40,7 +40,10 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     eval_json.write_text(json.dumps(RESULT))
     commands = tmp_path / "commands.txt"
     commands.write_text("hubert-ee synth --out data\nhubert-ee train --model ctc --dataset data --output ee\n")
+    comparison = tmp_path / "strategies.md"
+    comparison.write_text("| model | final WER |\n|---|---:|\n| two-stage-linear | 12.50 |\n")
     code = main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--commands", str(commands),
+                 "--comparison", str(comparison),
                  "--repo-id", "me/hubert-ee-demo", "--output", str(tmp_path / "model_card.md")])
     assert code == 0
     text = (tmp_path / "model_card.md").read_text()
@@ -53,6 +56,7 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     assert [m["value"] for m in metrics] == [12.5, 12.9]  # full depth, and the config's operating point (0.9)
     assert "hubert-ee train --model ctc" in text and "trust_remote_code=True" in text and "2204.06328" in text
     assert "1.31x" in text and "me/hubert-ee-demo" in text
+    assert "## Exit-training strategies compared" in text and "| two-stage-linear | 12.50 |" in text
 
 
 def test_push_uploads_exactly_the_hub_files(hub_folder, tmp_path, monkeypatch):

@@ -77,6 +77,7 @@ def test_model_card_is_generated_from_the_committed_results():
         repo_id="hubert-ee/hubert-ee-compact-synth", commands=commands,
         ood=json.loads((RESULTS / "default_model_real_speech.json").read_text()),
         plot_name="default_model_test.png",
+        comparison=(RESULTS / "default_model_strategies.md").read_text(),
     )
     assert rebuilt == card
     data = ModelCard.load(ROOT / "model_card.md").data.to_dict()
