@@ -9,7 +9,7 @@
 #   backbone  a 12-layer HubertForCTC ("compact" preset) from scratch with CTC, ~85 min; its CER/WER per voice group
 #   exits     HuBERT-EE exits on that backbone: two-stage, joint and distill with transformer branches, two-stage with
 #             linear branches (two runs at a time, one thread each)
-#   compare   every exit model evaluated on the same 240 test utterances; one table and one plot
+#   compare   every exit model evaluated on the same 100 test utterances; one table and one plot
 #   ship      the best one (BEST) copied to models/, calibrated on dev for the largest speedup within +0.5 WER
 #   evaluate  the shipped model on the whole test split and on real human speech (../shared/data/real-speech-dev)
 #   card      model_card.md (and the model's README.md) from those evaluations
@@ -64,13 +64,13 @@ exits() {
   pids+=($!)
   wait "${pids[2]}" && wait "${pids[3]}" || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
 }
-SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.85,0.9,0.95,0.97,0.99 --entropy-thresholds 0.5,0.2,0.1,0.05,0.02
-       --patiences 2,3 --batch-size 8 --repeats 1 --no-progress)
+SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.9,0.95 --entropy-thresholds 0.5,0.2,0.1 --patiences 2
+       --batch-size 8 --repeats 1 --no-progress)
 compare() {
   local named=()
   for folder in "$OUT"/exits/*/; do
     local name; name=$(basename "$folder")
-    $HUBERT_EE evaluate --model "$folder" --dataset "$CORPUS" --split test --max-samples 240 "${SWEEP[@]}" \
+    $HUBERT_EE evaluate --model "$folder" --dataset "$CORPUS" --split test --max-samples 100 "${SWEEP[@]}" \
       --json "$OUT/eval/$name.json"
     named+=("$name=$OUT/eval/$name.json")
   done
@@ -81,11 +81,12 @@ ship() {
   local best=${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}
   rm -rf "$MODEL" && mkdir -p "$MODEL"
   find "$OUT/exits/$best" -maxdepth 1 -type f ! -name 'training_args.bin' -exec cp {} "$MODEL/" \;
-  $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-wer-increase 0.5 "${SWEEP[@]}" \
+  $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 200 --max-wer-increase 0.5 \
+    "${SWEEP[@]}" \
     --json "$RESULTS/default_model_calibration.json"
 }
 evaluate() {
-  $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test "${SWEEP[@]}" \
+  $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test --max-samples 300 "${SWEEP[@]}" \
     --json "$RESULTS/default_model_test.json" --markdown "$RESULTS/default_model_test.md" \
     --plot "$RESULTS/default_model_test.png"
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$REAL_SPEECH" "${SWEEP[@]}" \

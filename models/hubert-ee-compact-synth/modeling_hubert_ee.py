@@ -1,0 +1,682 @@
+# Copyright 2026 The HuBERT-EE authors. Licensed under the Apache License, Version 2.0.
+"""HuBERT-EE: early-exit HuBERT for CTC speech recognition (Yoon, Woo & Kim, arXiv 2204.06328).
+
+`HubertEEForCTC` is `HubertForCTC` (same `hubert.*` backbone and `lm_head` final head, reused from transformers)
+plus small CTC exit branches after chosen encoder layers. At inference each utterance of a batch leaves at the
+first branch whose exit criterion is met; rows that have left are dropped from the batch before the deeper layers
+run (batch compaction). What HuBERT-EE adds is stated here: the branches, the exit loop, the criteria and the
+losses; everything else is transformers' Hubert code.
+
+This file travels to the Hub beside the weights and is executed by `trust_remote_code`: it imports only torch and
+transformers and does nothing but build and run the model.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.integrations.fsdp import is_fsdp_managed_module
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.hubert.modeling_hubert import (
+    HubertEncoderLayer,
+    HubertEncoderLayerStableLayerNorm,
+    HubertModel,
+    HubertPreTrainedModel,
+)
+from transformers.utils import logging
+
+
+try:  # loaded as part of a package: transformers' dynamic module cache (`trust_remote_code`)
+    from .configuration_hubert_ee import HubertEEConfig
+except ImportError:  # loaded as a top-level module (installed by setup.py, or run from the repository root)
+    from configuration_hubert_ee import HubertEEConfig
+
+
+logger = logging.get_logger(__name__)
+
+# Settings that `forward`/`generate` accept per call; they never change `config`.
+PER_CALL_EXIT_SETTINGS = ("early_exit", "exit_criterion", "exit_threshold", "exit_patience")
+
+
+@dataclass
+class HubertEECTCOutput(ModelOutput):
+    """Output of [`HubertEEForCTC.forward`].
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        With `labels`: in training (or with `output_exit_logits=True`) the loss of `config.exit_training_strategy`;
+        in early-exit inference the CTC loss of the logits that answered.
+    logits (`torch.FloatTensor` of shape `(batch_size, frames, vocab_size)`):
+        CTC logits of the exit that answered each utterance, laid out like `HubertForCTC`'s.
+    exit_layer (`torch.LongTensor` of shape `(batch_size,)`):
+        1-based encoder layer of the exit used by each utterance; `num_hidden_layers` for the final head.
+    exit_logits (`tuple(torch.FloatTensor)`, *optional*):
+        In training or with `output_exit_logits=True`: every branch's logits, in `config.exit_layers` order.
+    exit_losses (`torch.FloatTensor` of shape `(num_exits,)`, *optional*):
+        With `labels` in training or with `output_exit_logits=True`: each branch's CTC loss, for logging.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    exit_layer: torch.LongTensor | None = None
+    exit_logits: tuple[torch.FloatTensor, ...] | None = None
+    exit_losses: torch.FloatTensor | None = None
+
+
+@dataclass
+class HubertEEGenerateOutput(ModelOutput):
+    """Output of [`HubertEEForCTC.generate`].
+
+    sequences (`torch.LongTensor` of shape `(batch_size, frames)`):
+        Greedy CTC token ids per frame (padding frames set to the blank/pad id), ready for
+        `processor.batch_decode`, which merges repeats and drops blanks.
+    exit_layer (`torch.LongTensor` of shape `(batch_size,)`):
+        1-based encoder layer of the exit that answered each utterance (`num_hidden_layers`: the final head).
+    logits (`torch.FloatTensor` of shape `(batch_size, frames, vocab_size)`):
+        The logits the sequences were read from.
+    """
+
+    sequences: torch.LongTensor | None = None
+    exit_layer: torch.LongTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+class HubertEEExitBranch(nn.Module):
+    """One exit: an optional HuBERT encoder layer (the paper's branch), a LayerNorm and a linear CTC head.
+
+    The encoder layer is the backbone's own variant (post-norm or stable-layer-norm). The LayerNorm is always
+    there because stable-layer-norm backbones (hubert-large/xlarge-ls960-ft) only normalise after the last layer,
+    so their intermediate hidden states reach a branch un-normalised.
+    """
+
+    def __init__(self, config: HubertEEConfig):
+        super().__init__()
+        if config.exit_branch == "transformer":
+            layer_class = HubertEncoderLayerStableLayerNorm if config.do_stable_layer_norm else HubertEncoderLayer
+            self.layer = layer_class(config)
+        else:
+            self.layer = None
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.layer is not None:
+            hidden_states = self.layer(hidden_states, attention_mask=attention_mask)
+        return self.head(self.dropout(self.layer_norm(hidden_states)))
+
+
+class HubertEEForCTC(HubertPreTrainedModel):
+    """`HubertForCTC` with early-exit CTC branches; see the module docstring and [`HubertEEConfig`]."""
+
+    config: HubertEEConfig
+    config_class = HubertEEConfig
+    # The losses below never use `num_items_in_batch`: the Trainer must scale the loss for gradient accumulation
+    # itself, which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
+    accepts_loss_kwargs = False
+    # Queue the layer after an exit before waiting for the exit's decision (see `_early_exit_pass`); None: on CUDA.
+    _overlap_exit_decisions: bool | None = None
+
+    def __init__(self, config: HubertEEConfig):
+        super().__init__(config)
+        self.hubert = HubertModel(config)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        # Keyed by the 1-based layer so that checkpoint keys and error messages name the layer
+        # (`exit_branches.4.head.weight` is the branch after encoder layer 4).
+        self.exit_branches = nn.ModuleDict({str(layer): HubertEEExitBranch(config) for layer in config.exit_layers})
+        # `register_for_auto_class` records one Auto class per model class; the design asks for both.
+        self.config.auto_map = {
+            **(getattr(config, "auto_map", None) or {}),
+            "AutoConfig": "configuration_hubert_ee.HubertEEConfig",
+            "AutoModel": "modeling_hubert_ee.HubertEEForCTC",
+            "AutoModelForCTC": "modeling_hubert_ee.HubertEEForCTC",
+        }
+        self._pos_conv_weight_cache = None  # (parameter versions, weight-normed kernel), see _positional_embedding
+        self.post_init()
+        self.apply_exit_training_strategy()
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    def freeze_feature_encoder(self):
+        """Stop gradients into the convolutional front end (as `HubertForCTC.freeze_feature_encoder`)."""
+        self.hubert.feature_extractor._freeze_parameters()
+
+    @property
+    def _backbone_is_frozen(self) -> bool:
+        return self.config.exit_training_strategy in ("two-stage", "distill")
+
+    def apply_exit_training_strategy(self):
+        """Set `requires_grad` for `config.exit_training_strategy`: frozen backbone and final head for
+        `two-stage`/`distill` (so no optimizer ever updates them), everything trainable for `joint` (except a
+        front end frozen with `freeze_feature_encoder`). Call again after changing the strategy."""
+        frozen = self._backbone_is_frozen
+        for module in (self.hubert, self.lm_head):
+            for parameter in module.parameters():
+                parameter.requires_grad = not frozen
+        if not self.hubert.feature_extractor._requires_grad:
+            self.hubert.feature_extractor._freeze_parameters()
+        for parameter in self.exit_branches.parameters():
+            parameter.requires_grad = True
+
+    @torch.no_grad()
+    def init_exit_branches_from_backbone(self):
+        """Start each branch as "one more backbone layer, then the final head": its encoder layer copies the
+        backbone layer that follows the exit, its head copies `lm_head`, and (stable-layer-norm) its LayerNorm
+        copies the encoder's final LayerNorm. Branches then begin near what deeper layers would predict, which
+        makes exit training converge much faster than from random weights."""
+        encoder = self.hubert.encoder
+        for layer, branch in self.exit_branches.items():
+            if branch.layer is not None:
+                branch.layer.load_state_dict(encoder.layers[int(layer)].state_dict())
+            branch.head.load_state_dict(self.lm_head.state_dict())
+            if self.config.do_stable_layer_norm:
+                branch.layer_norm.load_state_dict(encoder.layer_norm.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, that also converts a plain `HubertForCTC` checkpoint.
+
+        From a HuBERT CTC checkpoint (`model_type` "hubert", e.g. `facebook/hubert-large-ls960-ft`) the backbone
+        and final head load and only the exit branches are initialised, reported in one log line. From a HuBERT-EE
+        checkpoint, missing branch weights are an error naming the keys, and so are branch weights the configured
+        `exit_branch` has no place for. Weights whose shapes do not fit the config are an error naming keys and shapes.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
+        config_dict, _ = HubertEEConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+        source_type = config_dict.get("model_type")
+        converting = source_type != HubertEEConfig.model_type
+        if converting and kwargs.get("config") is None:
+            # Build the HuBERT-EE config from the HuBERT one ourselves: the checkpoint's `model_type`/`architectures`
+            # describe the source, not this model, and early-exit kwargs (`exit_layers=...`) belong to the config.
+            field_names = set(HubertEEConfig.__dataclass_fields__)
+            config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in field_names}
+            source = {key: value for key, value in config_dict.items() if key not in ("model_type", "architectures")}
+            kwargs["config"] = HubertEEConfig.from_dict({**source, **config_kwargs})
+        previous_ignore = cls._keys_to_ignore_on_load_missing
+        if converting:  # new branches are expected to be missing: keep them out of transformers' load report
+            cls._keys_to_ignore_on_load_missing = [r"^exit_branches\."]
+        # transformers' own size-mismatch error only points at its log: load, then raise naming keys and shapes.
+        check_sizes = not kwargs.pop("ignore_mismatched_sizes", False)
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        finally:
+            cls._keys_to_ignore_on_load_missing = previous_ignore
+        mismatched = sorted(loading_info.get("mismatched_keys") or [])
+        if check_sizes and mismatched:
+            shown = [f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:8]]
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: {len(mismatched)} weight(s) do not fit the shapes its config asks "
+                f"for (was config.json edited?): {', '.join(shown)}{' ...' if len(mismatched) > 8 else ''}"
+            )
+        missing = sorted(loading_info["missing_keys"])
+        missing_backbone = [key for key in missing if key.startswith("hubert.") and "masked_spec_embed" not in key]
+        if missing_backbone:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not a HuBERT checkpoint this model can load: backbone weights "
+                f"are missing: {missing_backbone[:8]}{' ...' if len(missing_backbone) > 8 else ''}"
+            )
+        if converting:
+            logger.warning(
+                f"HuBERT-EE: loaded backbone and final head from the {source_type!r} checkpoint "
+                f"{pretrained_model_name_or_path}; initialised new {model.config.exit_branch!r} exit branches after "
+                f"encoder layers {model.config.exit_layers}. Train them before relying on early exit."
+            )
+        else:
+            missing_branches = [key for key in missing if key.startswith("exit_branches.")]
+            if missing_branches:
+                raise ValueError(
+                    f"HuBERT-EE checkpoint {pretrained_model_name_or_path} lacks exit-branch weights for the "
+                    f"configured exit_layers={model.config.exit_layers}: {missing_branches}"
+                )
+            unexpected = sorted(key for key in loading_info["unexpected_keys"] if key.startswith("exit_branches."))
+            configured = tuple(f"exit_branches.{layer}." for layer in model.config.exit_layers)
+            misfit = [key for key in unexpected if key.startswith(configured)]
+            if misfit:  # e.g. transformer-branch weights under exit_branch="linear": the exits would compute nonsense
+                raise ValueError(
+                    f"HuBERT-EE checkpoint {pretrained_model_name_or_path} has exit-branch weights that the configured "
+                    f"exit_branch={model.config.exit_branch!r} has no place for (was `exit_branch` in config.json "
+                    f"changed?): {misfit[:8]}{' ...' if len(misfit) > 8 else ''}"
+                )
+            dropped = sorted({int(key.split(".")[1]) for key in unexpected} - set(model.config.exit_layers))
+            if dropped:
+                logger.warning(
+                    f"HuBERT-EE: {pretrained_model_name_or_path} has trained exit branches after encoder layers "
+                    f"{dropped} that exit_layers={model.config.exit_layers} leaves out; they are not loaded."
+                )
+        return (model, loading_info) if output_loading_info else model
+
+    # ------------------------------------------------------------------ input checks
+
+    def _receptive_field(self) -> int:
+        """Samples the convolutional front end needs to emit one frame."""
+        field, hop = 1, 1
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            field += (kernel - 1) * hop
+            hop *= stride
+        return field
+
+    def _check_inputs(self, input_values, attention_mask, labels) -> list[int]:
+        """Clear errors for bad input; returns the samples per utterance (host-side, reused by the exit loop)."""
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(
+                f"`input_values` must be a torch.Tensor of shape (batch, samples), got {type(input_values).__name__}; "
+                "prepare audio with the feature extractor: processor(audio, sampling_rate=16000, return_tensors='pt')."
+            )
+        if input_values.dim() != 2:
+            raise ValueError(
+                f"`input_values` must have shape (batch, samples), got shape {tuple(input_values.shape)}"
+                + (" (a single utterance: use input_values[None])" if input_values.dim() == 1 else "")
+                + (" (channels? downmix to mono first)" if input_values.dim() == 3 else "")
+                + "."
+            )
+        if not input_values.is_floating_point():
+            raise TypeError(
+                f"`input_values` must be floating point (normalised waveform), got {input_values.dtype}; integer PCM "
+                "must go through the feature extractor first."
+            )
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_values.shape):
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} does not match `input_values` shape "
+                f"{tuple(input_values.shape)}."
+            )
+        lengths = (
+            attention_mask.sum(-1).tolist() if attention_mask is not None else [input_values.shape[1]] * len(input_values)
+        )
+        field = self._receptive_field()
+        too_short = [index for index, length in enumerate(lengths) if length < field]
+        if too_short:
+            raise ValueError(
+                f"Audio too short: utterance(s) {too_short} have {[lengths[i] for i in too_short]} samples, but the "
+                f"convolutional front end needs at least {field} samples "
+                f"({field / self._sampling_rate * 1000:.0f} ms at {self._sampling_rate} Hz) to emit one frame."
+            )
+        if not bool(torch.isfinite(input_values).all()):
+            raise ValueError("`input_values` contains NaN or infinite samples.")
+        if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
+            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        return lengths
+
+    @property
+    def _sampling_rate(self) -> int:
+        return 16000  # HuBERT's rate; the feature extractor owns resampling decisions
+
+    # ------------------------------------------------------------------ the encoder, layer by layer
+
+    def _embed(self, input_values, attention_mask, mask_time_indices=None):
+        """Front end and encoder prologue, as `HubertModel.forward` and `HubertEncoder*.forward` run them.
+
+        Returns (hidden states entering layer 1, frame-level bool mask or None). Written out here because the exit
+        loop must own the layer loop that `HubertEncoder.forward` hides.
+        """
+        extract_features = self.hubert.feature_extractor(input_values).transpose(1, 2)
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.hubert._get_feature_vector_attention_mask(extract_features.shape[1], attention_mask)
+        hidden_states = self.hubert.feature_projection(extract_features)
+        hidden_states = self.hubert._mask_hidden_states(hidden_states, mask_time_indices=mask_time_indices)
+
+        encoder = self.hubert.encoder
+        if frame_mask is not None:
+            hidden_states = hidden_states.masked_fill(~frame_mask.unsqueeze(-1), 0.0)
+        hidden_states = hidden_states + self._positional_embedding(hidden_states)
+        if not self.config.do_stable_layer_norm:
+            hidden_states = encoder.layer_norm(hidden_states)
+        hidden_states = encoder.dropout(hidden_states)
+        return hidden_states, frame_mask
+
+    def _positional_embedding(self, hidden_states):
+        """`pos_conv_embed`, with its weight-normed kernel reused across inference calls.
+
+        transformers recomputes `g * v / ||v||` over the whole kernel (4.7M weights in hubert-base) on every
+        forward; without autograd the result only changes when the parameters do, which their version counters
+        and storage say. Same ops on the same weight, so the output is identical.
+        """
+        module = self.hubert.encoder.pos_conv_embed
+        conv = module.conv
+        if torch.is_grad_enabled() or module.batch_norm is not None or not parametrize.is_parametrized(conv, "weight"):
+            return module(hidden_states)
+        originals = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
+        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in originals)
+        if self._pos_conv_weight_cache is None or self._pos_conv_weight_cache[0] != key:
+            self._pos_conv_weight_cache = (key, conv.weight.detach())
+        hidden_states = nn.functional.conv1d(
+            hidden_states.transpose(1, 2), self._pos_conv_weight_cache[1], conv.bias, conv.stride, conv.padding,
+            conv.dilation, conv.groups,
+        )
+        return module.activation(module.padding(hidden_states)).transpose(1, 2)
+
+    def _attention_mask(self, hidden_states, frame_mask):
+        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask)
+
+    def _run_layer(self, index, hidden_states, attention_mask, synced_gpus):
+        """Encoder layer `index` (0-based), with HuBERT's layerdrop in training."""
+        if self.training and self.config.layerdrop > 0.0 and not synced_gpus:
+            if torch.rand([]) < self.config.layerdrop:
+                return hidden_states
+        return self.hubert.encoder.layers[index](hidden_states, attention_mask=attention_mask)
+
+    def _final_head(self, hidden_states):
+        if self.config.do_stable_layer_norm:
+            hidden_states = self.hubert.encoder.layer_norm(hidden_states)
+        return self.lm_head(self.dropout(hidden_states))
+
+    def _synced_gpus(self) -> bool:
+        return is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self)
+
+    # ------------------------------------------------------------------ full-depth pass (training / analysis)
+
+    def _all_exits_pass(self, input_values, attention_mask, mask_time_indices):
+        """Every layer on every row; every branch's logits and the final head's. The frozen-backbone strategies
+        run the backbone without autograd in training, since nothing there learns."""
+        no_backbone_grad = self.training and self._backbone_is_frozen
+        synced_gpus = self._synced_gpus()
+        exit_logits = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not no_backbone_grad):
+            hidden_states, frame_mask = self._embed(input_values, attention_mask, mask_time_indices)
+            mask = self._attention_mask(hidden_states, frame_mask)
+        for index in range(self.config.num_hidden_layers):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not no_backbone_grad):
+                hidden_states = self._run_layer(index, hidden_states, mask, synced_gpus)
+            branch = self.exit_branches[str(index + 1)] if str(index + 1) in self.exit_branches else None
+            if branch is not None:
+                exit_logits.append(branch(hidden_states, mask))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not no_backbone_grad):
+            logits = self._final_head(hidden_states)
+        return logits, tuple(exit_logits)
+
+    # ------------------------------------------------------------------ exit criteria (batched, no host syncs)
+
+    def _greedy_transcripts(self, token_ids, valid):
+        """Greedy CTC transcripts as left-aligned token rows padded with -1, comparable with `==` across exits."""
+        blank = self.config.pad_token_id
+        token_ids = token_ids.masked_fill(~valid, blank)
+        previous = nn.functional.pad(token_ids[:, :-1], (1, 0), value=blank)
+        kept = (token_ids != blank) & (token_ids != previous)
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device).expand_as(token_ids)
+        order = torch.where(kept, positions, positions + token_ids.shape[1]).argsort(dim=1)
+        return torch.where(kept.gather(1, order), token_ids.gather(1, order), -1)
+
+    def _exit_decision(self, logits, valid, settings, state):
+        """Bool [rows]: which rows leave at this branch. `state` carries the patience criterion's history."""
+        criterion = settings["exit_criterion"]
+        log_probs = logits.float().log_softmax(-1)
+        top_log_prob, top_id = log_probs.max(-1)
+        valid_f = valid.to(log_probs.dtype)
+        if criterion == "confidence":
+            non_blank = valid_f * (top_id != self.config.pad_token_id)
+            frames = torch.where(non_blank.sum(-1, keepdim=True) > 0, non_blank, valid_f)
+            score = (top_log_prob.exp() * frames).sum(-1) / frames.sum(-1).clamp(min=1)
+            return score >= settings["exit_threshold"]
+        if criterion == "entropy":
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            score = (entropy * valid_f).sum(-1) / valid_f.sum(-1).clamp(min=1)
+            return score <= settings["exit_threshold"]
+        transcripts = self._greedy_transcripts(top_id, valid)
+        if state.get("transcripts") is None:
+            agreeing = torch.ones(len(transcripts), dtype=torch.long, device=transcripts.device)
+        else:
+            same = (transcripts == state["transcripts"]).all(-1)
+            agreeing = torch.where(same, state["agreeing"] + 1, torch.ones_like(state["agreeing"]))
+        state["transcripts"], state["agreeing"] = transcripts, agreeing
+        return agreeing >= settings["exit_patience"]
+
+    # ------------------------------------------------------------------ early-exit inference
+
+    def _early_exit_pass(self, input_values, attention_mask, settings, sample_lengths):
+        """Per-utterance early exit with batch compaction.
+
+        One host synchronisation per exit layer (to learn which rows leave); rows that left are removed from the
+        hidden states, masks and criterion state, and trailing frames that are padding for every remaining row are
+        cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
+        (as in `HubertForCTC`); frames cut this way are left at 0.
+
+        On CUDA the decision is copied to the host without blocking and the next layer is queued for every row
+        before the host waits for it (`_overlap_exit_decisions`): the GPU stays busy during the synchronisation,
+        at the price of one layer computed for rows that turn out to leave. Results are the same either way.
+        """
+        num_layers = self.config.num_hidden_layers
+        batch_size = input_values.shape[0]
+        hidden_states, frame_mask = self._embed(input_values, attention_mask)
+        mask = self._attention_mask(hidden_states, frame_mask)
+        device = hidden_states.device
+        if frame_mask is None:
+            valid = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=device)
+            frame_lengths = [hidden_states.shape[1]] * batch_size
+        else:
+            valid = frame_mask
+            frame_lengths = [self._frame_count(length) for length in sample_lengths]
+        overlap = self._overlap_exit_decisions
+        overlap = device.type == "cuda" if overlap is None else overlap
+        active = torch.arange(batch_size, device=device)  # original row of each row still running
+        active_rows = list(range(batch_size))  # the same, on the host
+        exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
+        logits = None  # [batch, frames, vocab], allocated at the first answer
+        state = {}
+        exits = set(self.config.exit_layers) if settings["early_exit"] else set()
+        synced_gpus = self._synced_gpus()
+        pending = None  # (layer, branch logits, host copy of the decision, event): an exit not yet acted on
+
+        def answer(rows, row_logits, layer):
+            nonlocal logits
+            if logits is None:
+                logits = row_logits.new_zeros((batch_size, valid.shape[1], row_logits.shape[-1]))
+            logits[active[rows], : row_logits.shape[1]] = row_logits[rows]
+            exit_layer[active[rows]] = layer
+
+        def act_on(layer, branch_logits, leaving, ready):
+            """Answer the rows that leave and compact the rest; False when no row is left."""
+            nonlocal active, active_rows, hidden_states, valid, mask, state
+            if ready is not None:
+                ready.synchronize()
+            if not bool(leaving.any()):
+                return True
+            answer(leaving.nonzero().squeeze(1).to(device), branch_logits, layer)
+            if bool(leaving.all()):
+                return False
+            staying_rows = [row for row, left in enumerate(leaving.tolist()) if not left]
+            active_rows = [active_rows[row] for row in staying_rows]
+            staying = torch.tensor(staying_rows, device=device)
+            active, hidden_states, valid = active[staying], hidden_states[staying], valid[staying]
+            state = {key: value[staying] for key, value in state.items()}
+            if frame_mask is None:  # no padding anywhere: nothing to cut, the (absent) mask stays absent
+                mask = mask[staying] if mask is not None else None
+                return True
+            frames = max(frame_lengths[row] for row in active_rows)
+            hidden_states, valid = hidden_states[:, :frames], valid[:, :frames]
+            state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
+            mask = self._attention_mask(hidden_states, valid)
+            return True
+
+        for index in range(num_layers):
+            hidden_states = self._run_layer(index, hidden_states, mask, synced_gpus)
+            if pending is not None:  # the layer above was queued before waiting for the previous exit's decision
+                if not act_on(*pending):
+                    return logits, exit_layer
+                pending = None
+            layer = index + 1
+            if layer not in exits:
+                continue
+            branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
+            leaving = self._exit_decision(branch_logits, valid[:, : hidden_states.shape[1]], settings, state)
+            if overlap and device.type == "cuda":
+                host = torch.empty(leaving.shape, dtype=leaving.dtype, pin_memory=True)
+                host.copy_(leaving, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+                pending = (layer, branch_logits, host, ready)
+            elif overlap:
+                pending = (layer, branch_logits, leaving.cpu(), None)
+            elif not act_on(layer, branch_logits, leaving.cpu(), None):  # the one sync per exit layer
+                return logits, exit_layer
+        if pending is not None and not act_on(*pending):
+            return logits, exit_layer
+        final_logits = self._final_head(hidden_states)
+        if logits is None:  # nobody left early: the final head answers for the batch as it came
+            return final_logits, exit_layer
+        answer(torch.arange(len(active), device=device), final_logits, num_layers)
+        return logits, exit_layer
+
+    def _frame_count(self, samples: int) -> int:
+        """Frames the front end emits for `samples` samples (host-side twin of `_get_feat_extract_output_lengths`)."""
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            samples = (samples - kernel) // stride + 1
+        return samples
+
+    # ------------------------------------------------------------------ losses
+
+    def _ctc_loss(self, logits, labels, logit_lengths, reduction=None):
+        """CTC loss as `HubertForCTC` computes it (pad id = blank; -100 and pad in `labels` are padding)."""
+        blank = self.config.pad_token_id
+        labels_mask = (labels >= 0) & (labels != blank)
+        log_probs = nn.functional.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+        with torch.backends.cudnn.flags(enabled=False):
+            return nn.functional.ctc_loss(
+                log_probs,
+                labels.masked_select(labels_mask),
+                logit_lengths,
+                labels_mask.sum(-1),
+                blank=blank,
+                reduction=reduction or self.config.ctc_loss_reduction,
+                zero_infinity=self.config.ctc_zero_infinity,
+            )
+
+    def _distill_loss(self, student_logits, teacher_logits, labels, logit_lengths):
+        """T^2 x KL(teacher || student) summed over valid frames, reduced over the batch like the CTC loss."""
+        temperature = self.config.distill_temperature
+        teacher = nn.functional.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        student = nn.functional.log_softmax(student_logits.float() / temperature, dim=-1)
+        per_frame = (teacher.exp() * (teacher - student)).sum(-1)
+        frames = torch.arange(per_frame.shape[1], device=per_frame.device)[None, :] < logit_lengths[:, None]
+        per_utterance = (per_frame * frames).sum(-1) * temperature**2
+        if self.config.ctc_loss_reduction == "mean":  # CTC "mean" divides by target length, then averages
+            target_lengths = ((labels >= 0) & (labels != self.config.pad_token_id)).sum(-1).clamp(min=1)
+            return (per_utterance / target_lengths).mean()
+        return per_utterance.sum()
+
+    def _strategy_loss(self, logits, exit_logits, labels, logit_lengths):
+        exit_losses = [self._ctc_loss(branch_logits, labels, logit_lengths) for branch_logits in exit_logits]
+        strategy = self.config.exit_training_strategy
+        if strategy == "distill":
+            weight = self.config.distill_weight
+            teacher = logits.detach()
+            exit_losses = [
+                (1 - weight) * ctc + weight * self._distill_loss(branch_logits, teacher, labels, logit_lengths)
+                for ctc, branch_logits in zip(exit_losses, exit_logits)
+            ]
+        stacked = torch.stack(exit_losses) if exit_losses else logits.new_zeros(0)
+        mean_exit_loss = stacked.mean() if exit_losses else logits.new_zeros(())
+        if strategy == "joint":
+            loss = self._ctc_loss(logits, labels, logit_lengths) + self.config.exit_loss_weight * mean_exit_loss
+        elif exit_losses:
+            loss = mean_exit_loss
+        else:
+            raise ValueError(
+                f"exit_training_strategy={strategy!r} trains only the branches, but exit_layers is empty."
+            )
+        return loss, stacked.detach()
+
+    # ------------------------------------------------------------------ public API
+
+    def _resolve_settings(self, overrides) -> dict:
+        unknown = set(overrides) - set(PER_CALL_EXIT_SETTINGS)
+        if unknown:
+            raise TypeError(
+                f"Unknown argument(s) {sorted(unknown)}; per-call early-exit settings are {list(PER_CALL_EXIT_SETTINGS)}."
+            )
+        given = {key: value for key, value in overrides.items() if value is not None}
+        self.config.validate_exit_settings(**given)
+        return {key: given.get(key, getattr(self.config, key)) for key in PER_CALL_EXIT_SETTINGS}
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        output_exit_logits: bool | None = None,
+        early_exit: bool | None = None,
+        exit_criterion: str | None = None,
+        exit_threshold: float | None = None,
+        exit_patience: int | None = None,
+        **kwargs,
+    ) -> HubertEECTCOutput:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch_size, samples)`): normalised 16 kHz waveforms.
+        attention_mask (`torch.LongTensor` of shape `(batch_size, samples)`, *optional*): 1 for real samples.
+        labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*): CTC targets, -100 = padding.
+        output_exit_logits (`bool`, *optional*): run every layer and every branch on every row and return all
+            branches' logits (`exit_logits`); always the case in training mode.
+        early_exit, exit_criterion, exit_threshold, exit_patience: per-call overrides of the config fields.
+
+        Training mode (or `output_exit_logits`): full depth, `logits` are the final head's, `loss` follows
+        `config.exit_training_strategy`. Inference: each utterance leaves at its own exit (see
+        `HubertEEConfig.exit_criterion`), `exit_layer` says where.
+        """
+        for name in ("output_attentions", "output_hidden_states"):
+            if kwargs.pop(name, None):
+                raise ValueError(f"`{name}=True` is not supported by HubertEEForCTC: layers past an exit never run.")
+        kwargs.pop("return_dict", None)
+        if kwargs:
+            raise TypeError(f"HubertEEForCTC.forward got unexpected argument(s) {sorted(kwargs)}.")
+        settings = self._resolve_settings(
+            {"early_exit": early_exit, "exit_criterion": exit_criterion,
+             "exit_threshold": exit_threshold, "exit_patience": exit_patience}
+        )  # fmt: skip
+        sample_lengths = self._check_inputs(input_values, attention_mask, labels)  # host-side list
+        logit_lengths = torch.tensor([self._frame_count(n) for n in sample_lengths], device=input_values.device)
+
+        if self.training or output_exit_logits:
+            logits, exit_logits = self._all_exits_pass(input_values, attention_mask, mask_time_indices)
+            loss = exit_losses = None
+            if labels is not None:
+                loss, exit_losses = self._strategy_loss(logits, exit_logits, labels, logit_lengths)
+            exit_layer = torch.full(
+                (input_values.shape[0],), self.config.num_hidden_layers, dtype=torch.long, device=logits.device
+            )
+            return HubertEECTCOutput(
+                loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=exit_logits, exit_losses=exit_losses
+            )
+
+        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths)
+        loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
+        return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
+
+    @torch.inference_mode()
+    def generate(self, input_values, attention_mask=None, **overrides) -> HubertEEGenerateOutput:
+        """Early-exit greedy CTC decoding.
+
+        `overrides` (`early_exit`, `exit_criterion`, `exit_threshold`, `exit_patience`) apply to this call only.
+        Runs the inference path whatever the module's train/eval mode. Returns `sequences` (per-frame greedy ids,
+        padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
+        """
+        settings = self._resolve_settings(overrides)
+        sample_lengths = self._check_inputs(input_values, attention_mask, None)
+        was_training = self.training
+        self.eval()
+        try:
+            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths)
+        finally:
+            self.train(was_training)
+        sequences = logits.argmax(-1)
+        if attention_mask is not None:  # frame counts from the host-side lengths: no second pass over the mask
+            lengths = torch.tensor([self._frame_count(n) for n in sample_lengths], device=sequences.device)
+            padding = torch.arange(sequences.shape[1], device=sequences.device)[None, :] >= lengths[:, None]
+            sequences = sequences.masked_fill(padding, self.config.pad_token_id)
+        return HubertEEGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
+
+
+HubertEEConfig.register_for_auto_class()
+HubertEEForCTC.register_for_auto_class("AutoModelForCTC")
+
+__all__ = ["HubertEEForCTC", "HubertEECTCOutput", "HubertEEGenerateOutput", "HubertEEExitBranch"]
