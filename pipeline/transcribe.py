@@ -258,7 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Files (or 20 s windows of long files) per batch (default: 8). Use 1 for per-file "
                         "latencies in time_ms.")
     parser.add_argument("--exit-criterion", choices=["confidence", "entropy", "patience"], default=None,
-                        help="Exit criterion (default: the model config's exit_criterion).")
+                        help="Exit criterion (default: the model config's exit_criterion). Giving any --exit-* option "
+                        "turns early exit on, even where the model's config has it off.")
     parser.add_argument("--exit-threshold", type=float, default=None,
                         help="Threshold of the criterion: minimum confidence in [0, 1], or maximum mean entropy in "
                         "nats (default: the model config's exit_threshold).")
@@ -279,7 +280,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings_from_args(args) -> dict[str, Any]:
     return {
         "batch_size": args.batch_size,
-        "early_exit": False if args.no_early_exit else None,
+        # naming an exit setting asks for early exit, also on a model whose config has it off
+        "early_exit": False if args.no_early_exit else (
+            True if any(value is not None for value in (args.exit_criterion, args.exit_threshold, args.exit_patience))
+            else None),
         "exit_criterion": args.exit_criterion,
         "exit_threshold": args.exit_threshold,
         "exit_patience": args.exit_patience,

@@ -129,3 +129,10 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
     out = result.stdout
     assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
     assert "## Early-exit sweep" in out and "reference:" in out
+
+
+def test_naming_a_threshold_turns_exits_on_although_the_shipped_config_has_them_off(tmp_path, capsys):
+    code = cli_main(["transcribe", str(CLIPS), "--exit-threshold", "0.6", "--json", str(tmp_path / "out.json")])
+    assert code == 0, capsys.readouterr().err
+    layers = [row["exit_layer"] for row in json.loads((tmp_path / "out.json").read_text())["results"]]
+    assert min(layers) < 12, layers
