@@ -114,7 +114,10 @@ def _args(tmp_path, *extra):
     ])
 
 
-def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys):
+def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
+    import hubert_ee
+
+    monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)  # the trained workload must say why it is skipped
     args = _args(tmp_path, "--workloads", "forced,trained", "--branch", "transformer,linear", "--overhead-detail",
                  "--exit-distribution", "1:0.5,final:0.5", "--exit-distribution", "3:1",
                  "--exit-distribution", "7:1")  # not an exit of tiny: skipped with a note
