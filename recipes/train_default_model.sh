@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shipped default model (models/hubert-ee-compact-synth), made on a 2-core CPU with no GPU, end to end:
 #
-#     bash recipes/train_default_model.sh                  # every stage, ~2.5 h on 2 cores
+#     bash recipes/train_default_model.sh                  # every stage, ~2¼ h on 2 cores
 #     STAGES="compare ship" bash recipes/train_default_model.sh   # some stages only
 #
 # Stages (each one's commands are exactly those below; model_card.md quotes this file's commands):

@@ -136,3 +136,10 @@ def test_naming_a_threshold_turns_exits_on_although_the_shipped_config_has_them_
     assert code == 0, capsys.readouterr().err
     layers = [row["exit_layer"] for row in json.loads((tmp_path / "out.json").read_text())["results"]]
     assert min(layers) < 12, layers
+
+
+def test_shipped_code_files_are_the_current_model_code():
+    """The folder carries copies of the two model files (the Hub loads them with trust_remote_code); an edit of the
+    root files must be re-saved into the shipped folder, or Hub users would run older code than the tests check."""
+    for name in ("configuration_hubert_ee.py", "modeling_hubert_ee.py"):
+        assert (MODEL / name).read_bytes() == (ROOT / name).read_bytes(), f"re-save {MODEL / name}"
