@@ -99,7 +99,7 @@ from modeling_hubert_ee import HubertEEExitBranch, HubertEEForCTC
 
 SAMPLING_RATE = 16000
 OVERHEAD_GOAL_PCT = 3.0
-NEVER_EXIT_SETTINGS = {"exit_criterion": "confidence", "exit_threshold": 2.0}
+NEVER_EXIT_SETTINGS = {"early_exit": True, "exit_criterion": "confidence", "exit_threshold": 2.0}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
@@ -692,9 +692,11 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
               "dataset": str(args.dataset), "utterances": len(audio), "criterion": criterion}
 
     def settings_for(threshold):
+        # early_exit=True: a calibrated config may store early_exit=False (no setting met its budget), and a
+        # threshold asked for here must still be measured.
         if criterion == "patience":
-            return {"exit_criterion": criterion, "exit_patience": int(threshold)}
-        return {"exit_criterion": criterion, "exit_threshold": threshold}
+            return {"early_exit": True, "exit_criterion": criterion, "exit_patience": int(threshold)}
+        return {"early_exit": True, "exit_criterion": criterion, "exit_threshold": threshold}
 
     def decode(logits, lengths):
         ids = logits.argmax(-1)
@@ -1033,6 +1035,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="torch.backends.cudnn.benchmark = True (cuDNN picks its convolution algorithms by "
                              "timing them; both models alike)")
+    parser.add_argument("--overlap-exit-decisions", choices=("auto", "on", "off"), default="auto",
+                        help="queue the layer after an exit before waiting for the exit's decision (HubertEEForCTC."
+                             "_overlap_exit_decisions; auto: the model's default)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
     forced = parser.add_argument_group("forced workload (random weights, forced exit layers)")
     forced.add_argument("--archs", default="base,large", help=f"comma-separated among {','.join(ARCHS)},custom "
@@ -1094,6 +1099,16 @@ def _dtypes_for(device: torch.device, spec: str | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed `add_arguments` options; 0 on success."""
+    previous = HubertEEForCTC._overlap_exit_decisions
+    if getattr(args, "overlap_exit_decisions", "auto") != "auto":
+        HubertEEForCTC._overlap_exit_decisions = args.overlap_exit_decisions == "on"
+    try:
+        return _run(args)
+    finally:
+        HubertEEForCTC._overlap_exit_decisions = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     def log(message):
         print(message, flush=True)
 
@@ -1128,6 +1143,7 @@ def run(args: argparse.Namespace) -> int:
                                            else platform.processor() or platform.machine()) for device in devices},
             "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "overlap_exit_decisions": getattr(args, "overlap_exit_decisions", "auto"),
             "argv": sys.argv[1:],
         },
         "rows": [], "branch_cost": [], "overhead": [], "components": [], "notes": [],

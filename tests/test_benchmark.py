@@ -172,7 +172,9 @@ def test_trained_workload_on_a_tiny_saved_model(tmp_path):
     from tests.conftest import sharpen_branches
 
     torch.manual_seed(0)
-    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5))).eval()
+    # early_exit=False, as a calibrated config stores when no setting met its budget: the thresholds asked for
+    # must still be measured with exits on.
+    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5, early_exit=False))).eval()
     folder = save_hub_folder(model, build_processor(), tmp_path / "model")
     data = tmp_path / "data"
     data.mkdir()
@@ -193,6 +195,7 @@ def test_trained_workload_on_a_tiny_saved_model(tmp_path):
         assert row["workload"] == "trained" and row["utterances"] == 3
         assert {"wer", "baseline_wer", "mean_exit_layer"} <= set(row)
         assert 1 <= row["mean_exit_layer"] <= 4
+    assert all(row["mean_exit_layer"] < 4 for row in report["rows"] if row["threshold"] == "t=0.5")
     never = [row for row in report["rows"] if row["threshold"] == "t=2"]
     assert all(row["mean_exit_layer"] == 4 and row["wer"] == row["baseline_wer"] for row in never)
     assert len(report["overhead"]) == 2
@@ -247,3 +250,22 @@ def test_python_dash_m_entry_point():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--exit-distribution" in result.stdout and "--batch-sizes" in result.stdout
+
+
+@pytest.mark.parametrize("choice, expected", [("on", True), ("off", False)])
+def test_overlap_option_applies_during_the_run_and_is_restored(tmp_path, monkeypatch, choice, expected):
+    seen = []
+    original = HubertEEForCTC._early_exit_pass
+
+    def recording(self, *args, **kwargs):
+        seen.append(self._overlap_exit_decisions)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HubertEEForCTC, "_early_exit_pass", recording)
+    before = HubertEEForCTC._overlap_exit_decisions
+    args = _args(tmp_path, "--workloads", "forced", "--batch-sizes", "1", "--exit-distribution", "3:1",
+                 "--overlap-exit-decisions", choice)
+    assert benchmark.run(args) == 0
+    assert seen and set(seen) == {expected}
+    assert HubertEEForCTC._overlap_exit_decisions is before
+    assert json.loads((tmp_path / "bench.json").read_text())["meta"]["overlap_exit_decisions"] == choice

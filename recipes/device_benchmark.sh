@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Issue 4's GPU measurements in one device call: `hubert-ee benchmark` (forced workload on HuBERT-base and
+# HuBERT-large shapes, and the trained workload on the shipped default model) on a lent GPU, with the layer after an
+# exit queued before its decision is read ("overlap", the CUDA default) and without it, so that one run says which
+# default is right.  Run from the repo root, naming `.devjob` in the device call's `carry` (its wheels give the
+# trained workload datasets / soundfile / jiwer; see recipes/build_devjob_bundle.sh):
+#
+#     OUT=$OUT bash recipes/device_benchmark.sh
+#
+# Every step runs under `timeout`, inside DEADLINE seconds (default 480) from the start, most important first; what
+# finished is packed into $OUT/results.tgz (JSON + Markdown per step) beside $OUT/log.txt.
+# Environment (defaults): OUT (required)  PYTHON=python3  DEVICE=cuda  DEADLINE=480  REPEATS=10  WARMUP=2
+#   QUICK=0 (1: tiny arch, 1 repeat, 4 clips: a dry run of the script itself, e.g. DEVICE=cpu on a laptop)
+#   STEPS="base_auto base_off trained_auto trained_off large_auto large_off base_bf16"
+set -uo pipefail
+: "${OUT:?set OUT to the folder that comes back}"
+ROOT=$PWD PYTHON=${PYTHON:-python3} DEVICE=${DEVICE:-cuda} DEADLINE=${DEADLINE:-480}
+REPEATS=${REPEATS:-10} WARMUP=${WARMUP:-2} QUICK=${QUICK:-0}
+STEPS=${STEPS:-base_auto base_off trained_auto trained_off large_auto large_off base_bf16}
+SITE=${SITE:-/tmp/hubert_ee_site} PKG=${PKG:-/tmp/hubert_ee_pkg} RESULTS=$OUT/results
+mkdir -p "$OUT" "$RESULTS"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=/tmp/hubert_ee_hf
+
+# The project is not pip-installed there: model files from the repo root, pipeline/ as the package hubert_ee.
+mkdir -p "$PKG" && ln -sfn "$ROOT/pipeline" "$PKG/hubert_ee"
+if ! "$PYTHON" -c "import datasets, soundfile, soxr, jiwer" 2>/dev/null && [[ -d .devjob/whl ]]; then
+  wheels=() arrow=$("$PYTHON" -c "import pyarrow; print(pyarrow.__version__.split('.')[0])" 2>/dev/null || echo 0)
+  for w in .devjob/whl/*.whl; do [[ $arrow -lt 24 && $(basename "$w") == datasets-* ]] || wheels+=("$w"); done
+  (( arrow < 24 )) && wheels+=(.devjob/whl-alt/datasets-*.whl)   # datasets 5.2 needs pyarrow >= 24
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+    --target "$SITE" "${wheels[@]}" && echo "installed ${#wheels[@]} wheels into $SITE"
+fi
+export PYTHONPATH="$SITE:$ROOT:$PKG${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+
+if [[ $QUICK == 1 ]]; then BASE=tiny LARGE=tiny REPEATS=1 WARMUP=0 MAX=4 SECONDS_ARG=0.5
+else BASE=base LARGE=large MAX=49 SECONDS_ARG=10; fi
+COMMON=(--device "$DEVICE" --repeats "$REPEATS" --warmup "$WARMUP" --cudnn-benchmark --no-progress)
+FORCED=(--workloads forced --seconds "$SECONDS_ARG" --component-min-ms 5 --branch linear,transformer)
+TRAINED=(--workloads trained --dataset examples/test-subset --max-samples "$MAX" --thresholds 0.6,0.7
+         --dtypes fp32,fp16 --batch-sizes 1,8)
+step() {  # step NAME ARGS...: one benchmark run, its JSON and Markdown into $RESULTS
+  local name=$1; shift
+  [[ " $STEPS " == *" $name "* ]] || return 0
+  local left=$(( DEADLINE - SECONDS ))
+  if (( left < 20 )); then echo "=== [$name] skipped: ${left} s left"; return 0; fi
+  echo "=== [$name] at +${SECONDS} s (limit ${left} s)"
+  timeout -k 5 "$left" "$PYTHON" -m hubert_ee.benchmark "${COMMON[@]}" "$@" \
+    --json "$RESULTS/$name.json" --markdown "$RESULTS/$name.md" | grep -v -E '^(\||#|$|torch )'   # the tables are in the .md
+  echo "=== [$name] rc=${PIPESTATUS[0]} at +${SECONDS} s"
+}
+step base_auto "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1,8,16 --overhead-detail
+step base_off "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1,16 --overlap-exit-decisions off
+step trained_auto "${TRAINED[@]}"
+step trained_off "${TRAINED[@]}" --overlap-exit-decisions off
+step large_auto "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overhead-detail
+step large_off "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overlap-exit-decisions off
+step base_bf16 "${FORCED[@]}" --archs "$BASE" --dtypes bf16 --batch-sizes 1,16 --overhead-detail
+tar -czf "$OUT/results.tgz" -C "$OUT" results && rm -rf "$RESULTS"
+echo "packed: $(tar -tzf "$OUT/results.tgz" | tr '\n' ' ') (+${SECONDS} s)"
