@@ -116,8 +116,10 @@ class HubertEEForCTC(HubertPreTrainedModel):
     # The losses below never use `num_items_in_batch`: the Trainer must scale the loss for gradient accumulation
     # itself, which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
     accepts_loss_kwargs = False
-    # Queue the layer after an exit before waiting for the exit's decision (see `_early_exit_pass`); None: on CUDA.
-    _overlap_exit_decisions: bool | None = None
+    # Queue the layer after an exit before waiting for the exit's decision (see `_early_exit_pass`). Off: on an H100
+    # it was slower than waiting in every measured case (BENCHMARKS.md), since the queued layer is wasted on the
+    # rows that leave and the wait itself costs little once cuDNN's algorithms are tuned.
+    _overlap_exit_decisions: bool = False
 
     def __init__(self, config: HubertEEConfig):
         super().__init__(config)
@@ -441,9 +443,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
         cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
         (as in `HubertForCTC`); frames cut this way are left at 0.
 
-        On CUDA the decision is copied to the host without blocking and the next layer is queued for every row
-        before the host waits for it (`_overlap_exit_decisions`): the GPU stays busy during the synchronisation,
-        at the price of one layer computed for rows that turn out to leave. Results are the same either way.
+        With `_overlap_exit_decisions` the decision is copied to the host without blocking and the next layer is
+        queued for every row before the host waits for it: the GPU stays busy during the synchronisation, at the
+        price of one layer computed for rows that turn out to leave. Results are the same either way.
         """
         num_layers = self.config.num_hidden_layers
         batch_size = input_values.shape[0]
@@ -457,7 +459,6 @@ class HubertEEForCTC(HubertPreTrainedModel):
             valid = frame_mask
             frame_lengths = [self._frame_count(length) for length in sample_lengths]
         overlap = self._overlap_exit_decisions
-        overlap = device.type == "cuda" if overlap is None else overlap
         active = torch.arange(batch_size, device=device)  # original row of each row still running
         active_rows = list(range(batch_size))  # the same, on the host
         exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
@@ -476,11 +477,15 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
         def act_on(layer, branch_logits, leaving, ready):
             """Answer the rows that leave and compact the rest; False when no row is left."""
-            nonlocal active, active_rows, hidden_states, valid, mask, state
+            nonlocal active, active_rows, hidden_states, valid, mask, state, logits
             if ready is not None:
                 ready.synchronize()
             if not bool(leaving.any()):
                 return True
+            if logits is None and bool(leaving.all()):  # the whole batch leaves at its first exit: answer as is
+                logits = branch_logits
+                exit_layer.fill_(layer)
+                return False
             answer(leaving.nonzero().squeeze(1).to(device), branch_logits, layer)
             if bool(leaving.all()):
                 return False

@@ -121,6 +121,18 @@ def test_extreme_thresholds_and_patience_one():
     assert set(patience_3.tolist()) <= {3, 4}  # 3 agreeing exits need at least the branch after layer 3
 
 
+def test_batch_leaving_at_its_first_exit_returns_that_branch_logits():
+    """The whole batch leaving at once takes a short path (no scatter into a fresh logits tensor): it must still
+    give exactly the first branch's logits, padding frames included, and report that layer for every row."""
+    model = make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    with torch.inference_mode():
+        _, exit_logits = model._all_exits_pass(input_values, attention_mask, None)
+        output = model(input_values, attention_mask=attention_mask, exit_threshold=0.0)
+    assert output.exit_layer.tolist() == [model.config.exit_layers[0]] * len(LENGTHS)
+    torch.testing.assert_close(output.logits, exit_logits[0])
+
+
 def test_forward_eval_matches_generate_and_returns_loss():
     model = make_model()
     input_values, attention_mask = padded_batch(LENGTHS)
