@@ -932,6 +932,54 @@ def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, bra
 
 # ---------------------------------------------------------------------------------------------- reporting
 
+def plot_efficiency(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
+    """PNG: measured speedup against ideal speedup, one panel per device, a marker per (workload / arch, dtype)
+    and a colour per batch size; the diagonal is efficiency 1, the dashed lines the 0.9 and 0.8 goals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in rows if row.get("ideal_speedup") and row.get("speedup")]
+    if not rows:
+        raise ValueError("no benchmark rows with a speedup and an ideal speedup to plot")
+    devices = sorted({row["device"] for row in rows})
+    figure, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 5), squeeze=False)
+    markers = "osD^v<>pXh*"
+    batch_sizes = sorted({row["batch_size"] for row in rows})
+    colours = plt.get_cmap("viridis")([index / max(len(batch_sizes) - 1, 1) for index in range(len(batch_sizes))])
+    for axis, device in zip(axes[0], devices):
+        mine = [row for row in rows if row["device"] == device]
+        groups = sorted({(row["workload"] if row["workload"] == "trained" else row["arch"], row["dtype"])
+                         for row in mine})
+        top = max(max(row["ideal_speedup"], row["speedup"]) for row in mine) * 1.05
+        low = min(min(row["ideal_speedup"], row["speedup"]) for row in mine) * 0.95
+        for factor, style in ((1.0, "-"), (0.9, "--"), (0.8, ":")):
+            axis.plot([low, top], [low * factor, top * factor], style, color="grey", linewidth=0.8,
+                      label=f"efficiency {factor:g}")
+        for group_index, group in enumerate(groups):
+            for batch_index, batch_size in enumerate(batch_sizes):
+                points = [row for row in mine if row["batch_size"] == batch_size
+                          and (row["workload"] if row["workload"] == "trained" else row["arch"], row["dtype"]) == group]
+                if points:
+                    axis.scatter([row["ideal_speedup"] for row in points], [row["speedup"] for row in points],
+                                 marker=markers[group_index % len(markers)], color=colours[batch_index], s=28,
+                                 label=f"{group[0]} {group[1]}, batch {batch_size}")
+        axis.set_xlim(low, top)
+        axis.set_ylim(low, top)
+        axis.set_xlabel("ideal speedup (from component costs)")
+        axis.set_ylabel("measured speedup over HubertForCTC")
+        axis.set_title(f"{title + ': ' if title else ''}{device}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def _fmt(value, digits=3):
     if value is None:
         return "-"
@@ -1036,6 +1084,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="torch.backends.cudnn.benchmark = True (cuDNN picks its convolution algorithms by "
                              "timing them; both models alike)")
+    parser.add_argument("--plot", metavar="OUT.png", help="write measured against ideal speedup as a PNG")
+    parser.add_argument("--plot-from", nargs="+", metavar="REPORT.json", default=None,
+                        help="benchmark nothing: plot the rows of these earlier --json reports into --plot")
     parser.add_argument("--overlap-exit-decisions", choices=("auto", "on", "off"), default="auto",
                         help="queue the layer after an exit before waiting for the exit's decision (HubertEEForCTC."
                              "_overlap_exit_decisions; auto: the model's default)")
@@ -1113,6 +1164,21 @@ def _run(args: argparse.Namespace) -> int:
     def log(message):
         print(message, flush=True)
 
+    if args.plot_from:
+        if not args.plot:
+            raise SystemExit("error: --plot-from needs --plot OUT.png")
+        rows = []
+        for file in args.plot_from:
+            try:
+                rows += json.loads(Path(file).read_text())["rows"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+                raise SystemExit(f"error: --plot-from {file}: not a benchmark --json report ({error})") from error
+        try:
+            log(f"wrote {plot_efficiency(rows, args.plot)}")
+        except ValueError as error:
+            raise SystemExit(f"error: --plot-from: {error}") from error
+        return 0
+
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cudnn_benchmark:
@@ -1172,6 +1238,11 @@ def _run(args: argparse.Namespace) -> int:
                     for branch in branches:
                         _merge(report, run_forced(args, device, dtype_name, arch, branch, log))
 
+    if args.plot:
+        if report["rows"]:
+            log(f"wrote {plot_efficiency(report['rows'], args.plot)}")
+        else:
+            note("no plot: the run produced no speedup rows")
     markdown = to_markdown(report)
     print(markdown)
     if args.json:

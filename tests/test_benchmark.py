@@ -269,3 +269,18 @@ def test_overlap_option_applies_during_the_run_and_is_restored(tmp_path, monkeyp
     assert seen and set(seen) == {expected}
     assert HubertEEForCTC._overlap_exit_decisions is before
     assert json.loads((tmp_path / "bench.json").read_text())["meta"]["overlap_exit_decisions"] == choice
+
+
+def test_plot_of_a_run_and_of_earlier_reports(tmp_path):
+    args = _args(tmp_path, "--workloads", "forced", "--batch-sizes", "1,4", "--exit-distribution", "3:1",
+                 "--plot", str(tmp_path / "run.png"))
+    assert benchmark.run(args) == 0
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = tmp_path / "again.png"
+    assert benchmark.main(["--plot-from", str(tmp_path / "bench.json"), "--plot", str(again)]) == 0
+    assert again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="bad.json: not a benchmark --json report"):
+        benchmark.main(["--plot-from", str(tmp_path / "bad.json"), "--plot", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="needs --plot"):
+        benchmark.main(["--plot-from", str(tmp_path / "bench.json")])
