@@ -1,9 +1,9 @@
 """Evaluate stage: accuracy and speed of every exit, of a sweep of exit thresholds, and of the oracle.
 
-`hubert-ee evaluate --model M --dataset D --json OUT.json [--markdown OUT.md] [--plot OUT.png]`
+`hubert-ee evaluate --model M --dataset D --json OUT.json [--markdown OUT.md] [--plot OUT.png] [--group-by COL]`
 
-What is measured (all WERs are corpus-level percentages after `hubert_ee.text.normalize_text`, see
-`hubert_ee.metrics`):
+What is measured (all WERs and CERs are corpus-level percentages after `hubert_ee.text.normalize_text`, see
+`hubert_ee.metrics`; every row that has a WER has the CER beside it):
 
 * **Exits forced** (`exits`): one full-depth pass per batch with `output_exit_logits=True` gives every branch's
   logits and the final head's; each is greedy-CTC decoded on its valid (non-padding) frames. The last row of
@@ -24,6 +24,10 @@ What is measured (all WERs are corpus-level percentages after `hubert_ee.text.no
   branches and the criterion still run, only the decision is replaced), timed against the full model on the same
   batches. It bounds what any exit criterion can reach on this data. `ideal_speedup` (`num_hidden_layers /
   mean_exit_layer`, layers run) is given beside it, as for the sweep rows.
+* **Groups** (`groups`, with `group_by`): for each named dataset column (a speaker, voice or domain column, e.g.
+  LibriSpeech's `speaker_id`) and each of its values, the utterance count, the final head's WER/CER, every forced
+  exit's WER, the oracle's mean exit layer, and each sweep setting's WER, CER and mean exit layer on that group's
+  utterances. Speed is not split by group (batches mix groups).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import numpy as np
 import torch
 
 from .benchmark import forced_exit_targets
-from .metrics import word_error_rate
+from .metrics import char_error_rate, word_error_rate
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +208,7 @@ def evaluate_model(
     model_name: str | None = None,
     dataset_name: str | None = None,
     progress: bool = True,
+    group_by: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate `model` on `dataset` (rows with `audio`, a float array at 16 kHz, and `text`).
 
@@ -211,7 +216,8 @@ def evaluate_model(
     criterion left out is not swept); `patiences` are the `exit_patience` values of the patience criterion
     (empty: not swept). `repeats` times each batch that many times per setting (more stable speedups).
     Utterances too short for the convolutional front end are skipped with a warning
-    (`num_skipped_too_short`). See the module docstring for what is measured and how; the result is
+    (`num_skipped_too_short`). `group_by` names dataset columns to break the accuracy down by (module
+    docstring, "Groups"). See the module docstring for what is measured and how; the result is
     JSON-serialisable.
     """
     if batch_size < 1:
@@ -228,6 +234,12 @@ def evaluate_model(
             overrides["exit_patience"] = patience
         config.validate_exit_settings(**overrides)
 
+    group_by = list(group_by or ())
+    columns = list(getattr(dataset, "column_names", None) or (_item(dataset, 0).keys() if len(dataset) else []))
+    unknown_columns = [column for column in group_by if column not in columns]
+    if unknown_columns:
+        raise ValueError(f"group_by: the dataset has no column(s) {unknown_columns}; its columns: {columns}")
+
     model.eval()
     device = _model_device(model)
     num_layers = int(config.num_hidden_layers)
@@ -237,6 +249,7 @@ def evaluate_model(
     # ---- data: sorted by length (longest first), too-short utterances left out
     field = receptive_field(config)
     audios, references, skipped = [], [], 0
+    group_values: dict[str, list[str]] = {column: [] for column in group_by}
     for index in range(len(dataset)):
         row = _item(dataset, index)
         audio = np.asarray(row["audio"], dtype=np.float32).reshape(-1)
@@ -245,6 +258,8 @@ def evaluate_model(
             continue
         audios.append(audio)
         references.append("" if row.get("text") is None else str(row["text"]))
+        for column in group_by:
+            group_values[column].append(str(row[column]))
     if skipped:
         logger.warning("Skipped %d utterance(s) shorter than %d samples (the model's receptive field).", skipped, field)
     if not audios:
@@ -275,7 +290,8 @@ def evaluate_model(
     final_texts = head_texts[-1]
     final_wer = word_error_rate(references, final_texts)
     exits = [
-        {"layer": layer, "wer": word_error_rate(references, head_texts[head])}
+        {"layer": layer, "wer": word_error_rate(references, head_texts[head]),
+         "cer": char_error_rate(references, head_texts[head])}
         for head, layer in enumerate([*exit_layers, num_layers])
     ]
 
@@ -334,6 +350,7 @@ def evaluate_model(
         mean_layer = float(np.mean(layers))
         return {
             "wer": word_error_rate(references, texts),
+            "cer": char_error_rate(references, texts),
             "mean_exit_layer": mean_layer,
             "layers_skipped": 1.0 - mean_layer / num_layers,
             "speedup": baseline_time / early_time if early_time > 0 else math.inf,
@@ -346,7 +363,7 @@ def evaluate_model(
     oracle = measured(oracle_texts, oracle_layers, baseline_time, oracle_time)
 
     # ---- sweep, timed against the full model on the same batches, interleaved
-    sweep = []
+    sweep, sweep_outputs = [], []
     for criterion, threshold, patience in _tqdm(settings, desc="early-exit sweep", disable=not progress):
         overrides: dict[str, Any] = {"early_exit": True, "exit_criterion": criterion}
         if threshold is not None:
@@ -365,6 +382,13 @@ def evaluate_model(
         if patience is not None:
             row["patience"] = patience
         sweep.append(row)
+        sweep_outputs.append((row, texts, layers))
+
+    groups = {
+        column: _group_breakdown(group_values[column], references, head_texts, [*exit_layers, num_layers],
+                                 oracle_layers, sweep_outputs)
+        for column in group_by
+    }
 
     return {
         "model": model_name if model_name is not None else str(getattr(config, "_name_or_path", "") or "<in-memory>"),
@@ -374,17 +398,49 @@ def evaluate_model(
         "num_hidden_layers": num_layers,
         "exit_layers": exit_layers,
         "final_wer": final_wer,
+        "final_cer": char_error_rate(references, final_texts),
         "exits": exits,
         "sweep": sweep,
         "oracle": oracle,
+        **({"groups": groups} if group_by else {}),
         "timing": {
             "device": str(device),
             "batch_size": batch_size,
             "repeats": repeats,
             "method": "sum of perf_counter times per batch, early_exit=False vs early exit, interleaved",
         },
-        "wer_note": "corpus-level WER in percent after hubert_ee.text.normalize_text",
+        "wer_note": "corpus-level WER and CER in percent after hubert_ee.text.normalize_text",
     }
+
+
+def _group_breakdown(values, references, head_texts, head_layers, oracle_layers, sweep_outputs) -> list[dict]:
+    """Per value of one group column: accuracy of the final head, of each forced exit and of each sweep setting on
+    that group's utterances, and where they exit (see the module docstring, "Groups")."""
+    entries = []
+    for value in sorted(set(values)):
+        members = [i for i, item in enumerate(values) if item == value]
+        refs = [references[i] for i in members]
+
+        def pick(items):
+            return [items[i] for i in members]
+
+        entry = {
+            "value": value,
+            "utterances": len(members),
+            "final_wer": word_error_rate(refs, pick(head_texts[-1])),
+            "final_cer": char_error_rate(refs, pick(head_texts[-1])),
+            "exits": [{"layer": layer, "wer": word_error_rate(refs, pick(head_texts[head]))}
+                      for head, layer in enumerate(head_layers)],
+            "oracle_mean_exit_layer": float(np.mean(pick(oracle_layers))),
+            "sweep": [],
+        }
+        for row, texts, layers in sweep_outputs:
+            setting = {key: row[key] for key in ("criterion", "threshold", "patience") if key in row}
+            entry["sweep"].append({**setting, "wer": word_error_rate(refs, pick(texts)),
+                                   "cer": char_error_rate(refs, pick(texts)),
+                                   "mean_exit_layer": float(np.mean(pick(layers)))})
+        entries.append(entry)
+    return entries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,30 +462,36 @@ def markdown_report(result: dict) -> str:
         f"- model: `{result.get('model')}`",
         f"- dataset: `{result.get('dataset')}` ({result['num_utterances']} utterances)",
         f"- encoder layers: {num_layers}; exits after layers {result['exit_layers']}",
-        f"- final head WER: {result['final_wer']:.2f} %",
+        f"- final head WER: {result['final_wer']:.2f} %"
+        + (f", CER: {result['final_cer']:.2f} %" if "final_cer" in result else ""),
         "",
-        "WER: corpus-level, in percent, after `hubert_ee.text.normalize_text`. Speedup: wall-clock time of the full "
+        ("WER and CER" if "final_cer" in result else "WER")
+        + ": corpus-level, in percent, after `hubert_ee.text.normalize_text`. Speedup: wall-clock time of the full "
         "model (`early_exit=False`) divided by that of early exit, on the same batches, interleaved.",
         "",
-        "## Each exit forced",
-        "",
-        "| layer | WER (%) |",
-        "|---:|---:|",
     ]
+    # Results written before CER was reported have no "cer" fields: their tables keep their old columns.
+    cer = "final_cer" in result
+
+    def rates(row):
+        return f"{row['wer']:.2f} |" + (f" {row['cer']:.2f} |" if cer else "")
+
+    rate_heads, rate_rule = ("WER (%) | CER (%) |", "---:|---:|") if cer else ("WER (%) |", "---:|")
+    lines += ["## Each exit forced", "", "| layer | " + rate_heads, "|---:|" + rate_rule]
     for row in result["exits"]:
         name = f"{row['layer']} (final head)" if row["layer"] == num_layers else str(row["layer"])
-        lines.append(f"| {name} | {row['wer']:.2f} |")
+        lines.append(f"| {name} | " + rates(row))
     lines += [
         "",
         "## Early-exit sweep",
         "",
-        "| criterion | threshold / patience | WER (%) | mean exit layer | layers skipped | speedup |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| criterion | threshold / patience | " + rate_heads + " mean exit layer | layers skipped | speedup |",
+        "|---|---:|" + rate_rule + "---:|---:|---:|",
     ]
     for row in result["sweep"]:
         setting = f"patience {row['patience']}" if row["criterion"] == "patience" else f"{row['threshold']:g}"
         lines.append(
-            f"| {row['criterion']} | {setting} | {row['wer']:.2f} | {row['mean_exit_layer']:.2f} | "
+            f"| {row['criterion']} | {setting} | " + rates(row) + f" {row['mean_exit_layer']:.2f} | "
             f"{100 * row.get('layers_skipped', 1 - row['mean_exit_layer'] / num_layers):.1f} % | "
             f"{row['speedup']:.2f}x |"
         )
@@ -440,11 +502,23 @@ def markdown_report(result: dict) -> str:
         "",
         "Each utterance leaves at the earliest exit whose transcript equals the final head's.",
         "",
-        "| WER (%) | mean exit layer | speedup |",
-        "|---:|---:|---:|",
-        f"| {oracle['wer']:.2f} | {oracle['mean_exit_layer']:.2f} | {oracle['speedup']:.2f}x |",
+        "| " + rate_heads + " mean exit layer | speedup |",
+        "|" + rate_rule + "---:|---:|",
+        "| " + rates(oracle) + f" {oracle['mean_exit_layer']:.2f} | {oracle['speedup']:.2f}x |",
         "",
     ]
+    for column, entries in (result.get("groups") or {}).items():
+        lines += [
+            f"## By `{column}`",
+            "",
+            "Final head and oracle per group; each sweep setting per group is in the JSON (`groups`).",
+            "",
+            f"| {column} | utterances | final WER (%) | final CER (%) | oracle mean exit layer |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {entry['value']} | {entry['utterances']} | {entry['final_wer']:.2f} | {entry['final_cer']:.2f} "
+                  f"| {entry['oracle_mean_exit_layer']:.2f} |" for entry in entries]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -497,6 +571,10 @@ def _float_list(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _int_list(text: str) -> list[int]:
@@ -568,6 +646,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", required=True, help="Where to write the results as JSON.")
     parser.add_argument("--markdown", default=None, help="Also write a markdown report (tables) to this file.")
     parser.add_argument("--plot", default=None, help="Also write a PNG plot of WER against speedup to this file.")
+    parser.add_argument("--group-by", type=_str_list, default=[], metavar="COLUMN[,COLUMN]",
+                        help="Also break accuracy and exit depth down by these dataset columns (e.g. speaker_id).")
 
 
 def sweep_from_args(args) -> tuple[dict[str, list[float]], list[int]]:
@@ -600,12 +680,14 @@ def evaluate_from_args(args, model_spec: str) -> dict:
     return evaluate_model(
         model, processor, dataset, thresholds=thresholds, patiences=patiences, batch_size=args.batch_size,
         repeats=args.repeats, model_name=model_spec, dataset_name=name, progress=not args.no_progress,
+        group_by=getattr(args, "group_by", None) or (),
     )
 
 
 def print_summary(result: dict, file=None) -> None:
     file = file or sys.stdout
-    print(f"final head WER {result['final_wer']:.2f} % on {result['num_utterances']} utterances", file=file)
+    print(f"final head WER {result['final_wer']:.2f} %, CER {result['final_cer']:.2f} % on "
+          f"{result['num_utterances']} utterances", file=file)
     best = max(result["sweep"], key=lambda row: row["speedup"], default=None)
     if best is not None:
         print(f"fastest setting: {_setting_label(best)}: WER {best['wer']:.2f} %, speedup {best['speedup']:.2f}x",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -20,10 +21,10 @@ from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
 from tests.conftest import sharpen_branches, tiny_config
 
-TOP_KEYS = {"final_wer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset", "num_hidden_layers",
+TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset", "num_hidden_layers",
             "exit_layers"}
 EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note"}
-ROW_KEYS = {"criterion", "threshold", "wer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
+ROW_KEYS = {"criterion", "threshold", "wer", "cer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
             "baseline_seconds", "early_exit_seconds"}
 WORDS = ["HELLO WORLD", "EARLY EXIT", "A CAT SAT", "SPEECH", "ON THE MAT", "QUICK BROWN FOX"]
 
@@ -82,8 +83,9 @@ def test_result_has_the_exact_keys_and_sane_values(result):
     assert result["num_hidden_layers"] == 4 and result["exit_layers"] == [1, 2, 3]
     assert result["final_wer"] >= 0
     assert [row["layer"] for row in result["exits"]] == [1, 2, 3, 4]
-    assert all(set(row) == {"layer", "wer"} and row["wer"] >= 0 for row in result["exits"])
+    assert all(set(row) == {"layer", "wer", "cer"} and row["wer"] >= 0 and row["cer"] >= 0 for row in result["exits"])
     assert result["exits"][-1]["wer"] == result["final_wer"]  # the final head row is the final head
+    assert result["exits"][-1]["cer"] == result["final_cer"]
     assert len(result["sweep"]) == 3 + 3 + 2
     for row in result["sweep"]:
         expected = ROW_KEYS | ({"patience"} if row["criterion"] == "patience" else set())
@@ -129,6 +131,7 @@ def test_markdown_and_plot(result, tmp_path):
         assert f"| {layer} |" in text
     assert "| confidence | 0.9 |" in text and "| entropy | 0.1 |" in text and "| patience | patience 2 |" in text
     assert text.count("\n| confidence |") == 3 and "## Oracle" in text
+    assert "| layer | WER (%) | CER (%) |" in text and f"CER: {result['final_cer']:.2f} %" in text
     path = plot_tradeoff(result, tmp_path / "plot.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
@@ -184,3 +187,63 @@ def test_every_flag_has_help():
     for action in parser._actions:
         if action.dest != "help":
             assert action.help, action.dest
+
+
+def test_markdown_of_a_result_without_cer_keeps_its_old_columns(result):
+    """Results written before CER was reported (e.g. the committed default-model JSON) render as they did."""
+    old = json.loads(json.dumps(result))
+    del old["final_cer"]
+    for row in [*old["exits"], *old["sweep"], old["oracle"]]:
+        del row["cer"]
+    text = markdown_report(old)
+    assert "CER" not in text and "| layer | WER (%) |\n|---:|---:|" in text
+
+
+def test_group_by_breaks_accuracy_down_per_value(processor, dataset):
+    rows = [{**row, "voice": "odd" if index % 2 else "even"} for index, row in enumerate(dataset)]
+    result = evaluate_model(_model(), processor, rows, thresholds={"confidence": [0.5, 0.99]}, patiences=(),
+                            batch_size=3, progress=False, group_by=["voice"])
+    entries = result["groups"]["voice"]
+    assert [entry["value"] for entry in entries] == ["even", "odd"]
+    assert sum(entry["utterances"] for entry in entries) == result["num_utterances"]
+    for entry in entries:
+        assert [row["layer"] for row in entry["exits"]] == [1, 2, 3, 4]
+        assert entry["exits"][-1]["wer"] == entry["final_wer"]
+        assert 1 <= entry["oracle_mean_exit_layer"] <= 4
+        assert [(row["criterion"], row["threshold"]) for row in entry["sweep"]] == [("confidence", 0.5),
+                                                                                 ("confidence", 0.99)]
+        assert all(1 <= row["mean_exit_layer"] <= 4 and row["cer"] >= 0 for row in entry["sweep"])
+    # A group holding every utterance reproduces the overall numbers.
+    whole = evaluate_model(_model(), processor, [{**row, "all": 1} for row in dataset], thresholds={}, patiences=(1,),
+                           batch_size=3, progress=False, group_by=["all"])
+    (entry,) = whole["groups"]["all"]
+    assert entry["value"] == "1" and entry["final_wer"] == whole["final_wer"] and entry["final_cer"] == whole["final_cer"]
+    assert entry["sweep"][0]["wer"] == whole["sweep"][0]["wer"]
+    assert entry["sweep"][0]["mean_exit_layer"] == whole["sweep"][0]["mean_exit_layer"]
+    assert "## By `all`" in markdown_report(whole)
+
+
+def test_group_by_an_unknown_column_names_the_columns(processor, dataset):
+    with pytest.raises(ValueError, match=r"no column\(s\) \['speaker_id'\]; its columns: \['audio', 'text'\]"):
+        evaluate_model(_model(), processor, list(dataset), progress=False, group_by=["speaker_id"])
+
+
+def test_command_group_by(folders, tmp_path, capsys):
+    model_folder, data = folders
+    grouped = tmp_path / "grouped"
+    shutil.copytree(data, grouped)
+    lines = (grouped / "metadata.csv").read_text().splitlines()
+    (grouped / "metadata.csv").write_text("\n".join([lines[0] + ",speaker"] + [
+        line + f",s{index % 2}" for index, line in enumerate(lines[1:])]) + "\n")
+    out = tmp_path / "eval.json"
+    code = cli_main(["evaluate", "--model", str(model_folder), "--dataset", str(grouped), "--json", str(out),
+                     "--markdown", str(tmp_path / "eval.md"), "--group-by", "speaker", "--confidence-thresholds",
+                     "0.5", "--entropy-thresholds", "", "--patiences", "", "--repeats", "1", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert [entry["value"] for entry in result["groups"]["speaker"]] == ["s0", "s1"]
+    assert "## By `speaker`" in (tmp_path / "eval.md").read_text()
+    code = cli_main(["evaluate", "--model", str(model_folder), "--dataset", str(grouped), "--json",
+                     str(tmp_path / "bad.json"), "--group-by", "voice", "--no-progress"])
+    assert code == 1 and "no column(s) ['voice']" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()

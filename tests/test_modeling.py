@@ -282,6 +282,34 @@ def test_convert_plain_hubert_checkpoint_logs_one_line(tmp_path, caplog):
                                    plain.eval()(input_values).logits)
 
 
+def test_conversion_holds_the_load_lock_so_other_threads_never_see_its_ignore_pattern(tmp_path, monkeypatch):
+    """A conversion sets `_keys_to_ignore_on_load_missing` on the class while it loads; a load in another thread
+    reading it then would lose its missing-branch error. The load must happen under the module's lock, and the
+    attribute must be back afterwards."""
+    import threading
+
+    import modeling_hubert_ee
+    from transformers.models.hubert.modeling_hubert import HubertPreTrainedModel
+
+    HubertForCTC(HubertConfig(**tiny_hubert_kwargs())).save_pretrained(tmp_path / "plain")
+    seen = {}
+    real = HubertPreTrainedModel.from_pretrained.__func__
+
+    def spying(cls, *args, **kwargs):
+        other = threading.Thread(target=lambda: seen.setdefault(
+            "other_thread_got_lock", modeling_hubert_ee._FROM_PRETRAINED_LOCK.acquire(blocking=False)))
+        other.start()
+        other.join()
+        seen["pattern"] = cls._keys_to_ignore_on_load_missing
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(HubertPreTrainedModel, "from_pretrained", classmethod(spying))
+    before = HubertEEForCTC._keys_to_ignore_on_load_missing
+    HubertEEForCTC.from_pretrained(tmp_path / "plain", exit_layers=[2])
+    assert seen == {"other_thread_got_lock": False, "pattern": [r"^exit_branches\."]}
+    assert HubertEEForCTC._keys_to_ignore_on_load_missing == before
+
+
 def test_hubert_ee_checkpoint_missing_branch_weights_fails(tmp_path):
     model = make_model(exit_layers=[1, 2])
     model.save_pretrained(tmp_path)

@@ -7,10 +7,11 @@ first branch whose exit criterion is met; rows that have left are dropped from t
 run (batch compaction). What HuBERT-EE adds is stated here: the branches, the exit loop, the criteria and the
 losses; everything else is transformers' Hubert code.
 
-This file travels to the Hub beside the weights and is executed by `trust_remote_code`: it imports only torch and
-transformers and does nothing but build and run the model.
+This file travels to the Hub beside the weights and is executed by `trust_remote_code`: it imports only torch,
+transformers and the standard library's dataclasses and threading, and does nothing but build and run the model.
 """
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +109,10 @@ class HubertEEExitBranch(nn.Module):
         return self.head(self.dropout(self.layer_norm(hidden_states)))
 
 
+# Serialises `HubertEEForCTC.from_pretrained`, which sets a class attribute for the length of a load.
+_FROM_PRETRAINED_LOCK = threading.RLock()
+
+
 class HubertEEForCTC(HubertPreTrainedModel):
     """`HubertForCTC` with early-exit CTC branches; see the module docstring and [`HubertEEConfig`]."""
 
@@ -202,18 +207,21 @@ class HubertEEForCTC(HubertPreTrainedModel):
             config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in field_names}
             source = {key: value for key, value in config_dict.items() if key not in ("model_type", "architectures")}
             kwargs["config"] = HubertEEConfig.from_dict({**source, **config_kwargs})
-        previous_ignore = cls._keys_to_ignore_on_load_missing
-        if converting:  # new branches are expected to be missing: keep them out of transformers' load report
-            cls._keys_to_ignore_on_load_missing = [r"^exit_branches\."]
         # transformers' own size-mismatch error only points at its log: load, then raise naming keys and shapes.
         check_sizes = not kwargs.pop("ignore_mismatched_sizes", False)
-        try:
-            model, loading_info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True,
-                **kwargs,
-            )
-        finally:
-            cls._keys_to_ignore_on_load_missing = previous_ignore
+        # The class attribute below is what transformers reads; the lock keeps a load in another thread from seeing
+        # it (it would drop that load's missing-branch keys, which are an error there).
+        with _FROM_PRETRAINED_LOCK:
+            previous_ignore = cls._keys_to_ignore_on_load_missing
+            if converting:  # new branches are expected to be missing: keep them out of transformers' load report
+                cls._keys_to_ignore_on_load_missing = [r"^exit_branches\."]
+            try:
+                model, loading_info = super().from_pretrained(
+                    pretrained_model_name_or_path, *model_args, output_loading_info=True,
+                    ignore_mismatched_sizes=True, **kwargs,
+                )
+            finally:
+                cls._keys_to_ignore_on_load_missing = previous_ignore
         mismatched = sorted(loading_info.get("mismatched_keys") or [])
         if check_sizes and mismatched:
             shown = [f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:8]]
