@@ -292,16 +292,27 @@ def install_forced_exits(model: HubertEEForCTC, include_criterion: bool = True) 
     return model
 
 
+def prepare_forced_targets(model: HubertEEForCTC, targets, device: torch.device | str) -> torch.Tensor:
+    """Forced exit layers (one per row: an exit layer, or `num_hidden_layers` for the final head), checked and
+    put on `device` once. Hand the result to `forced_exit_targets` from outside timed code: a list or a CPU
+    tensor is copied to the GPU inside every forward, and that copy from pageable memory waits for the GPU like
+    an extra host synchronisation, which would be charged to early exit."""
+    targets = targets.tolist() if isinstance(targets, torch.Tensor) else [int(target) for target in targets]
+    allowed = set(model.config.exit_layers) | {model.config.num_hidden_layers}
+    bad = sorted(set(targets) - allowed)
+    if bad:
+        raise ValueError(f"Forced exit layer(s) {bad} are not exits of this model ({sorted(allowed)}).")
+    return torch.tensor(targets, dtype=torch.long, device=device)
+
+
 @contextlib.contextmanager
 def forced_exit_targets(model: HubertEEForCTC, targets):
     """Within the block, row i of the next batches leaves after layer `targets[i]` (an exit layer, or
-    `num_hidden_layers` for the final head)."""
+    `num_hidden_layers` for the final head). `targets`: a sequence of ints, checked here, or a long tensor
+    from `prepare_forced_targets`, used as it is (checking it again would read it back from the device)."""
     holder = install_forced_exits(model)._forced_exit_holder
-    targets = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets, dtype=torch.long)
-    allowed = set(model.config.exit_layers) | {model.config.num_hidden_layers}
-    bad = sorted(set(targets.tolist()) - allowed)
-    if bad:
-        raise ValueError(f"Forced exit layer(s) {bad} are not exits of this model ({sorted(allowed)}).")
+    if not (isinstance(targets, torch.Tensor) and targets.dtype == torch.long):
+        targets = prepare_forced_targets(model, targets, "cpu")
     previous, holder.targets = holder.targets, targets
     try:
         yield
@@ -510,8 +521,10 @@ def _forced_cases(model, baseline, input_values, distributions, overhead_detail,
         return call
 
     def forced(targets):
+        prepared = prepare_forced_targets(model, targets, input_values.device)  # no host->device copy when timed
+
         def call():
-            with forced_exit_targets(model, targets):
+            with forced_exit_targets(model, prepared):
                 return model(input_values)
 
         def check(output):

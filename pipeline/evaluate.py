@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .benchmark import forced_exit_targets
+from .benchmark import forced_exit_targets, prepare_forced_targets
 from .metrics import char_error_rate, word_error_rate
 
 logger = logging.getLogger(__name__)
@@ -341,8 +341,13 @@ def evaluate_model(
         return baseline_time, candidate_time, outputs
 
     # ---- oracle, timed with its exits forced (the real criterion still runs, its answer is replaced)
+    oracle_targets = {  # on the model's device before any timing (see prepare_forced_targets)
+        tuple(indices): prepare_forced_targets(model, [oracle_layers[i] for i in indices], device)
+        for indices, _, _ in batches
+    }
+
     def oracle_call(indices, input_values, attention_mask):
-        with forced_exit_targets(model, [oracle_layers[i] for i in indices]):
+        with forced_exit_targets(model, oracle_targets[tuple(indices)]):
             return model.generate(input_values, attention_mask, early_exit=True)
 
     def measured(texts, layers, baseline_time, early_time) -> dict:

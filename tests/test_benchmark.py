@@ -68,6 +68,8 @@ def test_forced_targets_are_validated():
     with pytest.raises(ValueError, match="not exits"):
         with benchmark.forced_exit_targets(model, [5]):
             pass
+    with pytest.raises(ValueError, match="not exits"):
+        benchmark.prepare_forced_targets(model, torch.tensor([1, 5]), "cpu")
     with pytest.raises(ValueError, match="forced targets"):
         with torch.inference_mode(), benchmark.forced_exit_targets(model, [1, 2]):
             model(torch.randn(3, 3000))
@@ -284,3 +286,33 @@ def test_plot_of_a_run_and_of_earlier_reports(tmp_path):
         benchmark.main(["--plot-from", str(tmp_path / "bad.json"), "--plot", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="needs --plot"):
         benchmark.main(["--plot-from", str(tmp_path / "bench.json")])
+
+
+def test_forced_cases_put_their_targets_on_the_device_before_timing(monkeypatch):
+    """A list or CPU tensor of targets is copied to the GPU inside every timed forward (a hidden host sync charged
+    to early exit): the cases must prepare them once, when built, and hand the prepared tensor over."""
+    model = benchmark.install_forced_exits(_tiny_model())
+    baseline = benchmark.baseline_from(model)
+    prepared, handed = [], []
+    real_prepare, real_context = benchmark.prepare_forced_targets, benchmark.forced_exit_targets
+
+    def recording_prepare(*args, **kwargs):
+        prepared.append(real_prepare(*args, **kwargs))
+        return prepared[-1]
+
+    def recording_context(model_, targets):
+        handed.append(targets)
+        return real_context(model_, targets)
+
+    monkeypatch.setattr(benchmark, "prepare_forced_targets", recording_prepare)
+    monkeypatch.setattr(benchmark, "forced_exit_targets", recording_context)
+    input_values = torch.randn(4, 4000)
+    distributions = {"d": benchmark.parse_distribution("1:0.5,final:0.5", 4, model.config.exit_layers)}
+    cases, _ = benchmark._forced_cases(model, baseline, input_values, distributions, False, {})
+    built = len(prepared)
+    assert built == 1
+    with torch.inference_mode():
+        for call in cases.values():
+            call()
+    assert len(prepared) == built  # nothing prepared (copied) while timed
+    assert handed and all(any(target is done for done in prepared) for target in handed)
