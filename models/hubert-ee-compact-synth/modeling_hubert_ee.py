@@ -122,8 +122,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
     # itself, which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
     accepts_loss_kwargs = False
     # Queue the layer after an exit before waiting for the exit's decision (see `_early_exit_pass`). Off: on an H100
-    # it was slower than waiting in every measured case (BENCHMARKS.md), since the queued layer is wasted on the
-    # rows that leave and the wait itself costs little once cuDNN's algorithms are tuned.
+    # it was slower than waiting in 54 of 56 measured configurations (BENCHMARKS.md), since the queued layer is
+    # wasted on the rows that leave and the wait itself costs little once cuDNN's algorithms are tuned.
     _overlap_exit_decisions: bool = False
 
     def __init__(self, config: HubertEEConfig):
