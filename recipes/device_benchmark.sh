@@ -11,7 +11,7 @@
 # finished is packed into $OUT/results.tgz after each step (JSON + Markdown per step) beside $OUT/log.txt.
 # Environment (defaults): OUT (required)  PYTHON=python3  DEVICE=cuda  DEADLINE=480  REPEATS=10  WARMUP=2
 #   QUICK=0 (1: tiny arch, 1 repeat, 4 clips: a dry run of the script itself, e.g. DEVICE=cpu on a laptop)
-#   STEPS="base trained large base_bf16" (also: base_overlap trained_overlap large_overlap)
+#   STEPS="base trained large base_bf16" (also: base_b1 base_overlap trained_overlap large_overlap)
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 ROOT=$PWD PYTHON=${PYTHON:-python3} DEVICE=${DEVICE:-cuda} DEADLINE=${DEADLINE:-480}
@@ -59,4 +59,6 @@ step trained_overlap "${TRAINED[@]}" --overlap-exit-decisions on
 step large "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overhead-detail
 step large_overlap "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overlap-exit-decisions on
 step base_bf16 "${FORCED[@]}" --archs "$BASE" --dtypes bf16 --batch-sizes 1,16 --overhead-detail
+# Batch 1 alone, 3x the repeats: the batch-1 GPU rows vary by about +-0.1 in efficiency between calls
+step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 --repeats $(( REPEATS * 3 ))
 echo "packed: $(tar -tzf "$OUT/results.tgz" | tr '\n' ' ') (+${SECONDS} s)"
