@@ -1233,6 +1233,9 @@ def _run(args: argparse.Namespace) -> int:
         report["notes"].append(message)
         log(f"note: {message}")
 
+    if any(device.type == "cuda" for device in devices) and not torch.backends.cudnn.benchmark:
+        note("CUDA without --cudnn-benchmark: cuDNN's default convolution algorithms can make the fp16/bf16 front "
+             "end dominate the forward (both models alike), which hides what the exits save")
     if "trained" in workloads:
         model_path = args.model or default_model()
         if not model_path:

@@ -316,3 +316,13 @@ def test_forced_cases_put_their_targets_on_the_device_before_timing(monkeypatch)
             call()
     assert len(prepared) == built  # nothing prepared (copied) while timed
     assert handed and all(any(target is done for done in prepared) for target in handed)
+
+
+def test_cuda_without_cudnn_benchmark_is_noted(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "_devices", lambda spec: [torch.device("cuda")])
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    args = _args(tmp_path, "--workloads", "trained", "--model", "unused")  # no --dataset: nothing runs
+    assert benchmark.run(args) == 0
+    notes = json.loads((tmp_path / "bench.json").read_text())["notes"]
+    assert any("--cudnn-benchmark" in note for note in notes)
