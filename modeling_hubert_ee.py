@@ -465,7 +465,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             frame_lengths = [hidden_states.shape[1]] * batch_size
         else:
             valid = frame_mask
-            frame_lengths = [self._frame_count(length) for length in sample_lengths]
+            frame_lengths = self._frame_lengths(sample_lengths)
         overlap = self._overlap_exit_decisions
         active = torch.arange(batch_size, device=device)  # original row of each row still running
         active_rows = list(range(batch_size))  # the same, on the host
@@ -477,26 +477,29 @@ class HubertEEForCTC(HubertPreTrainedModel):
         pending = None  # (layer, branch logits, host copy of the decision, event): an exit not yet acted on
 
         def answer(rows, row_logits, layer):
+            """`row_logits`, from `layer`, answer the running rows `rows` (a device index; None: all of them)."""
             nonlocal logits
+            if logits is None and rows is None:  # nobody answered before, so this is the whole batch as it came
+                logits = row_logits
+                exit_layer.fill_(layer)
+                return
             if logits is None:
                 logits = row_logits.new_zeros((batch_size, valid.shape[1], row_logits.shape[-1]))
-            logits[active[rows], : row_logits.shape[1]] = row_logits[rows]
-            exit_layer[active[rows]] = layer
+            originals = active if rows is None else active[rows]
+            logits[originals, : row_logits.shape[1]] = row_logits if rows is None else row_logits[rows]
+            exit_layer[originals] = layer
 
         def act_on(layer, branch_logits, leaving, ready):
             """Answer the rows that leave and compact the rest; False when no row is left."""
-            nonlocal active, active_rows, hidden_states, valid, mask, state, logits
+            nonlocal active, active_rows, hidden_states, valid, mask, state
             if ready is not None:
                 ready.synchronize()
             if not bool(leaving.any()):
                 return True
-            if logits is None and bool(leaving.all()):  # the whole batch leaves at its first exit: answer as is
-                logits = branch_logits
-                exit_layer.fill_(layer)
+            if bool(leaving.all()):
+                answer(None, branch_logits, layer)
                 return False
             answer(leaving.nonzero().squeeze(1).to(device), branch_logits, layer)
-            if bool(leaving.all()):
-                return False
             staying_rows = [row for row, left in enumerate(leaving.tolist()) if not left]
             active_rows = [active_rows[row] for row in staying_rows]
             staying = torch.tensor(staying_rows, device=device)
@@ -534,17 +537,17 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 return logits, exit_layer
         if pending is not None and not act_on(*pending):
             return logits, exit_layer
-        final_logits = self._final_head(hidden_states)
-        if logits is None:  # nobody left early: the final head answers for the batch as it came
-            return final_logits, exit_layer
-        answer(torch.arange(len(active), device=device), final_logits, num_layers)
+        answer(None, self._final_head(hidden_states), num_layers)
         return logits, exit_layer
 
-    def _frame_count(self, samples: int) -> int:
-        """Frames the front end emits for `samples` samples (host-side twin of `_get_feat_extract_output_lengths`)."""
-        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
-            samples = (samples - kernel) // stride + 1
-        return samples
+    def _frame_lengths(self, sample_lengths: list[int]) -> list[int]:
+        """Frames the front end emits per utterance (host-side twin of `_get_feat_extract_output_lengths`)."""
+        lengths = []
+        for samples in sample_lengths:
+            for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+                samples = (samples - kernel) // stride + 1
+            lengths.append(samples)
+        return lengths
 
     # ------------------------------------------------------------------ losses
 
@@ -647,7 +650,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
         sample_lengths = self._check_inputs(input_values, attention_mask, labels)  # host-side list
-        logit_lengths = torch.tensor([self._frame_count(n) for n in sample_lengths], device=input_values.device)
+        # Built only for a loss: a host->device copy is a blocking one, which inference need not pay.
+        logit_lengths = (torch.tensor(self._frame_lengths(sample_lengths), device=input_values.device)
+                         if labels is not None else None)
 
         if self.training or output_exit_logits:
             logits, exit_logits = self._all_exits_pass(input_values, attention_mask, mask_time_indices)
@@ -683,7 +688,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             self.train(was_training)
         sequences = logits.argmax(-1)
         if attention_mask is not None:  # frame counts from the host-side lengths: no second pass over the mask
-            lengths = torch.tensor([self._frame_count(n) for n in sample_lengths], device=sequences.device)
+            lengths = torch.tensor(self._frame_lengths(sample_lengths), device=sequences.device)
             padding = torch.arange(sequences.shape[1], device=sequences.device)[None, :] >= lengths[:, None]
             sequences = sequences.masked_fill(padding, self.config.pad_token_id)
         return HubertEEGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
