@@ -945,17 +945,19 @@ def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, bra
 
 # ---------------------------------------------------------------------------------------------- reporting
 
-def plot_efficiency(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
+def plot_efficiency(rows: Sequence[dict], path: str | Path) -> Path:
     """PNG: measured speedup against ideal speedup, one panel per device, a marker per (workload / arch, dtype)
     and a colour per batch size; the diagonal is efficiency 1, the dashed lines the 0.9 and 0.8 goals."""
-    import matplotlib
+    from .plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [row for row in rows if row.get("ideal_speedup") and row.get("speedup")]
     if not rows:
         raise ValueError("no benchmark rows with a speedup and an ideal speedup to plot")
+
+    def group(row):
+        return row["workload"] if row["workload"] == "trained" else row["arch"], row["dtype"]
+
     devices = sorted({row["device"] for row in rows})
     figure, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 5), squeeze=False)
     markers = "osD^v<>pXh*"
@@ -963,34 +965,26 @@ def plot_efficiency(rows: Sequence[dict], path: str | Path, title: str | None = 
     colours = plt.get_cmap("viridis")([index / max(len(batch_sizes) - 1, 1) for index in range(len(batch_sizes))])
     for axis, device in zip(axes[0], devices):
         mine = [row for row in rows if row["device"] == device]
-        groups = sorted({(row["workload"] if row["workload"] == "trained" else row["arch"], row["dtype"])
-                         for row in mine})
         top = max(max(row["ideal_speedup"], row["speedup"]) for row in mine) * 1.05
         low = min(min(row["ideal_speedup"], row["speedup"]) for row in mine) * 0.95
         for factor, style in ((1.0, "-"), (0.9, "--"), (0.8, ":")):
             axis.plot([low, top], [low * factor, top * factor], style, color="grey", linewidth=0.8,
                       label=f"efficiency {factor:g}")
-        for group_index, group in enumerate(groups):
+        for group_index, (name, dtype) in enumerate(sorted({group(row) for row in mine})):
             for batch_index, batch_size in enumerate(batch_sizes):
-                points = [row for row in mine if row["batch_size"] == batch_size
-                          and (row["workload"] if row["workload"] == "trained" else row["arch"], row["dtype"]) == group]
+                points = [row for row in mine if row["batch_size"] == batch_size and group(row) == (name, dtype)]
                 if points:
                     axis.scatter([row["ideal_speedup"] for row in points], [row["speedup"] for row in points],
                                  marker=markers[group_index % len(markers)], color=colours[batch_index], s=28,
-                                 label=f"{group[0]} {group[1]}, batch {batch_size}")
+                                 label=f"{name} {dtype}, batch {batch_size}")
         axis.set_xlim(low, top)
         axis.set_ylim(low, top)
         axis.set_xlabel("ideal speedup (from component costs)")
         axis.set_ylabel("measured speedup over HubertForCTC")
-        axis.set_title(f"{title + ': ' if title else ''}{device}")
+        axis.set_title(device)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, ncol=2)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _fmt(value, digits=3):

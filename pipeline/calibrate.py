@@ -38,7 +38,8 @@ def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: f
     """Pick the operating point from an `evaluate_model` result.
 
     Among the `sweep` rows with `wer <= final_wer + max_wer_increase` (absolute percentage points),
-    `speedup > min_speedup` and some utterance exiting early (`mean_exit_layer < num_hidden_layers`), the one with the largest `speedup`; ties go to the lower WER, then to the earlier row.
+    `speedup > min_speedup` and some utterance exiting early (`mean_exit_layer < num_hidden_layers`), the one
+    with the largest `speedup`; ties go to the lower WER, then to the earlier row.
 
     Returns `{"early_exit", "exit_criterion", "exit_threshold", "exit_patience", "wer", "speedup",
     "mean_exit_layer", "final_wer", "max_wer", "row"}`. For a confidence/entropy row `exit_patience` is None (keep

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from .calibrate import choose_operating_point
+from .plots import pyplot, save_figure
 
 __all__ = ["comparison_markdown", "plot_comparison", "add_arguments", "run"]
 
@@ -73,16 +74,11 @@ def comparison_markdown(results: dict[str, dict], budgets: tuple[float, ...] = (
 
 def plot_comparison(results: dict[str, dict], path: str | Path) -> Path:
     """PNG: each model's sweep as WER against measured speedup (confidence and entropy rows), final heads at 1x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = pyplot().subplots(figsize=(7, 4.5))
     for name, result in results.items():
         rows = sorted((row for row in result["sweep"] if row["criterion"] != "patience"), key=lambda r: r["speedup"])
-        line, = axis.plot([1.0] + [row["speedup"] for row in rows], [result["final_wer"]] + [row["wer"] for row in rows],
-                          marker="o", markersize=3, label=name)
+        line, = axis.plot([1.0] + [row["speedup"] for row in rows],
+                          [result["final_wer"]] + [row["wer"] for row in rows], marker="o", markersize=3, label=name)
         oracle = result["oracle"]
         axis.scatter([oracle["speedup"]], [oracle["wer"]], marker="*", s=90, color=line.get_color())
     axis.set_xlabel("measured speedup over the full model (x)")
@@ -90,12 +86,7 @@ def plot_comparison(results: dict[str, dict], path: str | Path) -> Path:
     axis.set_title("Early-exit trade-off per model (star: oracle)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _named_result(text: str) -> tuple[str, dict]:

@@ -156,7 +156,8 @@ def shipped_model_demo(model_folder: Path, examples: Path, output: Path, max_sub
     model, processor = load_model_and_processor(model_folder, "cpu")
     dataset = load_speech_dataset(str(subset), max_samples=max_subset)
     result = evaluate_model(
-        model, processor, dataset, thresholds={"confidence": [0.8, 0.9, 0.95, 0.97, 0.99], "entropy": [0.2, 0.05]},
+        # the sweep of recipes/train_default_model.sh (the card's tables): for this model, exits happen below 0.8
+        model, processor, dataset, thresholds={"confidence": [0.6, 0.7, 0.8, 0.9, 0.95], "entropy": [0.5, 0.2, 0.1]},
         patiences=(2,), batch_size=8, repeats=1, model_name=str(model_folder), dataset_name=str(subset),
     )
     print(markdown_report(result))

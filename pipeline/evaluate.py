@@ -47,6 +47,7 @@ import torch
 
 from .benchmark import forced_exit_targets, prepare_forced_targets
 from .metrics import char_error_rate, word_error_rate
+from .plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -288,12 +289,12 @@ def evaluate_model(
                 for i, text in zip(indices, texts):
                     head_texts[head][i] = text
     final_texts = head_texts[-1]
-    final_wer = word_error_rate(references, final_texts)
     exits = [
         {"layer": layer, "wer": word_error_rate(references, head_texts[head]),
          "cer": char_error_rate(references, head_texts[head])}
         for head, layer in enumerate([*exit_layers, num_layers])
     ]
+    final_wer = exits[-1]["wer"]  # the last row is the final head
 
     # ---- oracle: earliest exit agreeing with the final head
     oracle_layers, oracle_texts = [], []
@@ -403,7 +404,7 @@ def evaluate_model(
         "num_hidden_layers": num_layers,
         "exit_layers": exit_layers,
         "final_wer": final_wer,
-        "final_cer": char_error_rate(references, final_texts),
+        "final_cer": exits[-1]["cer"],
         "exits": exits,
         "sweep": sweep,
         "oracle": oracle,
@@ -429,13 +430,14 @@ def _group_breakdown(values, references, head_texts, head_layers, oracle_layers,
         def pick(items):
             return [items[i] for i in members]
 
+        exits = [{"layer": layer, "wer": word_error_rate(refs, pick(head_texts[head]))}
+                 for head, layer in enumerate(head_layers)]
         entry = {
             "value": value,
             "utterances": len(members),
-            "final_wer": word_error_rate(refs, pick(head_texts[-1])),
+            "final_wer": exits[-1]["wer"],  # the last row is the final head
             "final_cer": char_error_rate(refs, pick(head_texts[-1])),
-            "exits": [{"layer": layer, "wer": word_error_rate(refs, pick(head_texts[head]))}
-                      for head, layer in enumerate(head_layers)],
+            "exits": exits,
             "oracle_mean_exit_layer": float(np.mean(pick(oracle_layers))),
             "sweep": [],
         }
@@ -529,14 +531,7 @@ def markdown_report(result: dict) -> str:
 
 def plot_tradeoff(result: dict, path: str | Path) -> Path:
     """PNG of WER against speedup: one curve per criterion, the oracle and the final head (speedup 1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = pyplot().subplots(figsize=(7, 4.5))
     markers = {"confidence": "o", "entropy": "s", "patience": "^"}
     for criterion in ("confidence", "entropy", "patience"):
         rows = sorted((row for row in result["sweep"] if row["criterion"] == criterion), key=lambda r: r["speedup"])
@@ -554,10 +549,7 @@ def plot_tradeoff(result: dict, path: str | Path) -> Path:
                    fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_json(data: Any, path: str | Path) -> Path:

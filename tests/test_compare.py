@@ -23,7 +23,8 @@ def _result(final_wer, exit_wers, sweep, dataset="corpus[test]", utterances=10):
 
 def test_table_picks_the_fastest_setting_within_each_budget():
     results = {
-        "two-stage": _result(10.0, [40.0, 20.0], [("confidence", 0.9, 10.4, 1.3, 4.0), ("confidence", 0.8, 11.9, 1.6, 3.0),
+        "two-stage": _result(10.0, [40.0, 20.0], [("confidence", 0.9, 10.4, 1.3, 4.0),
+                                                  ("confidence", 0.8, 11.9, 1.6, 3.0),
                                                   ("confidence", 0.5, 30.0, 2.5, 2.0)]),
         "joint": _result(9.0, [30.0, 15.0], [("entropy", 0.1, 12.0, 1.2, 5.0)]),
     }

@@ -21,8 +21,8 @@ from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
 from tests.conftest import sharpen_branches, tiny_config
 
-TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset", "num_hidden_layers",
-            "exit_layers"}
+TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset",
+            "num_hidden_layers", "exit_layers"}
 EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note"}
 ROW_KEYS = {"criterion", "threshold", "wer", "cer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
             "baseline_seconds", "early_exit_seconds"}
