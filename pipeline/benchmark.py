@@ -466,14 +466,13 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     for rows in sorted(row_counts | {batch_size}):
         h = hidden_states[:rows].contiguous()
         m = mask[:rows] if mask is not None else None
-        valid = torch.ones(h.shape[:2], dtype=torch.bool, device=device)
         logits = model._final_head(h)
         calls[("layer", rows)] = lambda h=h, m=m: layer(h, attention_mask=m)
         for branch_type, branch in branches.items():
             calls[(f"branch_{branch_type}", rows)] = lambda h=h, m=m, branch=branch: branch(h, m)
         calls[("head", rows)] = lambda h=h: model._final_head(h)
-        calls[("criterion", rows)] = lambda logits=logits, valid=valid: decision(
-            model, logits, valid, settings, {}).cpu()
+        # valid=None: the forced workload has no padding, and that is what the model passes then
+        calls[("criterion", rows)] = lambda logits=logits: decision(model, logits, None, settings, {}).cpu()
     return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(fn, device, min_seconds) for (name, rows), fn in calls.items()}
 
 

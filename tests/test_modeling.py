@@ -334,3 +334,102 @@ def test_cached_positional_kernel_follows_parameter_updates():
     model.load_state_dict(fresh.state_dict())
     torch.testing.assert_close(model.generate(input_values, early_exit=False).logits,
                                fresh.generate(input_values, early_exit=False).logits, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------- exit criteria
+
+
+def reference_decision(logits, valid, criterion, threshold, blank):
+    """The criteria exactly as `HubertEEConfig.exit_criterion` documents them (means, then a comparison), one row
+    at a time: the yardstick for the model's fused, division-free batched version. Returns (leaves, score)."""
+    leaves, scores = [], []
+    for row in range(logits.shape[0]):
+        frames = valid[row] if valid is not None else torch.ones(logits.shape[1], dtype=torch.bool)
+        probs = logits[row, frames].double().softmax(-1)
+        if criterion == "confidence":
+            top_prob, top_id = probs.max(-1)
+            counted = top_id != blank
+            score = (top_prob[counted] if counted.any() else top_prob).mean().item()
+            leaves.append(score >= threshold)
+        else:
+            score = (-(probs * probs.log()).sum(-1)).mean().item()
+            leaves.append(score <= threshold)
+        scores.append(score)
+    return leaves, scores
+
+
+@pytest.mark.parametrize("criterion", ["confidence", "entropy"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_exit_criteria_follow_their_documented_definition(criterion, padded):
+    model = make_model()
+    blank = model.config.pad_token_id
+    generator = torch.Generator().manual_seed(3)
+    rows, frames, vocab = 12, 40, model.config.vocab_size
+    logits = torch.randn(rows, frames, vocab, generator=generator) * torch.linspace(0.5, 12, rows).view(-1, 1, 1)
+    logits[:3, :, blank] += 30.0  # rows whose frames are all blank: confidence falls back to all their frames
+    logits[3, :5, blank] += 30.0  # a row with a few blank frames among characters
+    valid = None
+    if padded:
+        lengths = torch.randint(1, frames + 1, (rows,), generator=generator)
+        lengths[0] = frames
+        valid = torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1)
+        logits = logits.masked_fill(~valid.unsqueeze(-1), 50.0)  # padding frames hold garbage: it must not count
+    checked = 0
+    for threshold in torch.linspace(0.0, 3.5 if criterion == "entropy" else 1.0, 36).tolist():
+        settings = {"exit_criterion": criterion, "exit_threshold": threshold}
+        got = model._exit_decision(logits, valid, settings, {}).tolist()
+        expected, scores = reference_decision(logits, valid, criterion, threshold, blank)
+        for row in range(rows):
+            if abs(scores[row] - threshold) > 1e-5:  # a tie may round either way
+                assert got[row] == expected[row], (criterion, threshold, row, scores[row])
+                checked += 1
+        if not padded:  # no padding: an all-true mask and no mask are the same decision
+            all_valid = torch.ones(rows, frames, dtype=torch.bool)
+            assert model._exit_decision(logits, all_valid, settings, {}).tolist() == got
+    assert checked > 0.9 * rows * 36
+    # fp16 logits (a half-precision model) are judged in float32, as float32 logits would be
+    settings = {"exit_criterion": criterion, "exit_threshold": 0.7}
+    half = logits.half()
+    assert (model._exit_decision(half, valid, settings, {}).tolist()
+            == model._exit_decision(half.float(), valid, settings, {}).tolist())
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket.__name__))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("criterion, no_padding, padding", [("confidence", 9, 11), ("entropy", 7, 8), ("patience", 14, 16)])
+def test_exit_criteria_stay_few_kernels(criterion, no_padding, padding):
+    """At batch 1 on a GPU an exit's cost is mostly the host launching its kernels (BENCHMARKS.md), so each
+    criterion is held to its current count of dispatched tensor ops; adding one is a measured decision."""
+    model = make_model()
+    logits = torch.randn(2, 30, model.config.vocab_size)
+    settings = {"exit_criterion": criterion, "exit_threshold": 0.5, "exit_patience": 2}
+    for valid, limit in ((None, no_padding), (torch.ones(2, 30, dtype=torch.bool), padding)):
+        with torch.inference_mode(), _CountOps() as counted:
+            model._exit_decision(logits, valid, settings, {})
+        assert len(counted.ops) <= limit, counted.ops
+
+
+def test_greedy_transcripts_collapse_repeats_drop_blanks_and_ignore_padding():
+    model = make_model()
+    blank = model.config.pad_token_id
+    generator = torch.Generator().manual_seed(4)
+    token_ids = torch.randint(0, 6, (20, 25), generator=generator)
+    token_ids[token_ids == 5] = blank
+    token_ids[0] = blank  # nothing but blanks: an empty transcript
+    lengths = torch.randint(1, 26, (20,), generator=generator)
+    valid = torch.arange(25).unsqueeze(0) < lengths.unsqueeze(1)
+    for mask in (valid, None):
+        got = model._greedy_transcripts(token_ids, mask)
+        assert got.shape == token_ids.shape
+        for row in range(20):
+            frames = token_ids[row, : lengths[row]] if mask is not None else token_ids[row]
+            expected = [int(t) for i, t in enumerate(frames) if t != blank and (i == 0 or t != frames[i - 1])]
+            assert got[row].tolist() == expected + [-1] * (25 - len(expected))

@@ -406,40 +406,59 @@ class HubertEEForCTC(HubertPreTrainedModel):
         return logits, tuple(exit_logits)
 
     # ------------------------------------------------------------------ exit criteria (batched, no host syncs)
+    #
+    # Each criterion is written for few kernels: at batch 1 on a GPU every exit consulted costs the host time to
+    # launch its branch and criterion kernels plus one synchronisation, while a HuBERT-base layer is itself only
+    # a few dozen launches. So the float32 cast is folded into the softmax, the mean-versus-threshold test is a
+    # sign test on a sum (no division, no clamp), and `valid` is None when the batch has no padding (every
+    # frame counts, nothing to mask).
 
     def _greedy_transcripts(self, token_ids, valid):
         """Greedy CTC transcripts as left-aligned token rows padded with -1, comparable with `==` across exits."""
         blank = self.config.pad_token_id
-        token_ids = token_ids.masked_fill(~valid, blank)
+        if valid is not None:
+            token_ids = token_ids.masked_fill(~valid, blank)
         previous = nn.functional.pad(token_ids[:, :-1], (1, 0), value=blank)
         kept = (token_ids != blank) & (token_ids != previous)
-        positions = torch.arange(token_ids.shape[1], device=token_ids.device).expand_as(token_ids)
-        order = torch.where(kept, positions, positions + token_ids.shape[1]).argsort(dim=1)
-        return torch.where(kept.gather(1, order), token_ids.gather(1, order), -1)
+        frames = token_ids.shape[1]
+        # each kept token goes to its rank among its row's kept tokens; the others all land in a spare last column
+        slots = torch.where(kept, kept.cumsum(1) - 1, frames)
+        transcripts = token_ids.new_full((token_ids.shape[0], frames + 1), -1)
+        return transcripts.scatter_(1, slots, token_ids)[:, :frames]
 
     def _exit_decision(self, logits, valid, settings, state):
-        """Bool [rows]: which rows leave at this branch. `state` carries the patience criterion's history."""
+        """Bool [rows]: which rows leave at this branch (the criteria of `HubertEEConfig.exit_criterion`).
+
+        `valid`: bool [rows, frames] of the frames that are not padding, or None when none is. `state` carries the
+        patience criterion's history. A mean over a row's frames is compared with the threshold as the sign of
+        the sum of (value - threshold) over those frames, which is the same test for every row (each has at
+        least one frame) without a division.
+        """
         criterion = settings["exit_criterion"]
-        log_probs = logits.float().log_softmax(-1)
-        top_log_prob, top_id = log_probs.max(-1)
-        valid_f = valid.to(log_probs.dtype)
+        if criterion == "patience":
+            transcripts = self._greedy_transcripts(logits.argmax(-1), valid)
+            if state.get("transcripts") is None:
+                agreeing = torch.ones(len(transcripts), dtype=torch.long, device=transcripts.device)
+            else:
+                same = (transcripts == state["transcripts"]).all(-1)
+                agreeing = torch.where(same, state["agreeing"] + 1, 1)
+            state["transcripts"], state["agreeing"] = transcripts, agreeing
+            return agreeing >= settings["exit_patience"]
+        threshold = settings["exit_threshold"]
         if criterion == "confidence":
-            non_blank = valid_f * (top_id != self.config.pad_token_id)
-            frames = torch.where(non_blank.sum(-1, keepdim=True) > 0, non_blank, valid_f)
-            score = (top_log_prob.exp() * frames).sum(-1) / frames.sum(-1).clamp(min=1)
-            return score >= settings["exit_threshold"]
-        if criterion == "entropy":
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            score = (entropy * valid_f).sum(-1) / valid_f.sum(-1).clamp(min=1)
-            return score <= settings["exit_threshold"]
-        transcripts = self._greedy_transcripts(top_id, valid)
-        if state.get("transcripts") is None:
-            agreeing = torch.ones(len(transcripts), dtype=torch.long, device=transcripts.device)
-        else:
-            same = (transcripts == state["transcripts"]).all(-1)
-            agreeing = torch.where(same, state["agreeing"] + 1, torch.ones_like(state["agreeing"]))
-        state["transcripts"], state["agreeing"] = transcripts, agreeing
-        return agreeing >= settings["exit_patience"]
+            top_prob, top_id = logits.softmax(-1, dtype=torch.float32).max(-1)
+            counted = top_id != self.config.pad_token_id
+            if valid is not None:
+                counted &= valid
+            # a row whose frames are all blank is judged on all its valid frames
+            counted = torch.where(counted.any(-1, keepdim=True), counted, True if valid is None else valid)
+            return torch.where(counted, top_prob - threshold, 0.0).sum(-1) >= 0
+        log_probs = logits.log_softmax(-1, dtype=torch.float32)
+        # threshold - entropy per frame (torch.special.entr would save a kernel but is twice as slow on CPU)
+        margin = (log_probs.exp() * log_probs).sum(-1) + threshold
+        if valid is not None:
+            margin = torch.where(valid, margin, 0.0)
+        return margin.sum(-1) >= 0
 
     # ------------------------------------------------------------------ early-exit inference
 
@@ -460,12 +479,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
         hidden_states, frame_mask = self._embed(input_values, attention_mask)
         mask = self._attention_mask(hidden_states, frame_mask)
         device = hidden_states.device
-        if frame_mask is None:
-            valid = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=device)
-            frame_lengths = [hidden_states.shape[1]] * batch_size
-        else:
-            valid = frame_mask
-            frame_lengths = self._frame_lengths(sample_lengths)
+        total_frames = hidden_states.shape[1]
+        valid = frame_mask  # None: no padding, every frame counts (the criteria then skip their masking)
+        frame_lengths = None if frame_mask is None else self._frame_lengths(sample_lengths)
         overlap = self._overlap_exit_decisions
         active = torch.arange(batch_size, device=device)  # original row of each row still running
         active_rows = list(range(batch_size))  # the same, on the host
@@ -484,30 +500,35 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 exit_layer.fill_(layer)
                 return
             if logits is None:
-                logits = row_logits.new_zeros((batch_size, valid.shape[1], row_logits.shape[-1]))
+                logits = row_logits.new_zeros((batch_size, total_frames, row_logits.shape[-1]))
             originals = active if rows is None else active[rows]
             logits[originals, : row_logits.shape[1]] = row_logits if rows is None else row_logits[rows]
             exit_layer[originals] = layer
 
         def act_on(layer, branch_logits, leaving, ready):
-            """Answer the rows that leave and compact the rest; False when no row is left."""
+            """Answer the rows that leave and compact the rest; False when no row is left. `leaving`: the decision,
+            on the host (after `ready`, when given, has completed)."""
             nonlocal active, active_rows, hidden_states, valid, mask, state
             if ready is not None:
                 ready.synchronize()
-            if not bool(leaving.any()):
+            leaving = leaving.tolist()  # decided on the host in Python: no further tensor ops at batch 1
+            if not any(leaving):
                 return True
-            if bool(leaving.all()):
+            if all(leaving):
                 answer(None, branch_logits, layer)
                 return False
-            answer(leaving.nonzero().squeeze(1).to(device), branch_logits, layer)
-            staying_rows = [row for row, left in enumerate(leaving.tolist()) if not left]
+            leaving_rows = [row for row, left in enumerate(leaving) if left]
+            staying_rows = [row for row, left in enumerate(leaving) if not left]
             active_rows = [active_rows[row] for row in staying_rows]
-            staying = torch.tensor(staying_rows, device=device)
-            active, hidden_states, valid = active[staying], hidden_states[staying], valid[staying]
+            rows = torch.tensor(leaving_rows + staying_rows, device=device)  # both index sets in one copy
+            answer(rows[: len(leaving_rows)], branch_logits, layer)
+            staying = rows[len(leaving_rows) :]
+            active, hidden_states = active[staying], hidden_states[staying]
             state = {key: value[staying] for key, value in state.items()}
             if frame_mask is None:  # no padding anywhere: nothing to cut, the (absent) mask stays absent
                 mask = mask[staying] if mask is not None else None
                 return True
+            valid = valid[staying]
             frames = max(frame_lengths[row] for row in active_rows)
             hidden_states, valid = hidden_states[:, :frames], valid[:, :frames]
             state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
@@ -524,7 +545,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             if layer not in exits:
                 continue
             branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
-            leaving = self._exit_decision(branch_logits, valid[:, : hidden_states.shape[1]], settings, state)
+            leaving = self._exit_decision(branch_logits, valid, settings, state)
             if overlap and device.type == "cuda":
                 host = torch.empty(leaving.shape, dtype=leaving.dtype, pin_memory=True)
                 host.copy_(leaving, non_blocking=True)
