@@ -91,6 +91,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import HubertConfig, HubertForCTC
 
 from configuration_hubert_ee import HubertEEConfig
@@ -476,6 +477,43 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(fn, device, min_seconds) for (name, rows), fn in calls.items()}
 
 
+class _KernelCounter(TorchDispatchMode):
+    """Counts the tensor ops that run (views, which launch nothing, apart)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+
+@torch.inference_mode()
+def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
+                   branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, int]:
+    """Non-view tensor ops of one encoder layer, each branch type, the criterion (with the device->host copy of
+    its decision) and the head, on one row of `input_values`. Each is a kernel launch on a GPU, so where a GPU is
+    launch-bound (batch 1, small models) these counts, not FLOPs, set the cost of an exit against a layer."""
+    hidden_states, _ = model._embed(input_values[:1], None)
+    logits = model._final_head(hidden_states)
+    layer = model.hubert.encoder.layers[0]
+    settings = model._resolve_settings({})
+    pieces = {"layer": lambda: layer(hidden_states, attention_mask=None),
+              "criterion": lambda: type(model)._exit_decision(model, logits, None, settings, {}).cpu(),
+              "head": lambda: model._final_head(hidden_states)}
+    for branch_type in branch_types:
+        branch = _branch_of_type(model, branch_type)
+        pieces[f"branch_{branch_type}"] = lambda branch=branch: branch(hidden_states, None)
+    counts = {}
+    for name, piece in pieces.items():
+        with _KernelCounter() as counter:
+            piece()
+        counts[name] = counter.kernels
+    return counts
+
+
 def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, int]], branch: str
                     ) -> dict[str, dict[int, float]]:
     """{component: {rows: seconds per call}} from the medians of `component_cases` timings; `branch` is the
@@ -583,6 +621,7 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
             if batch_size > 1:
                 row_counts |= needed_row_counts(num_layers, config.exit_layers, allocate_rows(distribution, batch_size))
         components = component_cases(model, input_values, row_counts, min_seconds)
+        op_counts = dispatched_ops(model, input_values)
         with torch.inference_mode():
             first_outputs = {}
             cases, plans = _forced_cases(model, baseline, input_values, distributions, args.overhead_detail,
@@ -622,7 +661,7 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
                        "head_ms": _round(table["head"][rows_for_cost] * 1e3),
                        "criterion_ms": _round(table["criterion"][rows_for_cost] * 1e3),
                        "criterion_fraction_of_layer": _round(table["criterion"][rows_for_cost] / layer_cost),
-                       "branches": {}}
+                       "dispatched_ops": op_counts, "branches": {}}
         for key in table:
             if key.startswith("branch_"):
                 seconds = table[key][rows_for_cost]
@@ -1047,8 +1086,9 @@ def to_markdown(report: dict) -> str:
         types_seen = sorted({name for row in report["branch_cost"] for name in row["branches"]})
         lines += ["## Component costs (one encoder layer = 1)", "",
                   "| device | dtype | arch | batch | rows | layer ms | front end ms | head ms | criterion (x layer) | "
-                  + " | ".join(f"{name} branch (x layer)" for name in types_seen) + " |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(types_seen)]
+                  + " | ".join(f"{name} branch (x layer)" for name in types_seen)
+                  + " | ops: layer / criterion / " + " / ".join(types_seen) + " |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(types_seen) + 1)]
         seen = set()
         for row in report["branch_cost"]:
             key = (row["device"], row["dtype"], row["arch"], row["batch_size"])
@@ -1057,6 +1097,9 @@ def to_markdown(report: dict) -> str:
             seen.add(key)
             cells = [f"{_fmt(row['branches'][name]['fraction_of_layer'])}" if name in row["branches"] else "-"
                      for name in types_seen]
+            ops = row.get("dispatched_ops")  # absent from reports written before it was counted
+            cells.append(" / ".join(str(ops.get(name, "-")) for name in
+                                    ["layer", "criterion"] + [f"branch_{t}" for t in types_seen]) if ops else "-")
             lines.append(f"| {row['device']} | {row['dtype']} | {row['arch']} | {row['batch_size']} | {row['rows']} "
                          f"| {_fmt(row['layer_ms'], 2)} | {_fmt(row['embed_ms'], 2)} | {_fmt(row['head_ms'], 3)} "
                          f"| {_fmt(row['criterion_fraction_of_layer'])} | " + " | ".join(cells) + " |")

@@ -149,10 +149,17 @@ def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
     for row in report["branch_cost"]:
         assert set(row["branches"]) == {"transformer", "linear"}
         assert all(cost["fraction_of_layer"] > 0 for cost in row["branches"].values())
+        ops = row["dispatched_ops"]
+        # a linear branch is a LayerNorm and a Linear; a transformer branch adds a whole encoder layer
+        assert ops["branch_linear"] < ops["criterion"] < ops["layer"] < ops["branch_transformer"]
+        assert ops["branch_transformer"] >= ops["layer"] + ops["branch_linear"]
     assert any("DEFAULT_MODEL" in note for note in report["notes"])  # trained workload skipped, said so
     markdown = (tmp_path / "bench.md").read_text()
     assert "| cpu | fp32 | tiny | transformer | 4 | 1:0.5,4:0.5 |" in markdown
     assert "Overhead" in markdown and "Component costs" in markdown
+    ops = report["branch_cost"][0]["dispatched_ops"]
+    assert (f"| {ops['layer']} / {ops['criterion']} / {ops['branch_linear']} / {ops['branch_transformer']} |"
+            in markdown)
     assert "skipping exit distribution '7:1'" in capsys.readouterr().out
 
 
