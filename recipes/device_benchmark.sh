@@ -11,7 +11,7 @@
 # finished is packed into $OUT/results.tgz after each step (JSON + Markdown per step) beside $OUT/log.txt.
 # Environment (defaults): OUT (required)  PYTHON=python3  DEVICE=cuda  DEADLINE=480  REPEATS=10  WARMUP=2
 #   QUICK=0 (1: tiny arch, 1 repeat, 4 clips: a dry run of the script itself, e.g. DEVICE=cpu on a laptop)
-#   STEPS="base trained large base_bf16" (also: base_b1 base_overlap trained_overlap large_overlap)
+#   STEPS="base trained large base_bf16" (also: base_b1 profile base_overlap trained_overlap large_overlap)
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 ROOT=$PWD PYTHON=${PYTHON:-python3} DEVICE=${DEVICE:-cuda} DEADLINE=${DEADLINE:-480}
@@ -61,4 +61,19 @@ step large_overlap "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-si
 step base_bf16 "${FORCED[@]}" --archs "$BASE" --dtypes bf16 --batch-sizes 1,16 --overhead-detail
 # Batch 1 alone, 3x the repeats: the batch-1 GPU rows vary by about +-0.1 in efficiency between calls
 step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 --repeats $(( REPEATS * 3 ))
+# Where an exit's time goes at batch 1 on HuBERT-base (the one goal still short on the H100): the never-exit path
+# taken apart (branches only / + the per-exit sync / + the criterion) and torch.profiler tables with the device's
+# busy and idle time per call, one text file per dtype.
+if [[ " $STEPS " == *" profile "* ]]; then
+  for dtype in fp32 fp16; do
+    left=$(( DEADLINE - SECONDS ))
+    if (( left < 20 )); then echo "=== [profile $dtype] skipped: ${left} s left"; continue; fi
+    echo "=== [profile $dtype] at +${SECONDS} s (limit ${left} s)"
+    timeout -k 5 "$left" "$PYTHON" -m hubert_ee.benchmark "${COMMON[@]}" --workloads forced --seconds "$SECONDS_ARG" \
+      --archs "$BASE" --branch linear --dtypes "$dtype" --batch-sizes 1 --profile "$RESULTS/profile_base_b1_$dtype.txt" \
+      > /dev/null
+    echo "=== [profile $dtype] rc=$? at +${SECONDS} s"
+    tar -czf "$OUT/results.tgz" -C "$(dirname "$RESULTS")" results
+  done
+fi
 echo "packed: $(tar -tzf "$OUT/results.tgz" | tr '\n' ' ') (+${SECONDS} s)"
