@@ -477,7 +477,7 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(fn, device, min_seconds) for (name, rows), fn in calls.items()}
 
 
-class _KernelCounter(TorchDispatchMode):
+class KernelCounter(TorchDispatchMode):
     """Counts the tensor ops that run (views, which launch nothing, apart)."""
 
     def __init__(self):
@@ -494,7 +494,7 @@ class _KernelCounter(TorchDispatchMode):
 def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
                    branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, int]:
     """Non-view tensor ops of one encoder layer, each branch type, the criterion (with the device->host copy of
-    its decision) and the head, on one row of `input_values`. Each is a kernel launch on a GPU, so where a GPU is
+    its decision, which is no op on the CPU) and the head, on one row of `input_values`. Each is a kernel launch on a GPU, so where a GPU is
     launch-bound (batch 1, small models) these counts, not FLOPs, set the cost of an exit against a layer."""
     hidden_states, _ = model._embed(input_values[:1], None)
     logits = model._final_head(hidden_states)
@@ -508,7 +508,7 @@ def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
         pieces[f"branch_{branch_type}"] = lambda branch=branch: branch(hidden_states, None)
     counts = {}
     for name, piece in pieces.items():
-        with _KernelCounter() as counter:
+        with KernelCounter() as counter:
             piece()
         counts[name] = counter.kernels
     return counts
