@@ -6,6 +6,7 @@ No timing is asserted: the numbers of a 2-core CI machine mean nothing; only the
 import argparse
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -144,7 +145,8 @@ def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
     assert {row["branch"] for row in rows} == {"transformer", "linear"}
     assert len(report["overhead"]) == 4
     for row in report["overhead"]:
-        assert {"overhead_pct", "ee_ms", "baseline_ms", "no_exit_overhead_pct", "goal_pct"} <= set(row)
+        assert {"overhead_pct", "overhead_paired_pct", "ee_ms", "baseline_ms", "no_exit_overhead_pct",
+                "goal_pct"} <= set(row)
         assert row["max_abs_logit_diff"] < 1e-3  # same weights in both models
     for row in report["branch_cost"]:
         assert set(row["branches"]) == {"transformer", "linear"}
@@ -333,3 +335,13 @@ def test_cuda_without_cudnn_benchmark_is_noted(tmp_path, monkeypatch):
     assert benchmark.run(args) == 0
     notes = json.loads((tmp_path / "bench.json").read_text())["notes"]
     assert any("--cudnn-benchmark" in note for note in notes)
+
+
+def test_paired_ratio_cancels_a_slow_phase_of_the_machine():
+    # mostly fast, twice slow (3x) for both, once slow for the candidate alone; the candidate is 2 % slower
+    baseline = [1.0, 1.0, 1.0, 3.0, 3.0]
+    candidate = [1.02, 3.06, 1.02, 3.06, 3.06]
+    assert benchmark.paired_ratio(candidate, baseline) == pytest.approx(1.02)
+    assert statistics.median(candidate) / statistics.median(baseline) == pytest.approx(3.06)  # what it avoids
+    with pytest.raises(ValueError, match="same non-zero number"):
+        benchmark.paired_ratio([1.0], [1.0, 2.0])
