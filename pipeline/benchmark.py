@@ -850,6 +850,8 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
                 out["overhead"].append({**common, "batch_size": batch_size, "ee_ms": _round(medians[name] * 1e3),
                                         "baseline_ms": _round(base * 1e3),
                                         "overhead_pct": _round((medians[name] / base - 1) * 100, 2),
+                                        "overhead_paired_pct": _round(
+                                            (paired_ratio(totals[name], totals["baseline"]) - 1) * 100, 2),
                                         "goal_pct": OVERHEAD_GOAL_PCT,
                                         "meets_goal": bool((medians[name] / base - 1) * 100 <= OVERHEAD_GOAL_PCT)})
             else:

@@ -210,6 +210,7 @@ def test_trained_workload_on_a_tiny_saved_model(tmp_path):
     never = [row for row in report["rows"] if row["threshold"] == "t=2"]
     assert all(row["mean_exit_layer"] == 4 and row["wer"] == row["baseline_wer"] for row in never)
     assert len(report["overhead"]) == 2
+    assert all({"overhead_pct", "overhead_paired_pct"} <= set(row) for row in report["overhead"])
 
 
 def test_cli_entry_points():
