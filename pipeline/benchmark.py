@@ -21,18 +21,9 @@ Workloads
         exit decisions FORCED to a layer distribution (`--exit-distribution`), so the speed of the early-exit
         machinery can be judged independently of what a trained model happens to decide.
 
-Forcing exits (no change to the model)
-    `install_forced_exits(model)` binds a replacement of `HubertEEForCTC._exit_decision` on the instance. Before a
-    call, `forced_exit_targets(model, targets)` gives each row of the batch a target layer. The model calls
-    `_exit_decision(logits, valid, settings, state)` once per exit layer, in increasing layer order, with a `state`
-    dict that is fresh for every forward and that the model compacts together with the batch
-    (`state = {key: value[staying] ...}`) when rows leave. The replacement stores the per-row targets in `state`
-    on its first call of a forward (an empty `state` marks the first call), so the targets stay aligned with the
-    rows still running, and counts its calls in a closure to know which exit layer it is at (call i is
-    `config.exit_layers[i]`). It returns `target_layer == current_layer`. By default it also runs the model's real
-    criterion on the branch logits and discards the answer, so the measured time includes the criterion's cost as a
-    real deployment pays it (`include_criterion=False` leaves it out). Rows whose target is the last layer are
-    answered by the final head.
+Forcing exits
+    `hubert_ee.forced_exits` (see there) makes each row leave at a given layer without changing the model's code;
+    the model's real criterion still runs, so its cost stays in the timing.
 
 Ideal speedup
     From measured component costs on the same device/dtype: front end (`model._embed`: feature encoder, projection,
@@ -97,6 +88,8 @@ from transformers import HubertConfig, HubertForCTC
 
 from configuration_hubert_ee import HubertEEConfig
 from modeling_hubert_ee import HubertEEExitBranch, HubertEEForCTC
+
+from .forced_exits import forced_exit_targets, install_forced_exits, prepare_forced_targets
 
 
 SAMPLING_RATE = 16000
@@ -272,64 +265,6 @@ def allocate_rows(distribution: dict[int, float], batch_size: int) -> list[int]:
     for layer in sorted(quotas, key=lambda layer: (-(quotas[layer] - counts[layer]), layer))[:remaining]:
         counts[layer] += 1
     return [layer for layer in sorted(counts) for _ in range(counts[layer])]
-
-
-# ---------------------------------------------------------------------------------------------- forced exits
-
-def install_forced_exits(model: HubertEEForCTC, include_criterion: bool = True) -> HubertEEForCTC:
-    """Let `forced_exit_targets` dictate where each row leaves, without changing the model's code (see the
-    module docstring). With no targets set, the model's own decision is used."""
-    if getattr(model, "_forced_exit_holder", None) is not None:
-        return model
-    original = type(model)._exit_decision
-    holder = types.SimpleNamespace(targets=None, calls=0, include_criterion=include_criterion)
-
-    def _exit_decision(self, logits, valid, settings, state):
-        if holder.targets is None:
-            return original(self, logits, valid, settings, state)
-        if "forced_target_layer" not in state:  # the first exit of this forward: state is fresh
-            if len(holder.targets) != logits.shape[0]:
-                raise ValueError(f"{len(holder.targets)} forced targets for a batch of {logits.shape[0]} rows.")
-            holder.calls = 0
-            state["forced_target_layer"] = holder.targets.to(logits.device)
-        exit_layers = sorted(self.config.exit_layers)
-        layer = exit_layers[holder.calls]
-        holder.calls += 1
-        if holder.include_criterion:  # pay for the real criterion; its answer is discarded
-            original(self, logits, valid, settings, {})
-        return state["forced_target_layer"] == layer
-
-    model._exit_decision = types.MethodType(_exit_decision, model)
-    model._forced_exit_holder = holder
-    return model
-
-
-def prepare_forced_targets(model: HubertEEForCTC, targets, device: torch.device | str) -> torch.Tensor:
-    """Forced exit layers (one per row: an exit layer, or `num_hidden_layers` for the final head), checked and
-    put on `device` once. Hand the result to `forced_exit_targets` from outside timed code: a list or a CPU
-    tensor is copied to the GPU inside every forward, and that copy from pageable memory waits for the GPU like
-    an extra host synchronisation, which would be charged to early exit."""
-    targets = targets.tolist() if isinstance(targets, torch.Tensor) else [int(target) for target in targets]
-    allowed = set(model.config.exit_layers) | {model.config.num_hidden_layers}
-    bad = sorted(set(targets) - allowed)
-    if bad:
-        raise ValueError(f"Forced exit layer(s) {bad} are not exits of this model ({sorted(allowed)}).")
-    return torch.tensor(targets, dtype=torch.long, device=device)
-
-
-@contextlib.contextmanager
-def forced_exit_targets(model: HubertEEForCTC, targets):
-    """Within the block, row i of the next batches leaves after layer `targets[i]` (an exit layer, or
-    `num_hidden_layers` for the final head). `targets`: a sequence of ints, checked here, or a long tensor
-    from `prepare_forced_targets`, used as it is (checking it again would read it back from the device)."""
-    holder = install_forced_exits(model)._forced_exit_holder
-    if not (isinstance(targets, torch.Tensor) and targets.dtype == torch.long):
-        targets = prepare_forced_targets(model, targets, "cpu")
-    previous, holder.targets = holder.targets, targets
-    try:
-        yield
-    finally:
-        holder.targets = previous
 
 
 # ---------------------------------------------------------------------------------------------- ideal speedup

@@ -20,7 +20,7 @@ What is measured (all WERs and CERs are corpus-level percentages after `hubert_e
   done once up front and is not timed. One warm-up call of each kind runs before any timing.
 * **Oracle** (`oracle`): each utterance takes the earliest exit whose greedy transcript equals the final head's
   (else the final head). Its WER is therefore the final head's. Its speedup is measured like the sweep's: the
-  model runs with each utterance's exit forced to its oracle layer (`hubert_ee.benchmark.forced_exit_targets`;
+  model runs with each utterance's exit forced to its oracle layer (`hubert_ee.forced_exits.forced_exit_targets`;
   branches and the criterion still run, only the decision is replaced), timed against the full model on the same
   batches. It bounds what any exit criterion can reach on this data. `ideal_speedup` (`num_hidden_layers /
   mean_exit_layer`, layers run) is given beside it, as for the sweep rows.
@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .benchmark import forced_exit_targets, prepare_forced_targets
+from .forced_exits import forced_exit_targets, prepare_forced_targets
 from .metrics import char_error_rate, word_error_rate
 from .plots import pyplot, save_figure
 
