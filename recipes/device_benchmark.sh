@@ -7,8 +7,9 @@
 #
 #     OUT=$OUT bash recipes/device_benchmark.sh
 #
-# Every step runs under `timeout`, inside DEADLINE seconds (default 480) from the start, most important first; what
-# finished is packed into $OUT/results.tgz after each step (JSON + Markdown per step) beside $OUT/log.txt.
+# Steps run in the order STEPS names them, each under `timeout`, inside DEADLINE seconds (default 480) from the
+# start, so name the most important first; what finished is packed into $OUT/results.tgz after each step (JSON +
+# Markdown per step) beside $OUT/log.txt.
 # Environment (defaults): OUT (required)  PYTHON=python3  DEVICE=cuda  DEADLINE=480  REPEATS=10  WARMUP=2
 #   QUICK=0 (1: tiny arch, 1 repeat, 4 clips: a dry run of the script itself, e.g. DEVICE=cpu on a laptop)
 #   STEPS="base trained large base_bf16" (also: base_b1 profile base_overlap trained_overlap large_overlap)
@@ -43,7 +44,6 @@ TRAINED=(--workloads trained --dataset examples/test-subset --max-samples "$MAX"
          --dtypes fp32,fp16 --batch-sizes 1,8)
 step() {  # step NAME ARGS...: one benchmark run, its JSON and Markdown into $RESULTS
   local name=$1; shift
-  [[ " $STEPS " == *" $name "* ]] || return 0
   local left=$(( DEADLINE - SECONDS ))
   if (( left < 20 )); then echo "=== [$name] skipped: ${left} s left"; return 0; fi
   echo "=== [$name] at +${SECONDS} s (limit ${left} s)"
@@ -52,19 +52,10 @@ step() {  # step NAME ARGS...: one benchmark run, its JSON and Markdown into $RE
   echo "=== [$name] rc=${PIPESTATUS[0]} at +${SECONDS} s"
   tar -czf "$OUT/results.tgz" -C "$(dirname "$RESULTS")" results   # after every step: a killed run keeps its results
 }
-step base "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1,8,16 --overhead-detail
-step base_overlap "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1,16 --overlap-exit-decisions on
-step trained "${TRAINED[@]}"
-step trained_overlap "${TRAINED[@]}" --overlap-exit-decisions on
-step large "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overhead-detail
-step large_overlap "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overlap-exit-decisions on
-step base_bf16 "${FORCED[@]}" --archs "$BASE" --dtypes bf16 --batch-sizes 1,16 --overhead-detail
-# Batch 1 alone, 3x the repeats: the batch-1 GPU rows vary by about +-0.1 in efficiency between calls
-step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 --repeats $(( REPEATS * 3 ))
-# Where an exit's time goes at batch 1 on HuBERT-base (the one goal still short on the H100): the never-exit path
-# taken apart (branches only / + the per-exit sync / + the criterion) and torch.profiler tables with the device's
-# busy and idle time per call, one text file per dtype.
-if [[ " $STEPS " == *" profile "* ]]; then
+profile() {  # where an exit's time goes at batch 1 on HuBERT-base (the one goal still short on the H100): the
+  # never-exit path taken apart (branches only / + the per-exit sync / + the criterion) and torch.profiler tables
+  # with the device's busy and idle time per call, one text file per dtype
+  local dtype left
   for dtype in fp32 fp16; do
     left=$(( DEADLINE - SECONDS ))
     if (( left < 20 )); then echo "=== [profile $dtype] skipped: ${left} s left"; continue; fi
@@ -75,5 +66,23 @@ if [[ " $STEPS " == *" profile "* ]]; then
     echo "=== [profile $dtype] rc=$? at +${SECONDS} s"
     tar -czf "$OUT/results.tgz" -C "$(dirname "$RESULTS")" results
   done
-fi
+}
+for name in $STEPS; do  # in the order STEPS names them: put what matters most first
+  case $name in
+    base) step base "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1,8,16 --overhead-detail ;;
+    base_overlap) step base_overlap "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1,16 \
+                    --overlap-exit-decisions on ;;
+    trained) step trained "${TRAINED[@]}" ;;
+    trained_overlap) step trained_overlap "${TRAINED[@]}" --overlap-exit-decisions on ;;
+    large) step large "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 --overhead-detail ;;
+    large_overlap) step large_overlap "${FORCED[@]}" --archs "$LARGE" --dtypes fp16,fp32 --batch-sizes 1,16 \
+                     --overlap-exit-decisions on ;;
+    base_bf16) step base_bf16 "${FORCED[@]}" --archs "$BASE" --dtypes bf16 --batch-sizes 1,16 --overhead-detail ;;
+    # batch 1 alone, 3x the repeats: the batch-1 GPU rows vary by about +-0.1 in efficiency between calls
+    base_b1) step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 --repeats $(( REPEATS * 3 )) ;;
+    profile) profile ;;
+    *) echo "=== unknown step '$name' (steps: base base_b1 profile trained large base_bf16 base_overlap"\
+            "trained_overlap large_overlap)" ;;
+  esac
+done
 echo "packed: $(tar -tzf "$OUT/results.tgz" | tr '\n' ' ') (+${SECONDS} s)"
