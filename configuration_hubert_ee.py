@@ -48,6 +48,8 @@ class HubertEEConfig(HubertConfig):
           posterior; it exits when entropy <= `exit_threshold`.
         - `"patience"` (PABEE, batched here): it exits at the branch where the greedy CTC transcripts of
           `exit_patience` consecutive exits (this one included) are identical; `exit_threshold` is not used.
+        Posteriors are computed in float32 whatever the model's dtype, so a half-precision model decides as its
+        float32 logits would.
     exit_threshold (`float`, *optional*, defaults to 0.9):
         Threshold of the criterion (see `exit_criterion`): a minimum confidence, or a maximum entropy in nats.
         A confidence threshold above 1 never exits; an entropy threshold of 0 almost never exits.
