@@ -424,16 +424,20 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
 
 
 class KernelCounter(TorchDispatchMode):
-    """Counts the tensor ops that run (views, which launch nothing, apart)."""
+    """Counts the tensor ops that compute something: not views, and not ops that hand back one of their inputs
+    untouched (dropout in eval mode), which launch nothing either. In-place ops return their input too but do
+    compute, so they count."""
 
     def __init__(self):
         super().__init__()
         self.kernels = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view:
+        out = func(*args, **(kwargs or {}))
+        passthrough = not func._schema.is_mutable and any(out is arg for arg in args)
+        if not func.is_view and not passthrough:
             self.kernels += 1
-        return func(*args, **(kwargs or {}))
+        return out
 
 
 @torch.inference_mode()

@@ -350,3 +350,14 @@ def test_paired_ratio_cancels_a_slow_phase_of_the_machine():
     assert statistics.median(candidate) / statistics.median(baseline) == pytest.approx(3.06)  # what it avoids
     with pytest.raises(ValueError, match="same non-zero number"):
         benchmark.paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_kernel_counter_counts_computations_only():
+    values, valid = torch.randn(4, 5), torch.ones(4, 5, dtype=torch.bool)
+    with torch.inference_mode(), benchmark.KernelCounter() as counter:
+        positive = values > 0  # computes
+        positive &= valid  # in place: returns its input, but computes
+        torch.nn.functional.dropout(values, 0.1, training=False)  # eval mode: hands its input back, launches nothing
+        values.transpose(0, 1)  # a view
+        values.add(1.0)  # computes
+    assert counter.kernels == 3
