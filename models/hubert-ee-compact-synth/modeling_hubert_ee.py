@@ -483,8 +483,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         valid = frame_mask  # None: no padding, every frame counts (the criteria then skip their masking)
         frame_lengths = None if frame_mask is None else self._frame_lengths(sample_lengths)
         overlap = self._overlap_exit_decisions
-        active = torch.arange(batch_size, device=device)  # original row of each row still running
-        active_rows = list(range(batch_size))  # the same, on the host
+        active_rows = list(range(batch_size))  # original row of each row still running
+        active = None  # the same on the device, copied from `active_rows` once rows have left
         exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
         logits = None  # [batch, frames, vocab], allocated at the first answer
         state = {}
@@ -493,7 +493,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         pending = None  # (layer, branch logits, host copy of the decision, event): an exit not yet acted on
 
         def answer(rows, row_logits, layer):
-            """`row_logits`, from `layer`, answer the running rows `rows` (a device index; None: all of them)."""
+            """`row_logits`, from `layer`, answer some running rows: `rows` = (their positions among the running rows,
+            their original rows), device indices; None: every running row."""
             nonlocal logits
             if logits is None and rows is None:  # nobody answered before, so this is the whole batch as it came
                 logits = row_logits
@@ -501,8 +502,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 return
             if logits is None:
                 logits = row_logits.new_zeros((batch_size, total_frames, row_logits.shape[-1]))
-            originals = active if rows is None else active[rows]
-            logits[originals, : row_logits.shape[1]] = row_logits if rows is None else row_logits[rows]
+            positions, originals = (None, active) if rows is None else rows
+            logits[originals, : row_logits.shape[1]] = row_logits if positions is None else row_logits[positions]
             exit_layer[originals] = layer
 
         def act_on(layer, branch_logits, leaving, ready):
@@ -519,11 +520,14 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 return False
             leaving_rows = [row for row, left in enumerate(leaving) if left]
             staying_rows = [row for row, left in enumerate(leaving) if not left]
+            leaving_originals = [active_rows[row] for row in leaving_rows]
             active_rows = [active_rows[row] for row in staying_rows]
-            rows = torch.tensor(leaving_rows + staying_rows, device=device)  # both index sets in one copy
-            answer(rows[: len(leaving_rows)], branch_logits, layer)
-            staying = rows[len(leaving_rows) :]
-            active, hidden_states = active[staying], hidden_states[staying]
+            # every index the device needs, in one host->device copy: who leaves (position, original row), who stays
+            indices = torch.tensor(leaving_rows + leaving_originals + staying_rows + active_rows, device=device)
+            gone, kept = len(leaving_rows), len(staying_rows)
+            answer((indices[:gone], indices[gone : 2 * gone]), branch_logits, layer)
+            staying, active = indices[2 * gone : 2 * gone + kept], indices[2 * gone + kept :]
+            hidden_states = hidden_states[staying]
             state = {key: value[staying] for key, value in state.items()}
             if frame_mask is None:  # no padding anywhere: nothing to cut, the (absent) mask stays absent
                 mask = mask[staying] if mask is not None else None
