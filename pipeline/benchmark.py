@@ -49,8 +49,9 @@ Overhead
     HuBERT-EE with exits enabled but never taken (confidence criterion, threshold 2.0: confidence never exceeds 1)
     against `HubertForCTC`, at every batch size: every branch is computed and every criterion evaluated, nothing is
     saved. Goal: at most 3 %. Reported twice: the ratio of the two medians (`overhead_pct`) and the median of each
-    repetition's own ratio (`overhead_paired_pct`, steadier on a shared machine). `--overhead-detail` also times `early_exit=False` (no branches at all), which isolates
-    the cost of the model's own layer loop from that of the branches.
+    repetition's own ratio (`overhead_paired_pct`, steadier on a shared machine). `--overhead-detail` also times
+    `early_exit=False` (no branches at all), which isolates the cost of the model's own layer loop from that of the
+    branches.
 
 Profiling (`--profile OUT.txt`)
     Times, interleaved, variants that take the never-exit path apart (see `overhead_breakdown`: branches only,
@@ -154,6 +155,16 @@ def paired_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> float
         raise ValueError(f"paired timings need the same non-zero number of repetitions, got {len(candidate)} "
                          f"and {len(baseline)}")
     return _median([c / b for c, b in zip(candidate, baseline)])
+
+
+def overhead_fields(never_times: Sequence[float], baseline_times: Sequence[float]) -> dict:
+    """The never-taken overhead row's timing fields from the interleaved times of exits-never-taken and of
+    `HubertForCTC`: medians, the overhead as the ratio of medians and as the paired ratio, and the goal."""
+    never, base = _median(never_times), _median(baseline_times)
+    overhead_pct = (never / base - 1) * 100
+    return {"ee_ms": _round(never * 1e3), "baseline_ms": _round(base * 1e3), "overhead_pct": _round(overhead_pct, 2),
+            "overhead_paired_pct": _round((paired_ratio(never_times, baseline_times) - 1) * 100, 2),
+            "goal_pct": OVERHEAD_GOAL_PCT, "meets_goal": bool(overhead_pct <= OVERHEAD_GOAL_PCT)}
 
 
 def _round(value, digits=4):
@@ -443,9 +454,10 @@ class KernelCounter(TorchDispatchMode):
 @torch.inference_mode()
 def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
                    branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, int]:
-    """Non-view tensor ops of one encoder layer, each branch type, the criterion (with the device->host copy of
-    its decision, which is no op on the CPU) and the head, on one row of `input_values`. Each is a kernel launch on a GPU, so where a GPU is
-    launch-bound (batch 1, small models) these counts, not FLOPs, set the cost of an exit against a layer."""
+    """`KernelCounter` counts of one encoder layer, each branch type, the criterion (with the device->host copy of
+    its decision, which is no op on the CPU) and the head, on one row of `input_values`. Each counted op is a
+    kernel launch on a GPU, so where a GPU is launch-bound (batch 1, small models) these counts, not FLOPs, set the
+    cost of an exit against a layer."""
     hidden_states, _ = model._embed(input_values[:1], None)
     logits = model._final_head(hidden_states)
     layer = model.hubert.encoder.layers[0]
@@ -621,11 +633,7 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
         overhead = {**common, "workload": "forced", "batch_size": batch_size,
                     "criterion": NEVER_EXIT_SETTINGS["exit_criterion"],
                     "threshold": NEVER_EXIT_SETTINGS["exit_threshold"],
-                    "ee_ms": _round(medians["never"] * 1e3), "baseline_ms": _round(base * 1e3),
-                    "overhead_pct": _round((medians["never"] / base - 1) * 100, 2),
-                    "overhead_paired_pct": _round((paired_ratio(times["never"], times["baseline"]) - 1) * 100, 2),
-                    "goal_pct": OVERHEAD_GOAL_PCT,
-                    "meets_goal": bool((medians["never"] / base - 1) * 100 <= OVERHEAD_GOAL_PCT),
+                    **overhead_fields(times["never"], times["baseline"]),
                     "ideal_overhead_pct": _round(100 * len(config.exit_layers)
                                                  * table["branch"][batch_size]
                                                  / plain_cost(table, num_layers, batch_size), 2),
@@ -786,13 +794,8 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
                 row.update(throughput=_round(len(audio) / medians[name]),
                            baseline_throughput=_round(len(audio) / base))
             if name == "never":
-                out["overhead"].append({**common, "batch_size": batch_size, "ee_ms": _round(medians[name] * 1e3),
-                                        "baseline_ms": _round(base * 1e3),
-                                        "overhead_pct": _round((medians[name] / base - 1) * 100, 2),
-                                        "overhead_paired_pct": _round(
-                                            (paired_ratio(totals[name], totals["baseline"]) - 1) * 100, 2),
-                                        "goal_pct": OVERHEAD_GOAL_PCT,
-                                        "meets_goal": bool((medians[name] / base - 1) * 100 <= OVERHEAD_GOAL_PCT)})
+                out["overhead"].append({**common, "batch_size": batch_size,
+                                        **overhead_fields(totals[name], totals["baseline"])})
             else:
                 out["rows"].append(row)
         log(f"{label}: baseline WER {baseline_wer:.2f} %; "

@@ -61,7 +61,8 @@ profile() {  # where an exit's time goes at batch 1 on HuBERT-base (the one goal
     if (( left < 20 )); then echo "=== [profile $dtype] skipped: ${left} s left"; continue; fi
     echo "=== [profile $dtype] at +${SECONDS} s (limit ${left} s)"
     timeout -k 5 "$left" "$PYTHON" -m hubert_ee.benchmark "${COMMON[@]}" --workloads forced --seconds "$SECONDS_ARG" \
-      --archs "$BASE" --branch linear --dtypes "$dtype" --batch-sizes 1 --profile "$RESULTS/profile_base_b1_$dtype.txt" \
+      --archs "$BASE" --branch linear --dtypes "$dtype" --batch-sizes 1 \
+      --profile "$RESULTS/profile_base_b1_$dtype.txt" \
       > /dev/null
     echo "=== [profile $dtype] rc=$? at +${SECONDS} s"
     tar -czf "$OUT/results.tgz" -C "$(dirname "$RESULTS")" results
@@ -79,7 +80,8 @@ for name in $STEPS; do  # in the order STEPS names them: put what matters most f
                      --overlap-exit-decisions on ;;
     base_bf16) step base_bf16 "${FORCED[@]}" --archs "$BASE" --dtypes bf16 --batch-sizes 1,16 --overhead-detail ;;
     # batch 1 alone, 3x the repeats: the batch-1 GPU rows vary by about +-0.1 in efficiency between calls
-    base_b1) step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 --repeats $(( REPEATS * 3 )) ;;
+    base_b1) step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 \
+               --repeats $(( REPEATS * 3 )) ;;
     profile) profile ;;
     *) echo "=== unknown step '$name' (steps: base base_b1 profile trained large base_bf16 base_overlap"\
             "trained_overlap large_overlap)" ;;
