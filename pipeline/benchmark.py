@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import importlib
 import json
 import math
@@ -84,6 +85,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import HubertConfig, HubertForCTC
 
@@ -451,6 +453,39 @@ class KernelCounter(TorchDispatchMode):
         return out
 
 
+class HostTransferCounter(TorchFunctionMode):
+    """Counts the places where the host reads tensor values (`tolist`, `item`, `cpu`, `numpy`, `bool(...)`,
+    `int(...)`, `float(...)`, an index) and where it builds a tensor from host data for a device
+    (`torch.tensor(..., device=...)`, `torch.as_tensor(..., device=...)`). On a GPU each read waits for the device
+    to finish everything queued, and a copy from pageable host memory waits likewise; on the CPU neither costs
+    anything, but they are counted alike, so a CPU test can check how many waits a GPU forward will have."""
+
+    READS = frozenset({torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.cpu, torch.Tensor.numpy,
+                       torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__})
+    FROM_HOST = frozenset({torch.tensor, torch.as_tensor})
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+        self.host_to_device = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.READS:
+            self.reads += 1
+        elif func in self.FROM_HOST and kwargs.get("device") is not None:
+            self.host_to_device += 1
+        return func(*args, **kwargs)
+
+
+@torch.inference_mode()
+def host_transfers(call: Callable[[], object]) -> dict[str, int]:
+    """`HostTransferCounter` counts of one `call()`: {"reads": ..., "host_to_device": ...}."""
+    with HostTransferCounter() as counter:
+        call()
+    return {"reads": counter.reads, "host_to_device": counter.host_to_device}
+
+
 @torch.inference_mode()
 def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
                    branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, int]:
@@ -584,6 +619,8 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
                 row_counts |= needed_row_counts(num_layers, config.exit_layers, allocate_rows(distribution, batch_size))
         components = component_cases(model, input_values, row_counts, min_seconds)
         op_counts = dispatched_ops(model, input_values)
+        transfers = {"hubert_ee": host_transfers(functools.partial(model, input_values, **NEVER_EXIT_SETTINGS)),
+                     "baseline": host_transfers(functools.partial(baseline, input_values))}
         with torch.inference_mode():
             first_outputs = {}
             cases, plans = _forced_cases(model, baseline, input_values, distributions, args.overhead_detail,
@@ -638,7 +675,8 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
                                                  * table["branch"][batch_size]
                                                  / plain_cost(table, num_layers, batch_size), 2),
                     "components_sum_ms": _round(plain_cost(table, num_layers, batch_size) * 1e3),
-                    "max_abs_logit_diff": _round(logit_diff, 6), "repeats": args.repeats}
+                    "max_abs_logit_diff": _round(logit_diff, 6), "host_transfers": transfers,
+                    "repeats": args.repeats}
         if "no_exit" in medians:
             overhead["no_exit_ms"] = _round(medians["no_exit"] * 1e3)
             overhead["no_exit_overhead_pct"] = _round((medians["no_exit"] / base - 1) * 100, 2)
@@ -650,6 +688,14 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def _host_reads_cell(transfers: dict | None) -> str:
+    """"2 / 0": host reads per forward of HuBERT-EE and of the baseline (absent from reports written before they
+    were counted)."""
+    if not transfers:
+        return "-"
+    return f"{transfers['hubert_ee']['reads']} / {transfers['baseline']['reads']}"
 
 
 def _speed_fields(batch_size: int, candidate_seconds: float, baseline_seconds: float) -> dict:
@@ -1030,14 +1076,16 @@ def to_markdown(report: dict) -> str:
     if report["overhead"]:
         lines += [f"## Overhead: exits enabled, never taken (goal <= {OVERHEAD_GOAL_PCT:g} %)", "",
                   "| device | dtype | workload | arch | branch | batch | HuBERT-EE ms | HubertForCTC ms | overhead % "
-                  "| paired overhead % | ideal (branches only) % | early_exit=False overhead % | components sum ms |",
-                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| paired overhead % | ideal (branches only) % | early_exit=False overhead % | components sum ms "
+                  "| host reads: EE / plain |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in report["overhead"]:
             lines.append(f"| {row['device']} | {row['dtype']} | {row['workload']} | {row['arch']} | {row['branch']} "
                          f"| {row['batch_size']} | {_fmt(row['ee_ms'], 2)} | {_fmt(row['baseline_ms'], 2)} "
                          f"| {_fmt(row['overhead_pct'], 2)} | {_fmt(row.get('overhead_paired_pct'), 2)} "
                          f"| {_fmt(row.get('ideal_overhead_pct'), 2)} "
-                         f"| {_fmt(row.get('no_exit_overhead_pct'), 2)} | {_fmt(row.get('components_sum_ms'), 2)} |")
+                         f"| {_fmt(row.get('no_exit_overhead_pct'), 2)} | {_fmt(row.get('components_sum_ms'), 2)} "
+                         f"| {_host_reads_cell(row.get('host_transfers'))} |")
         lines.append("")
     if report["branch_cost"]:
         types_seen = sorted({name for row in report["branch_cost"] for name in row["branches"]})

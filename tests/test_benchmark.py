@@ -148,6 +148,9 @@ def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
         assert {"overhead_pct", "overhead_paired_pct", "ee_ms", "baseline_ms", "no_exit_overhead_pct",
                 "goal_pct"} <= set(row)
         assert row["max_abs_logit_diff"] < 1e-3  # same weights in both models
+        # one wait per exit consulted (the tiny model has three), none in HubertForCTC without a mask
+        assert row["host_transfers"] == {"hubert_ee": {"reads": 3, "host_to_device": 0},
+                                         "baseline": {"reads": 0, "host_to_device": 0}}
     for row in report["branch_cost"]:
         assert set(row["branches"]) == {"transformer", "linear"}
         assert all(cost["fraction_of_layer"] > 0 for cost in row["branches"].values())
@@ -159,6 +162,7 @@ def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
     markdown = (tmp_path / "bench.md").read_text()
     assert "| cpu | fp32 | tiny | transformer | 4 | 1:0.5,4:0.5 |" in markdown
     assert "Overhead" in markdown and "Component costs" in markdown
+    assert "| 3 / 0 |" in markdown  # host reads: HuBERT-EE / plain
     ops = report["branch_cost"][0]["dispatched_ops"]
     assert (f"| {ops['layer']} / {ops['criterion']} / {ops['branch_linear']} / {ops['branch_transformer']} |"
             in markdown)

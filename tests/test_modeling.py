@@ -429,3 +429,74 @@ def test_greedy_transcripts_collapse_repeats_drop_blanks_and_ignore_padding():
             frames = token_ids[row, : lengths[row]] if mask is not None else token_ids[row]
             expected = [int(t) for i, t in enumerate(frames) if t != blank and (i == 0 or t != frames[i - 1])]
             assert got[row].tolist() == expected + [-1] * (25 - len(expected))
+
+
+def _transfers(call):
+    from hubert_ee.benchmark import host_transfers
+
+    return host_transfers(call)
+
+
+def test_one_host_read_per_exit_consulted_and_no_other_wait():
+    """On a GPU every read of a tensor value waits for the device (BENCHMARKS.md: at batch 1 such a wait costs
+    about what a criterion does), so a forward reads once per exit it consults, and the input check and the
+    attention-mask lengths ride on reads that happen anyway."""
+    from hubert_ee.forced_exits import forced_exit_targets, prepare_forced_targets
+
+    model = make_model()
+    exits = len(model.config.exit_layers)
+    one = torch.randn(1, 4000)
+    never = {"exit_threshold": 2.0, "exit_criterion": "confidence"}
+    assert _transfers(lambda: model(one, **never)) == {"reads": exits, "host_to_device": 0}
+    assert _transfers(lambda: model.generate(one, **never)) == {"reads": exits, "host_to_device": 0}
+    # early_exit=False consults no exit: the input check is read once, at the end
+    assert _transfers(lambda: model(one, early_exit=False)) == {"reads": 1, "host_to_device": 0}
+    # an all-ones mask (a feature extractor's, for one utterance) costs the one read of its lengths
+    ones = torch.ones(1, 4000, dtype=torch.long)
+    assert _transfers(lambda: model(one, attention_mask=ones, **never)) == {"reads": 1 + exits, "host_to_device": 0}
+    # padded batch, rows leaving at exits 1 and 2, one row to the end: the lengths, one read per exit, one
+    # host->device copy of the row indices per partial exit
+    input_values, attention_mask = padded_batch(LENGTHS[:3])
+    targets = prepare_forced_targets(model, [1, 4, 2], "cpu")
+
+    def forced():
+        with forced_exit_targets(model, targets):
+            return model(input_values, attention_mask=attention_mask)
+
+    assert _transfers(forced) == {"reads": 1 + exits, "host_to_device": 2}
+    assert forced().exit_layer.tolist() == [1, 4, 2]
+
+
+def test_an_all_ones_mask_is_dropped_without_changing_anything():
+    model = make_model()
+    input_values = torch.randn(2, 4000)
+    ones = torch.ones(2, 4000, dtype=torch.long)
+    for kwargs in ({}, {"early_exit": False}, {"output_exit_logits": True}):
+        with torch.no_grad():
+            plain, masked = model(input_values, **kwargs), model(input_values, attention_mask=ones, **kwargs)
+        assert torch.equal(plain.logits, masked.logits) and torch.equal(plain.exit_layer, masked.exit_layer)
+    # padding of less than one frame's hop leaves every row with all its frames: no frame is padding either
+    short = ones.clone()
+    short[1, -3:] = 0
+    with torch.no_grad():
+        assert torch.equal(model(input_values, attention_mask=short).logits, model(input_values).logits)
+
+
+@pytest.mark.parametrize("path", ["early_exit", "no_exit", "all_exits", "generate", "masked", "training"])
+def test_non_finite_input_is_named_on_every_path(path):
+    """The finiteness check is read late (with the first decision) on the inference paths; it must still stop
+    every path, before any output, and name the utterance."""
+    model = make_model()
+    input_values = torch.randn(3, 4000)
+    input_values[1, 123] = float("nan")
+    input_values[2, 7] = float("inf")
+    call = {
+        "early_exit": lambda: model(input_values),
+        "no_exit": lambda: model(input_values, early_exit=False),
+        "all_exits": lambda: model(input_values, output_exit_logits=True),
+        "generate": lambda: model.generate(input_values),
+        "masked": lambda: model(input_values, attention_mask=padded_batch([4000, 3000, 2000])[1]),
+        "training": lambda: model.train()(input_values),
+    }[path]
+    with pytest.raises(ValueError, match=r"NaN or infinite samples \(utterance\(s\) \[1, 2\]\)"), torch.no_grad():
+        call()

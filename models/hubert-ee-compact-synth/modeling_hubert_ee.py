@@ -276,8 +276,14 @@ class HubertEEForCTC(HubertPreTrainedModel):
             hop *= stride
         return field
 
-    def _check_inputs(self, input_values, attention_mask, labels) -> list[int]:
-        """Clear errors for bad input; returns the samples per utterance (host-side, reused by the exit loop)."""
+    def _check_inputs(self, input_values, attention_mask, labels) -> tuple[list[int], torch.Tensor | None]:
+        """Clear errors for bad input. Returns the samples per utterance (host-side, reused by the exit loop) and
+        the per-utterance "no NaN/inf sample" flags if they are still to be read (else None).
+
+        Reading a value back from a GPU makes the host wait for it, and at batch 1 that wait costs about what an
+        exit's criterion does. So the flags are read together with something that is read anyway: the attention
+        mask's lengths here, or else the first exit's decision in `_early_exit_pass`. Only a pass that reads
+        nothing else reads them on their own (`_raise_if_not_finite`)."""
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(
                 f"`input_values` must be a torch.Tensor of shape (batch, samples), got {type(input_values).__name__}; "
@@ -300,9 +306,13 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 f"`attention_mask` shape {tuple(attention_mask.shape)} does not match `input_values` shape "
                 f"{tuple(input_values.shape)}."
             )
-        lengths = (
-            attention_mask.sum(-1).tolist() if attention_mask is not None else [input_values.shape[1]] * len(input_values)
-        )
+        finite = torch.isfinite(input_values).all(-1)
+        finite_rows = None
+        if attention_mask is not None:  # one read for the lengths and the flags
+            lengths, finite_rows = torch.stack((attention_mask.sum(-1), finite.to(attention_mask.dtype))).tolist()
+            finite = None
+        else:
+            lengths = [input_values.shape[1]] * len(input_values)
         field = self._receptive_field()
         too_short = [index for index, length in enumerate(lengths) if length < field]
         if too_short:
@@ -311,11 +321,20 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 f"convolutional front end needs at least {field} samples "
                 f"({field / self._sampling_rate * 1000:.0f} ms at {self._sampling_rate} Hz) to emit one frame."
             )
-        if not bool(torch.isfinite(input_values).all()):
-            raise ValueError("`input_values` contains NaN or infinite samples.")
+        if finite_rows is not None:
+            self._raise_if_not_finite(finite_rows)
         if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
-        return lengths
+        return lengths, finite
+
+    @staticmethod
+    def _raise_if_not_finite(finite_rows) -> None:
+        """`finite_rows`: a host-side list (or a device tensor, read here) of per-utterance finiteness flags."""
+        if isinstance(finite_rows, torch.Tensor):
+            finite_rows = finite_rows.tolist()
+        bad = [row for row, finite in enumerate(finite_rows) if not finite]
+        if bad:
+            raise ValueError(f"`input_values` contains NaN or infinite samples (utterance(s) {bad}).")
 
     @property
     def _sampling_rate(self) -> int:
@@ -367,7 +386,21 @@ class HubertEEForCTC(HubertPreTrainedModel):
         return module.activation(module.padding(hidden_states)).transpose(1, 2)
 
     def _attention_mask(self, hidden_states, frame_mask):
-        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask)
+        """The encoder's attention mask. `frame_mask` is None when no row has padding frames (the callers drop an
+        all-ones mask, `_mask_if_padded`), so a given mask does pad something: transformers is told not to check
+        whether it could skip it, a check that reads the mask back from the device."""
+        if frame_mask is None:
+            return None
+        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask,
+                                         allow_is_bidirectional_skip=False)
+
+    def _mask_if_padded(self, input_values, attention_mask, sample_lengths):
+        """`attention_mask` if some utterance has padding frames, else None. An all-ones mask (what a feature
+        extractor returns for one utterance) changes no output, and without it nothing downstream masks."""
+        if attention_mask is None:
+            return None
+        full = self._frame_lengths([input_values.shape[1]])[0]
+        return attention_mask if min(self._frame_lengths(sample_lengths)) < full else None
 
     def _run_layer(self, index, hidden_states, attention_mask, synced_gpus):
         """Encoder layer `index` (0-based), with HuBERT's layerdrop in training."""
@@ -462,13 +495,17 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
     # ------------------------------------------------------------------ early-exit inference
 
-    def _early_exit_pass(self, input_values, attention_mask, settings, sample_lengths):
+    def _early_exit_pass(self, input_values, attention_mask, settings, sample_lengths, finite=None):
         """Per-utterance early exit with batch compaction.
 
         One host synchronisation per exit layer (to learn which rows leave); rows that left are removed from the
         hidden states, masks and criterion state, and trailing frames that are padding for every remaining row are
         cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
-        (as in `HubertForCTC`); frames cut this way are left at 0.
+        (as in `HubertForCTC`); frames cut this way are left at 0. `attention_mask` is None unless some row has
+        padding frames (`_mask_if_padded`).
+
+        `finite`: `_check_inputs`'s unread finiteness flags. They are read with the first decision (or at the end
+        when no exit is consulted), so checking the input adds no wait of its own.
 
         With `_overlap_exit_decisions` the decision is copied to the host without blocking and the next layer is
         queued for every row before the host waits for it: the GPU stays busy during the synchronisation, at the
@@ -481,7 +518,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         device = hidden_states.device
         total_frames = hidden_states.shape[1]
         valid = frame_mask  # None: no padding, every frame counts (the criteria then skip their masking)
-        frame_lengths = None if frame_mask is None else self._frame_lengths(sample_lengths)
+        frame_lengths = self._frame_lengths(sample_lengths)
         overlap = self._overlap_exit_decisions
         active_rows = list(range(batch_size))  # original row of each row still running
         active = None  # the same on the device, copied from `active_rows` once rows have left
@@ -491,6 +528,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         exits = set(self.config.exit_layers) if settings["early_exit"] else set()
         synced_gpus = self._synced_gpus()
         pending = None  # (layer, branch logits, host copy of the decision, event): an exit not yet acted on
+        unread_finite = finite  # [batch] bool on the device until the first read
 
         def answer(rows, row_logits, layer):
             """`row_logits`, from `layer`, answer some running rows: `rows` = (their positions among the running rows,
@@ -506,13 +544,16 @@ class HubertEEForCTC(HubertPreTrainedModel):
             logits[originals, : row_logits.shape[1]] = row_logits if positions is None else row_logits[positions]
             exit_layer[originals] = layer
 
-        def act_on(layer, branch_logits, leaving, ready):
-            """Answer the rows that leave and compact the rest; False when no row is left. `leaving`: the decision,
-            on the host (after `ready`, when given, has completed)."""
+        def act_on(layer, branch_logits, decision, ready):
+            """Answer the rows that leave and compact the rest; False when no row is left. `decision`: which rows
+            leave (then, at the first exit, the input's finiteness flags), read here, after `ready` when given."""
             nonlocal active, active_rows, hidden_states, valid, mask, state
             if ready is not None:
                 ready.synchronize()
-            leaving = leaving.tolist()  # decided on the host in Python: no further tensor ops at batch 1
+            decision = decision.tolist()  # the one read per exit; decided on the host in Python from here on
+            leaving = decision[: len(active_rows)]
+            if len(decision) > len(leaving):
+                self._raise_if_not_finite(decision[len(leaving) :])
             if not any(leaving):
                 return True
             if all(leaving):
@@ -529,13 +570,13 @@ class HubertEEForCTC(HubertPreTrainedModel):
             staying, active = indices[2 * gone : 2 * gone + kept], indices[2 * gone + kept :]
             hidden_states = hidden_states[staying]
             state = {key: value[staying] for key, value in state.items()}
-            if frame_mask is None:  # no padding anywhere: nothing to cut, the (absent) mask stays absent
-                mask = mask[staying] if mask is not None else None
+            if valid is None:  # no padding left: nothing to cut, the (absent) mask stays absent
                 return True
-            valid = valid[staying]
             frames = max(frame_lengths[row] for row in active_rows)
-            hidden_states, valid = hidden_states[:, :frames], valid[:, :frames]
+            hidden_states = hidden_states[:, :frames]
             state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
+            # the host knows whether the rows still running have padding; without any, nothing masks from here on
+            valid = valid[staying, :frames] if min(frame_lengths[row] for row in active_rows) < frames else None
             mask = self._attention_mask(hidden_states, valid)
             return True
 
@@ -550,6 +591,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 continue
             branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
             leaving = self._exit_decision(branch_logits, valid, settings, state)
+            if unread_finite is not None:  # the input check rides on the first read
+                leaving, unread_finite = torch.cat((leaving, unread_finite)), None
             if overlap and device.type == "cuda":
                 host = torch.empty(leaving.shape, dtype=leaving.dtype, pin_memory=True)
                 host.copy_(leaving, non_blocking=True)
@@ -557,11 +600,13 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 ready.record()
                 pending = (layer, branch_logits, host, ready)
             elif overlap:
-                pending = (layer, branch_logits, leaving.cpu(), None)
-            elif not act_on(layer, branch_logits, leaving.cpu(), None):  # the one sync per exit layer
+                pending = (layer, branch_logits, leaving, None)
+            elif not act_on(layer, branch_logits, leaving, None):  # the one sync per exit layer
                 return logits, exit_layer
         if pending is not None and not act_on(*pending):
             return logits, exit_layer
+        if unread_finite is not None:  # no exit was consulted: nothing else to read it with
+            self._raise_if_not_finite(unread_finite)
         answer(None, self._final_head(hidden_states), num_layers)
         return logits, exit_layer
 
@@ -674,12 +719,15 @@ class HubertEEForCTC(HubertPreTrainedModel):
             {"early_exit": early_exit, "exit_criterion": exit_criterion,
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
-        sample_lengths = self._check_inputs(input_values, attention_mask, labels)  # host-side list
+        sample_lengths, finite = self._check_inputs(input_values, attention_mask, labels)  # host-side list
+        attention_mask = self._mask_if_padded(input_values, attention_mask, sample_lengths)
         # Built only for a loss: a host->device copy is a blocking one, which inference need not pay.
         logit_lengths = (torch.tensor(self._frame_lengths(sample_lengths), device=input_values.device)
                          if labels is not None else None)
 
         if self.training or output_exit_logits:
+            if finite is not None:
+                self._raise_if_not_finite(finite)
             logits, exit_logits = self._all_exits_pass(input_values, attention_mask, mask_time_indices)
             loss = exit_losses = None
             if labels is not None:
@@ -691,7 +739,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=exit_logits, exit_losses=exit_losses
             )
 
-        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths)
+        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths, finite)
         loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
         return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
 
@@ -704,11 +752,12 @@ class HubertEEForCTC(HubertPreTrainedModel):
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
         settings = self._resolve_settings(overrides)
-        sample_lengths = self._check_inputs(input_values, attention_mask, None)
+        sample_lengths, finite = self._check_inputs(input_values, attention_mask, None)
+        attention_mask = self._mask_if_padded(input_values, attention_mask, sample_lengths)
         was_training = self.training
         self.eval()
         try:
-            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths)
+            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths, finite)
         finally:
             self.train(was_training)
         sequences = logits.argmax(-1)
