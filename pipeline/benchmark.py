@@ -97,6 +97,8 @@ from .forced_exits import forced_exit_targets, install_forced_exits, prepare_for
 
 SAMPLING_RATE = 16000
 OVERHEAD_GOAL_PCT = 3.0
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 NEVER_EXIT_SETTINGS = {"early_exit": True, "exit_criterion": "confidence", "exit_threshold": 2.0}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -408,12 +410,14 @@ COMPONENT_PREFIX = "component:"
 
 @torch.inference_mode()
 def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
-                    branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, tuple[Callable, int]]:
+                    branch_types: Sequence[str] = ("transformer", "linear"),
+                    compile_fn: Callable[[Callable], Callable] = lambda fn: fn) -> dict[str, tuple[Callable, int]]:
     """Timed pieces of the model on `input_values`' device and dtype: `embed` at the full batch; `layer` (one
     encoder layer), `branch_<type>` (one exit branch of each type), `head` (`_final_head`) and `criterion` (the
     confidence criterion, with its device->host copy) at every count in `row_counts`. Returns
     {"component:<name>:<rows>": (callable running the piece `inner` times, inner)}, to be timed interleaved with
-    the full forwards (so that a busy phase of the machine affects both alike)."""
+    the full forwards (so that a busy phase of the machine affects both alike). `compile_fn` wraps each piece as
+    `--compile` wraps the models, so that the ideal is built from pieces run the way the forwards run them."""
     device = input_values.device
     batch_size = input_values.shape[0]
     hidden_states, frame_mask = model._embed(input_values, None)
@@ -433,7 +437,8 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
         calls[("head", rows)] = lambda h=h: model._final_head(h)
         # valid=None: the forced workload has no padding, and that is what the model passes then
         calls[("criterion", rows)] = lambda logits=logits: decision(model, logits, None, settings, {}).cpu()
-    return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(fn, device, min_seconds) for (name, rows), fn in calls.items()}
+    return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(compile_fn(fn), device, min_seconds)
+            for (name, rows), fn in calls.items()}
 
 
 class KernelCounter(TorchDispatchMode):
@@ -535,20 +540,24 @@ def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_co
 
 # ---------------------------------------------------------------------------------------------- forced workload
 
-def _forced_cases(model, baseline, input_values, distributions, overhead_detail, first_outputs):
+def _forced_cases(model, baseline, input_values, distributions, overhead_detail, first_outputs,
+                  compile_fn=lambda fn: fn):
     """The callables timed together at one batch size: baseline, never-exit, optional no-exit, forced ones.
 
     The first call of each (a warm-up call when `--warmup` >= 1, so its extra host sync is not recorded) is
-    checked or kept: forced calls must leave exactly at their targets, and the first outputs of the baseline and
-    of the never-exit call are kept in `first_outputs` to compare their logits.
+    checked or kept: forced calls must leave exactly at their targets, and the first logits of the baseline and
+    of the never-exit call are kept in `first_outputs` to compare their logits. `compile_fn` (`compiler`) wraps
+    both models alike.
     """
     batch_size = input_values.shape[0]
+    run_model, run_baseline = compile_fn(model), compile_fn(baseline)
 
     def first_call_hook(name, fn, check=None):
         def call():
             output = fn()
             if name not in first_outputs:
-                first_outputs[name] = output
+                # a copy: under a CUDA-graph compile, later replays reuse the memory of a graph's outputs
+                first_outputs[name] = output.logits.clone()
                 if check is not None:
                     check(output)
             return output
@@ -559,7 +568,7 @@ def _forced_cases(model, baseline, input_values, distributions, overhead_detail,
 
         def call():
             with forced_exit_targets(model, prepared):
-                return model(input_values)
+                return run_model(input_values)
 
         def check(output):
             landed = output.exit_layer.tolist()
@@ -568,11 +577,11 @@ def _forced_cases(model, baseline, input_values, distributions, overhead_detail,
         return call, check
 
     cases = {
-        "baseline": first_call_hook("baseline", lambda: baseline(input_values)),
-        "never": first_call_hook("never", lambda: model(input_values, **NEVER_EXIT_SETTINGS)),
+        "baseline": first_call_hook("baseline", lambda: run_baseline(input_values)),
+        "never": first_call_hook("never", lambda: run_model(input_values, **NEVER_EXIT_SETTINGS)),
     }
     if overhead_detail:
-        cases["no_exit"] = lambda: model(input_values, early_exit=False)
+        cases["no_exit"] = lambda: run_model(input_values, early_exit=False)
     plans = {}  # distribution name -> {case name: weight}: how the candidate time is put together
     if batch_size == 1:
         layers = sorted({layer for distribution in distributions.values() for layer in distribution})
@@ -585,6 +594,35 @@ def _forced_cases(model, baseline, input_values, distributions, overhead_detail,
             cases[f"dist_{name}"] = first_call_hook(f"dist_{name}", *forced(allocate_rows(distribution, batch_size)))
             plans[name] = {f"dist_{name}": 1.0}
     return cases, plans
+
+
+def compiler(args) -> Callable[[Callable], Callable]:
+    """`--compile`: the wrapper applied alike to both models and to every timed component (identity when off).
+
+    Dynamo compiles one graph per piece of the exit loop between two host reads, and one variant per exit path
+    and batch shape; the benchmark runs many of both, so the recompile limit is raised far above them (past the
+    limit dynamo would fall back to eager mode without saying so in the timings)."""
+    mode = getattr(args, "compile", "off")
+    if mode == "off":
+        return lambda fn: fn
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 512))
+    options = {"backend": args.compile_backend}
+    if mode != "default":
+        options["mode"] = mode
+
+    def wrap(fn):
+        compiled = torch.compile(fn, **options)
+
+        def call(*args, **kwargs):
+            # every call is a fresh iteration: CUDA-graph trees may then reuse the previous call's output memory
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled(*args, **kwargs)
+        return call
+    return wrap
 
 
 def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: str, log) -> dict:
@@ -610,6 +648,9 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
     out = {"rows": [], "branch_cost": [], "overhead": [], "components": []}
     common = {"device": device.type, "dtype": dtype_name, "arch": arch, "branch": branch,
               "num_hidden_layers": num_layers, "exit_layers": list(config.exit_layers), "seconds": args.seconds}
+    compile_fn = compiler(args)
+    if getattr(args, "compile", "off") != "off":
+        common["compile"] = f"{args.compile}/{args.compile_backend}"
     for batch_size in _ints(args.batch_sizes):
         input_values = torch.randn(batch_size, samples, generator=generator).to(device=device, dtype=dtype)
         label = f"{device.type}/{dtype_name}/{arch}/{branch}/b{batch_size}"
@@ -617,20 +658,19 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
         for distribution in distributions.values():
             if batch_size > 1:
                 row_counts |= needed_row_counts(num_layers, config.exit_layers, allocate_rows(distribution, batch_size))
-        components = component_cases(model, input_values, row_counts, min_seconds)
+        components = component_cases(model, input_values, row_counts, min_seconds, compile_fn=compile_fn)
         op_counts = dispatched_ops(model, input_values)
         transfers = {"hubert_ee": host_transfers(functools.partial(model, input_values, **NEVER_EXIT_SETTINGS)),
                      "baseline": host_transfers(functools.partial(baseline, input_values))}
         with torch.inference_mode():
             first_outputs = {}
             cases, plans = _forced_cases(model, baseline, input_values, distributions, args.overhead_detail,
-                                         first_outputs)
+                                         first_outputs, compile_fn)
             cases.update({key: fn for key, (fn, _) in components.items()})
             bar = _progress((args.warmup + args.repeats) * len(cases), label, args.progress)
             times = interleaved_times(cases, device, args.repeats, args.warmup, bar)
             bar.close()
-            logit_diff = float((first_outputs["baseline"].logits.float()
-                                - first_outputs["never"].logits.float()).abs().max())
+            logit_diff = float((first_outputs["baseline"].float() - first_outputs["never"].float()).abs().max())
             first_outputs.clear()
         medians = {name: _median(values) for name, values in times.items()}
         table = component_table(medians, components, branch)
@@ -1164,6 +1204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="each component timer (front end, one layer, one branch, head, criterion: timed "
                              "interleaved with the full forwards) spans at least this long, calling the component "
                              "several times (default: 20)")
+    forced.add_argument("--compile", default="off", choices=COMPILE_MODES, metavar="MODE",
+                        help="torch.compile both models and every timed component alike: off (default), or a "
+                             "torch.compile mode: " + ", ".join(COMPILE_MODES[1:]) + " (on CUDA, reduce-overhead "
+                             "replays each piece between two exit decisions as one CUDA graph). Compilation happens "
+                             "in the warm-up, which is raised to at least 3 repetitions")
+    forced.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend with --compile (default: inductor; e.g. cudagraphs, aot_eager)")
     forced.add_argument("--arch-config", default=None, help=argparse.SUPPRESS)  # JSON: 'custom' arch / overrides
     forced.add_argument("--profile", metavar="OUT.txt", default=None,
                         help="instead of benchmarking, write torch.profiler tables of HubertForCTC and of HuBERT-EE "
@@ -1233,6 +1280,8 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --plot-from: {error}") from error
         return 0
 
+    if getattr(args, "compile", "off") != "off":
+        args.warmup = max(args.warmup, 3)  # compiling, then (CUDA graphs) recording, then replaying
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cudnn_benchmark:
@@ -1265,6 +1314,7 @@ def _run(args: argparse.Namespace) -> int:
             "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "overlap_exit_decisions": getattr(args, "overlap_exit_decisions", "auto"),
+            "compile": getattr(args, "compile", "off"),
             "argv": sys.argv[1:],
         },
         "rows": [], "branch_cost": [], "overhead": [], "components": [], "notes": [],
@@ -1274,6 +1324,9 @@ def _run(args: argparse.Namespace) -> int:
         report["notes"].append(message)
         log(f"note: {message}")
 
+    if getattr(args, "compile", "off") != "off":
+        note(f"forced workload compiled: torch.compile(mode={args.compile!r}, backend={args.compile_backend!r}) "
+             "on HubertForCTC, HuBERT-EE and every timed component alike; the trained workload runs eagerly")
     if any(device.type == "cuda" for device in devices) and not torch.backends.cudnn.benchmark:
         note("CUDA without --cudnn-benchmark: cuDNN's default convolution algorithms can make the fp16/bf16 front "
              "end dominate the forward (both models alike), which hides what the exits save")

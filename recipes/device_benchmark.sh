@@ -12,7 +12,8 @@
 # Markdown per step) beside $OUT/log.txt.
 # Environment (defaults): OUT (required)  PYTHON=python3  DEVICE=cuda  DEADLINE=480  REPEATS=10  WARMUP=2
 #   QUICK=0 (1: tiny arch, 1 repeat, 4 clips: a dry run of the script itself, e.g. DEVICE=cpu on a laptop)
-#   STEPS="base trained large base_bf16" (also: base_b1 profile base_overlap trained_overlap large_overlap)
+#   STEPS="base trained large base_bf16" (also: base_b1 base_b1_graphs profile base_overlap trained_overlap
+#   large_overlap)
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 ROOT=$PWD PYTHON=${PYTHON:-python3} DEVICE=${DEVICE:-cuda} DEADLINE=${DEADLINE:-480}
@@ -82,9 +83,13 @@ for name in $STEPS; do  # in the order STEPS names them: put what matters most f
     # batch 1 alone, 3x the repeats: the batch-1 GPU rows vary by about +-0.1 in efficiency between calls
     base_b1) step base_b1 "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 \
                --repeats $(( REPEATS * 3 )) ;;
+    # batch 1 with both models (and every component) under torch.compile's cudagraphs backend: each piece of the
+    # exit loop between two decisions becomes one CUDA graph launch, so the host no longer issues each kernel
+    base_b1_graphs) step base_b1_graphs "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 \
+                      --branch linear --compile default --compile-backend cudagraphs ;;
     profile) profile ;;
-    *) echo "=== unknown step '$name' (steps: base base_b1 profile trained large base_bf16 base_overlap"\
-            "trained_overlap large_overlap)" ;;
+    *) echo "=== unknown step '$name' (steps: base base_b1 base_b1_graphs profile trained large base_bf16"\
+            "base_overlap trained_overlap large_overlap)" ;;
   esac
 done
 echo "packed: $(tar -tzf "$OUT/results.tgz" | tr '\n' ' ') (+${SECONDS} s)"

@@ -365,3 +365,34 @@ def test_kernel_counter_counts_computations_only():
         values.transpose(0, 1)  # a view
         values.add(1.0)  # computes
     assert counter.kernels == 3
+
+
+def test_compiled_run_compiles_both_models_and_the_components_alike(tmp_path, monkeypatch):
+    """`--compile` wraps HubertForCTC, HuBERT-EE and every timed component with the same torch.compile, and the
+    forced exits still land where asked (the run checks every forced call's exit layers)."""
+    import torch._dynamo
+
+    compiled = []
+    real_compile = torch.compile
+
+    def recording_compile(fn, **options):
+        compiled.append((type(fn).__name__, options))
+        return real_compile(fn, **options)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    args = _args(tmp_path, "--workloads", "forced", "--branch", "linear", "--batch-sizes", "1,2",
+                 "--exit-distribution", "1:0.5,final:0.5", "--compile", "default", "--compile-backend", "aot_eager")
+    torch._dynamo.reset()
+    try:
+        assert benchmark.run(args) == 0
+    finally:
+        torch._dynamo.reset()
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["meta"]["compile"] == "default"
+    assert all(row["compile"] == "default/aot_eager" for row in report["rows"] + report["overhead"])
+    assert {row["batch_size"] for row in report["rows"]} == {1, 2}
+    assert all(options == {"backend": "aot_eager"} for _, options in compiled)
+    kinds = [kind for kind, _ in compiled]
+    assert kinds.count("HubertEEForCTC") == kinds.count("HubertForCTC") == 2  # once per batch size
+    assert kinds.count("function") >= 2 * 5  # embed, layer, linear branch, head, criterion per batch size
+    assert any("compiled" in note for note in report["notes"])

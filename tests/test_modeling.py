@@ -500,3 +500,35 @@ def test_non_finite_input_is_named_on_every_path(path):
     }[path]
     with pytest.raises(ValueError, match=r"NaN or infinite samples \(utterance\(s\) \[1, 2\]\)"), torch.no_grad():
         call()
+
+
+def test_torch_compile_breaks_the_graph_only_at_exit_reads_and_changes_nothing():
+    """`torch.compile(model)` is how Hugging Face users cut per-op host overhead (on a GPU, mode="reduce-overhead"
+    turns each compiled piece into one CUDA graph launch). The exit loop must trace with graph breaks only where
+    the host reads an exit's decision, and give what eager mode gives, exits and compaction included."""
+    import torch._dynamo
+
+    model = make_model()
+    torch._dynamo.reset()
+    try:
+        with torch.inference_mode():
+            explained = torch._dynamo.explain(model)(torch.randn(1, 4000), exit_threshold=2.0)
+        # every break is the read of an exit's decision; the first is seen twice, from `forward` and from the
+        # exit loop that `forward` calls (dynamo resumes a frame that broke inside a call by compiling the callee)
+        assert all("tolist" in reason.reason and reason.user_stack[-1].name == "act_on"
+                   for reason in explained.break_reasons)
+        assert explained.graph_break_count == len(model.config.exit_layers) + 1
+        compiled = torch.compile(model, backend="aot_eager")
+        input_values, attention_mask = padded_batch(LENGTHS)
+        seen = set()
+        for criterion, threshold in (("confidence", 0.97), ("confidence", 0.98), ("entropy", 0.05)):
+            settings = {"exit_criterion": criterion, "exit_threshold": threshold}
+            with torch.inference_mode():
+                got = compiled(input_values, attention_mask=attention_mask, **settings)
+                expected = model(input_values, attention_mask=attention_mask, **settings)
+            assert torch.equal(got.exit_layer, expected.exit_layer)
+            torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
+            seen.update(got.exit_layer.tolist())
+        assert len(seen) >= 2, f"no partial exit compared: {seen}"
+    finally:
+        torch._dynamo.reset()
