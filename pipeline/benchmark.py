@@ -53,6 +53,13 @@ Overhead
     `early_exit=False` (no branches at all), which isolates the cost of the model's own layer loop from that of the
     branches.
 
+Compiling (`--compile MODE`, `--compile-backend NAME`)
+    `torch.compile` with the same options wraps `HubertForCTC`, HuBERT-EE and every timed component, so speedup,
+    ideal and efficiency compare compiled with compiled. The exit loop compiles to one graph per stretch between
+    two exit decisions; on CUDA, `--compile default --compile-backend cudagraphs` (or `--compile reduce-overhead`)
+    replays each stretch as one CUDA graph, which takes the per-kernel host launches out of an exit's cost.
+    Compilation happens in the warm-up (at least 3 repetitions then); the trained workload runs eagerly.
+
 Profiling (`--profile OUT.txt`)
     Times, interleaved, variants that take the never-exit path apart (see `overhead_breakdown`: branches only,
     plus the per-exit device->host sync, plus the criterion; the positional convolution's weight norm folded
@@ -597,19 +604,10 @@ def _forced_cases(model, baseline, input_values, distributions, overhead_detail,
 
 
 def compiler(args) -> Callable[[Callable], Callable]:
-    """`--compile`: the wrapper applied alike to both models and to every timed component (identity when off).
-
-    Dynamo compiles one graph per piece of the exit loop between two host reads, and one variant per exit path
-    and batch shape; the benchmark runs many of both, so the recompile limit is raised far above them (past the
-    limit dynamo would fall back to eager mode without saying so in the timings)."""
+    """`--compile`: the wrapper applied alike to both models and to every timed component (identity when off)."""
     mode = getattr(args, "compile", "off")
     if mode == "off":
         return lambda fn: fn
-    import torch._dynamo
-
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 512))
     options = {"backend": args.compile_backend}
     if mode != "default":
         options["mode"] = mode
@@ -1256,9 +1254,26 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "overlap_exit_decisions", "auto") != "auto":
         HubertEEForCTC._overlap_exit_decisions = args.overlap_exit_decisions == "on"
     try:
-        return _run(args)
+        with _recompile_limits_raised(getattr(args, "compile", "off") != "off"):
+            return _run(args)
     finally:
         HubertEEForCTC._overlap_exit_decisions = previous
+
+
+@contextlib.contextmanager
+def _recompile_limits_raised(compiling: bool):
+    """With `--compile`, dynamo compiles one graph per stretch of the exit loop between two host reads, and one
+    variant per exit path and batch shape. The benchmark runs many of both, so its recompile limits are raised
+    far above them for the run: past a limit dynamo falls back to eager mode, which the timings would not show."""
+    if not compiling:
+        yield
+        return
+    import torch._dynamo
+
+    names = ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit")
+    config = torch._dynamo.config
+    with config.patch(**{name: max(getattr(config, name), 512) for name in names if hasattr(config, name)}):
+        yield
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -1280,6 +1295,9 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --plot-from: {error}") from error
         return 0
 
+    if getattr(args, "compile", "off") not in ("off", "default") and args.compile_backend != "inductor":
+        raise SystemExit(f"error: --compile {args.compile} is a mode of the inductor backend; with "
+                         f"--compile-backend {args.compile_backend} use --compile default")
     if getattr(args, "compile", "off") != "off":
         args.warmup = max(args.warmup, 3)  # compiling, then (CUDA graphs) recording, then replaying
     if args.threads:

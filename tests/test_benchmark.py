@@ -382,6 +382,7 @@ def test_compiled_run_compiles_both_models_and_the_components_alike(tmp_path, mo
     monkeypatch.setattr(torch, "compile", recording_compile)
     args = _args(tmp_path, "--workloads", "forced", "--branch", "linear", "--batch-sizes", "1,2",
                  "--exit-distribution", "1:0.5,final:0.5", "--compile", "default", "--compile-backend", "aot_eager")
+    limit = torch._dynamo.config.recompile_limit
     torch._dynamo.reset()
     try:
         assert benchmark.run(args) == 0
@@ -396,3 +397,10 @@ def test_compiled_run_compiles_both_models_and_the_components_alike(tmp_path, mo
     assert kinds.count("HubertEEForCTC") == kinds.count("HubertForCTC") == 2  # once per batch size
     assert kinds.count("function") >= 2 * 5  # embed, layer, linear branch, head, criterion per batch size
     assert any("compiled" in note for note in report["notes"])
+    assert torch._dynamo.config.recompile_limit == limit  # raised for the run only
+
+
+def test_compile_mode_needs_the_inductor_backend(tmp_path):
+    args = _args(tmp_path, "--workloads", "forced", "--compile", "reduce-overhead", "--compile-backend", "cudagraphs")
+    with pytest.raises(SystemExit, match="mode of the inductor backend"):
+        benchmark.run(args)

@@ -532,3 +532,14 @@ def test_torch_compile_breaks_the_graph_only_at_exit_reads_and_changes_nothing()
         assert len(seen) >= 2, f"no partial exit compared: {seen}"
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.float32])
+def test_attention_mask_of_any_dtype_gives_the_same_result(dtype):
+    """Feature extractors return int masks, but bool and float masks are common too (HubertForCTC takes them)."""
+    model = make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    with torch.no_grad():
+        expected = model.generate(input_values, attention_mask, exit_threshold=0.97)
+        got = model.generate(input_values, attention_mask.to(dtype), exit_threshold=0.97)
+    assert torch.equal(got.sequences, expected.sequences) and torch.equal(got.exit_layer, expected.exit_layer)

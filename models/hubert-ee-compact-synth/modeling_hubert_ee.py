@@ -309,7 +309,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         finite = torch.isfinite(input_values).all(-1)
         finite_rows = None
         if attention_mask is not None:  # one read for the lengths and the flags
-            lengths, finite_rows = torch.stack((attention_mask.sum(-1), finite.to(attention_mask.dtype))).tolist()
+            lengths, finite_rows = torch.stack((attention_mask.sum(-1, dtype=torch.long), finite.long())).tolist()
             finite = None
         else:
             lengths = [input_values.shape[1]] * len(input_values)
