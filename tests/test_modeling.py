@@ -511,13 +511,15 @@ def test_torch_compile_breaks_the_graph_only_at_exit_reads_and_changes_nothing()
     model = make_model()
     torch._dynamo.reset()
     try:
-        with torch.inference_mode():
-            explained = torch._dynamo.explain(model)(torch.randn(1, 4000), exit_threshold=2.0)
-        # every break is the read of an exit's decision; the first is seen twice, from `forward` and from the
-        # exit loop that `forward` calls (dynamo resumes a frame that broke inside a call by compiling the callee)
-        assert all("tolist" in reason.reason and reason.user_stack[-1].name == "act_on"
-                   for reason in explained.break_reasons)
-        assert explained.graph_break_count == len(model.config.exit_layers) + 1
+        for call in range(2):  # the first call fills the model's caches; the second is the steady state
+            with torch.inference_mode():
+                explained = torch._dynamo.explain(model)(torch.randn(1, 4000), exit_threshold=2.0)
+            # every break is the read of an exit's decision; the first is seen twice, from `forward` and from the
+            # exit loop that `forward` calls (dynamo resumes a frame that broke inside a call by compiling the
+            # callee)
+            assert all("tolist" in reason.reason and reason.user_stack[-1].name == "act_on"
+                       for reason in explained.break_reasons), (call, explained.break_reasons)
+            assert explained.graph_break_count == len(model.config.exit_layers) + 1
         compiled = torch.compile(model, backend="aot_eager")
         input_values, attention_mask = padded_batch(LENGTHS)
         seen = set()

@@ -369,11 +369,13 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
         transformers recomputes `g * v / ||v||` over the whole kernel (4.7M weights in hubert-base) on every
         forward; without autograd the result only changes when the parameters do, which their version counters
-        and storage say. Same ops on the same weight, so the output is identical.
+        and storage say. Same ops on the same weight, so the output is identical. Under `torch.compile` the
+        weight norm is left to the compiled graph (comparing storage pointers would break the graph).
         """
         module = self.hubert.encoder.pos_conv_embed
         conv = module.conv
-        if torch.is_grad_enabled() or module.batch_norm is not None or not parametrize.is_parametrized(conv, "weight"):
+        if (torch.is_grad_enabled() or module.batch_norm is not None or torch.compiler.is_compiling()
+                or not parametrize.is_parametrized(conv, "weight")):
             return module(hidden_states)
         originals = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
         key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in originals)
