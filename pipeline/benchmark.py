@@ -1207,7 +1207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "torch.compile mode: " + ", ".join(COMPILE_MODES[1:]) + " (on CUDA, reduce-overhead "
                              "replays each piece between two exit decisions as one CUDA graph). Compilation happens "
                              "in the warm-up, which is raised to at least 3 repetitions")
-    forced.add_argument("--compile-backend", default="inductor",
+    forced.add_argument("--compile-backend", default="inductor", metavar="NAME",
                         help="torch.compile backend with --compile (default: inductor; e.g. cudagraphs, aot_eager)")
     forced.add_argument("--arch-config", default=None, help=argparse.SUPPRESS)  # JSON: 'custom' arch / overrides
     forced.add_argument("--profile", metavar="OUT.txt", default=None,

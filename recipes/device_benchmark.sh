@@ -85,8 +85,11 @@ for name in $STEPS; do  # in the order STEPS names them: put what matters most f
                --repeats $(( REPEATS * 3 )) ;;
     # batch 1 with both models (and every component) under torch.compile's cudagraphs backend: each piece of the
     # exit loop between two decisions becomes one CUDA graph launch, so the host no longer issues each kernel
+    # (if that backend fails, the same rows with inductor's reduce-overhead mode, which also records CUDA graphs)
     base_b1_graphs) step base_b1_graphs "${FORCED[@]}" --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 \
-                      --branch linear --compile default --compile-backend cudagraphs ;;
+                      --branch linear --compile default --compile-backend cudagraphs
+                    [[ -s $RESULTS/base_b1_graphs.json ]] || step base_b1_reduce_overhead "${FORCED[@]}" \
+                      --archs "$BASE" --dtypes fp16,fp32 --batch-sizes 1 --branch linear --compile reduce-overhead ;;
     profile) profile ;;
     *) echo "=== unknown step '$name' (steps: base base_b1 base_b1_graphs profile trained large base_bf16"\
             "base_overlap trained_overlap large_overlap)" ;;
