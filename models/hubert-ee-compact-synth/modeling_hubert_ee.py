@@ -524,7 +524,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         overlap = self._overlap_exit_decisions
         active_rows = list(range(batch_size))  # original row of each row still running
         active = None  # the same on the device, copied from `active_rows` once rows have left
-        exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
+        exit_layer = None  # [batch] long, allocated with `logits`
         logits = None  # [batch, frames, vocab], allocated at the first answer
         state = {}
         exits = set(self.config.exit_layers) if settings["early_exit"] else set()
@@ -535,13 +535,14 @@ class HubertEEForCTC(HubertPreTrainedModel):
         def answer(rows, row_logits, layer):
             """`row_logits`, from `layer`, answer some running rows: `rows` = (their positions among the running rows,
             their original rows), device indices; None: every running row."""
-            nonlocal logits
+            nonlocal logits, exit_layer
             if logits is None and rows is None:  # nobody answered before, so this is the whole batch as it came
                 logits = row_logits
-                exit_layer.fill_(layer)
+                exit_layer = torch.full((batch_size,), layer, dtype=torch.long, device=device)
                 return
             if logits is None:
                 logits = row_logits.new_zeros((batch_size, total_frames, row_logits.shape[-1]))
+                exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
             positions, originals = (None, active) if rows is None else rows
             logits[originals, : row_logits.shape[1]] = row_logits if positions is None else row_logits[positions]
             exit_layer[originals] = layer
