@@ -276,9 +276,12 @@ class HubertEEForCTC(HubertPreTrainedModel):
             hop *= stride
         return field
 
-    def _check_inputs(self, input_values, attention_mask, labels) -> tuple[list[int], torch.Tensor | None]:
-        """Clear errors for bad input. Returns the samples per utterance (host-side, reused by the exit loop) and
-        the per-utterance "no NaN/inf sample" flags if they are still to be read (else None).
+    def _prepare_inputs(self, input_values, attention_mask, labels):
+        """Clear errors for bad input, and what the passes need. Returns `(frame_lengths, attention_mask, finite)`:
+        the frames the front end emits per utterance (host-side), the attention mask or None when no utterance has
+        padding frames (an all-ones mask, what a feature extractor returns for one utterance, changes no output,
+        and without it nothing downstream masks), and the per-utterance "no NaN/inf sample" flags if they are
+        still to be read (else None).
 
         Reading a value back from a GPU makes the host wait for it, and at batch 1 that wait costs about what an
         exit's criterion does. So the flags are read together with something that is read anyway: the attention
@@ -325,7 +328,10 @@ class HubertEEForCTC(HubertPreTrainedModel):
             self._raise_if_not_finite(finite_rows)
         if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
-        return lengths, finite
+        frame_lengths = self._frame_lengths(lengths)
+        if attention_mask is not None and min(frame_lengths) == self._frame_lengths([input_values.shape[1]])[0]:
+            attention_mask = None
+        return frame_lengths, attention_mask, finite
 
     @staticmethod
     def _raise_if_not_finite(finite_rows) -> None:
@@ -388,21 +394,13 @@ class HubertEEForCTC(HubertPreTrainedModel):
         return module.activation(module.padding(hidden_states)).transpose(1, 2)
 
     def _attention_mask(self, hidden_states, frame_mask):
-        """The encoder's attention mask. `frame_mask` is None when no row has padding frames (the callers drop an
-        all-ones mask, `_mask_if_padded`), so a given mask does pad something: transformers is told not to check
-        whether it could skip it, a check that reads the mask back from the device."""
+        """The encoder's attention mask. `frame_mask` is None when no row has padding frames (`_prepare_inputs`
+        drops an all-ones mask), so a given mask does pad something: transformers is told not to check whether it
+        could skip it, a check that reads the mask back from the device."""
         if frame_mask is None:
             return None
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask,
                                          allow_is_bidirectional_skip=False)
-
-    def _mask_if_padded(self, input_values, attention_mask, sample_lengths):
-        """`attention_mask` if some utterance has padding frames, else None. An all-ones mask (what a feature
-        extractor returns for one utterance) changes no output, and without it nothing downstream masks."""
-        if attention_mask is None:
-            return None
-        full = self._frame_lengths([input_values.shape[1]])[0]
-        return attention_mask if min(self._frame_lengths(sample_lengths)) < full else None
 
     def _run_layer(self, index, hidden_states, attention_mask, synced_gpus):
         """Encoder layer `index` (0-based), with HuBERT's layerdrop in training."""
@@ -497,16 +495,16 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
     # ------------------------------------------------------------------ early-exit inference
 
-    def _early_exit_pass(self, input_values, attention_mask, settings, sample_lengths, finite=None):
+    def _early_exit_pass(self, input_values, attention_mask, settings, frame_lengths, finite=None):
         """Per-utterance early exit with batch compaction.
 
         One host synchronisation per exit layer (to learn which rows leave); rows that left are removed from the
         hidden states, masks and criterion state, and trailing frames that are padding for every remaining row are
         cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
         (as in `HubertForCTC`); frames cut this way are left at 0. `attention_mask` is None unless some row has
-        padding frames (`_mask_if_padded`).
+        padding frames, and `frame_lengths` are the host-side frame counts (`_prepare_inputs`).
 
-        `finite`: `_check_inputs`'s unread finiteness flags. They are read with the first decision (or at the end
+        `finite`: `_prepare_inputs`'s unread finiteness flags. They are read with the first decision (or at the end
         when no exit is consulted), so checking the input adds no wait of its own.
 
         With `_overlap_exit_decisions` the decision is copied to the host without blocking and the next layer is
@@ -520,7 +518,6 @@ class HubertEEForCTC(HubertPreTrainedModel):
         device = hidden_states.device
         total_frames = hidden_states.shape[1]
         valid = frame_mask  # None: no padding, every frame counts (the criteria then skip their masking)
-        frame_lengths = self._frame_lengths(sample_lengths)
         overlap = self._overlap_exit_decisions
         active_rows = list(range(batch_size))  # original row of each row still running
         active = None  # the same on the device, copied from `active_rows` once rows have left
@@ -722,11 +719,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
             {"early_exit": early_exit, "exit_criterion": exit_criterion,
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
-        sample_lengths, finite = self._check_inputs(input_values, attention_mask, labels)  # host-side list
-        attention_mask = self._mask_if_padded(input_values, attention_mask, sample_lengths)
+        frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, labels)
         # Built only for a loss: a host->device copy is a blocking one, which inference need not pay.
-        logit_lengths = (torch.tensor(self._frame_lengths(sample_lengths), device=input_values.device)
-                         if labels is not None else None)
+        logit_lengths = torch.tensor(frame_lengths, device=input_values.device) if labels is not None else None
 
         if self.training or output_exit_logits:
             if finite is not None:
@@ -742,7 +737,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=exit_logits, exit_losses=exit_losses
             )
 
-        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths, finite)
+        logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, frame_lengths, finite)
         loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
         return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
 
@@ -755,17 +750,16 @@ class HubertEEForCTC(HubertPreTrainedModel):
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
         settings = self._resolve_settings(overrides)
-        sample_lengths, finite = self._check_inputs(input_values, attention_mask, None)
-        attention_mask = self._mask_if_padded(input_values, attention_mask, sample_lengths)
+        frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
         was_training = self.training
         self.eval()
         try:
-            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, sample_lengths, finite)
+            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, frame_lengths, finite)
         finally:
             self.train(was_training)
         sequences = logits.argmax(-1)
         if attention_mask is not None:  # frame counts from the host-side lengths: no second pass over the mask
-            lengths = torch.tensor(self._frame_lengths(sample_lengths), device=sequences.device)
+            lengths = torch.tensor(frame_lengths, device=sequences.device)
             padding = torch.arange(sequences.shape[1], device=sequences.device)[None, :] >= lengths[:, None]
             sequences = sequences.masked_fill(padding, self.config.pad_token_id)
         return HubertEEGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
