@@ -605,7 +605,7 @@ def _forced_cases(model, baseline, input_values, distributions, overhead_detail,
 
 def compiler(args) -> Callable[[Callable], Callable]:
     """`--compile`: the wrapper applied alike to both models and to every timed component (identity when off)."""
-    mode = getattr(args, "compile", "off")
+    mode = args.compile
     if mode == "off":
         return lambda fn: fn
     options = {"backend": args.compile_backend}
@@ -615,10 +615,10 @@ def compiler(args) -> Callable[[Callable], Callable]:
     def wrap(fn):
         compiled = torch.compile(fn, **options)
 
-        def call(*args, **kwargs):
+        def call(*call_args, **call_kwargs):
             # every call is a fresh iteration: CUDA-graph trees may then reuse the previous call's output memory
             torch.compiler.cudagraph_mark_step_begin()
-            return compiled(*args, **kwargs)
+            return compiled(*call_args, **call_kwargs)
         return call
     return wrap
 
@@ -647,7 +647,7 @@ def run_forced(args, device: torch.device, dtype_name: str, arch: str, branch: s
     common = {"device": device.type, "dtype": dtype_name, "arch": arch, "branch": branch,
               "num_hidden_layers": num_layers, "exit_layers": list(config.exit_layers), "seconds": args.seconds}
     compile_fn = compiler(args)
-    if getattr(args, "compile", "off") != "off":
+    if args.compile != "off":
         common["compile"] = f"{args.compile}/{args.compile_backend}"
     for batch_size in _ints(args.batch_sizes):
         input_values = torch.randn(batch_size, samples, generator=generator).to(device=device, dtype=dtype)
@@ -1251,10 +1251,10 @@ def _dtypes_for(device: torch.device, spec: str | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed `add_arguments` options; 0 on success."""
     previous = HubertEEForCTC._overlap_exit_decisions
-    if getattr(args, "overlap_exit_decisions", "auto") != "auto":
+    if args.overlap_exit_decisions != "auto":
         HubertEEForCTC._overlap_exit_decisions = args.overlap_exit_decisions == "on"
     try:
-        with _recompile_limits_raised(getattr(args, "compile", "off") != "off"):
+        with _recompile_limits_raised(args.compile != "off"):
             return _run(args)
     finally:
         HubertEEForCTC._overlap_exit_decisions = previous
@@ -1295,10 +1295,10 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --plot-from: {error}") from error
         return 0
 
-    if getattr(args, "compile", "off") not in ("off", "default") and args.compile_backend != "inductor":
+    if args.compile not in ("off", "default") and args.compile_backend != "inductor":
         raise SystemExit(f"error: --compile {args.compile} is a mode of the inductor backend; with "
                          f"--compile-backend {args.compile_backend} use --compile default")
-    if getattr(args, "compile", "off") != "off":
+    if args.compile != "off":
         args.warmup = max(args.warmup, 3)  # compiling, then (CUDA graphs) recording, then replaying
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -1331,8 +1331,8 @@ def _run(args: argparse.Namespace) -> int:
                                            else platform.processor() or platform.machine()) for device in devices},
             "repeats": args.repeats, "warmup": args.warmup, "seconds": args.seconds,
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-            "overlap_exit_decisions": getattr(args, "overlap_exit_decisions", "auto"),
-            "compile": getattr(args, "compile", "off"),
+            "overlap_exit_decisions": args.overlap_exit_decisions,
+            "compile": args.compile,
             "argv": sys.argv[1:],
         },
         "rows": [], "branch_cost": [], "overhead": [], "components": [], "notes": [],
@@ -1342,7 +1342,7 @@ def _run(args: argparse.Namespace) -> int:
         report["notes"].append(message)
         log(f"note: {message}")
 
-    if getattr(args, "compile", "off") != "off":
+    if args.compile != "off":
         note(f"forced workload compiled: torch.compile(mode={args.compile!r}, backend={args.compile_backend!r}) "
              "on HubertForCTC, HuBERT-EE and every timed component alike; the trained workload runs eagerly")
     if any(device.type == "cuda" for device in devices) and not torch.backends.cudnn.benchmark:
