@@ -8,7 +8,8 @@ constructs the files legitimately use.
 Rules (rule id: what is flagged):
 
 * `import`: an import whose top-level module is not `torch`, `transformers`, `typing`, `dataclasses`,
-  `threading` (the lock that serialises `from_pretrained`; it does no I/O) or `__future__`, other than `configuration_hubert_ee` (absolute, or relative `.configuration_hubert_ee`); any other
+  `threading` (the lock that serialises `from_pretrained`; it does no I/O) or `__future__`, other than
+  `configuration_hubert_ee` (absolute, or relative `.configuration_hubert_ee`); any other
   relative import; and, even inside torch/transformers, the modules that download, compile, unpickle or start
   processes (`DENIED_SUBMODULES`), whether imported as `import a.b` or `from a import b`; a `from ... import` of a
   function named like the I/O calls below (`from torch import load`).
