@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := espeak-ng flite fortunes wordnet-base libsndfile1
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes wordnet-base \
+	libsndfile1
 STAMP := $(VENV)/.hubert-ee-installed
 TORCH_VERSION := 2.13.0
 
@@ -20,8 +21,8 @@ $(STAMP): setup.py
 
 system-packages:
 	@need=""; \
-	for tool in espeak-ng flite; do command -v $$tool >/dev/null || need=1; done; \
-	[ -d /usr/share/games/fortunes ] || need=1; [ -d /usr/share/wordnet ] || need=1; \
+	for tool in espeak-ng flite text2wave; do command -v $$tool >/dev/null || need=1; done; \
+	[ -d /usr/share/games/fortunes ] || need=1; [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || need=1; [ -d /usr/share/wordnet ] || need=1; \
 	if [ -n "$$need" ]; then \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(APT_PACKAGES); \

@@ -8,6 +8,10 @@ what             Debian package (apt name)   used for
 ``espeak-ng``    ``espeak-ng``               formant TTS, 8 English accents
 ``flite``        ``flite``                   CMU Flite TTS, voices kal16, awb,
                                              rms, slt
+``festival``     ``festival``,               Festival: diphone voices kal, ked
+                 ``festvox-kallpc16k``,      and the HTS voice cmu_us_slt_arctic
+                 ``festvox-kdlpc16k``,
+                 ``festvox-us-slt-hts``
 fortunes         ``fortunes``                sentences from
                                              ``/usr/share/games/fortunes``
 WordNet          ``wordnet-base``            quoted example sentences in the
@@ -42,7 +46,10 @@ Voices
     flite 2.2; ``kal`` is the 8 kHz twin of kal16 and ``awb_time`` only says
     the time, both unused), with ``duration_stretch`` 0.85-1.2 and the mean F0
     (``int_f0_target_mean``) scaled by 0.85-1.2 around each voice's own mean
-    (rms ignores that setting, so its F0 is left at the default).  The ``voice`` column holds
+    (rms ignores that setting, so its F0 is left at the default).  festival:
+    every English voice that ``(voice.list)`` names (kal_diphone,
+    ked_diphone, cmu_us_slt_arctic_hts with the packages above), with
+    ``Duration_Stretch`` 0.85-1.2.  The ``voice`` column holds
     the base voice (``en-gb-x-rp``, ``slt``); the per-utterance settings are in
     ``voice_settings``.
 
@@ -131,7 +138,7 @@ __all__ = [
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")
 
-ENGINES = ("espeak-ng", "flite")
+ENGINES = ("espeak-ng", "flite", "festival")
 TEXT_SOURCES = ("fortunes", "wordnet")
 SPLITS = ("train", "dev", "test")
 
@@ -139,6 +146,7 @@ SPLITS = ("train", "dev", "test")
 APT_PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
+    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
     "fortunes": "fortunes",
     "wordnet": "wordnet-base",
 }
@@ -159,6 +167,9 @@ ESPEAK_PITCH = (30, 70)    # 0-99 (-p)
 FLITE_VOICES = {"kal16": 90.0, "awb": 125.0, "rms": None, "slt": 172.0}
 FLITE_STRETCH = (0.85, 1.2)
 FLITE_F0_FACTOR = (0.85, 1.2)
+FESTIVAL_STRETCH = (0.85, 1.2)
+# Festival voices for languages other than English are not used.
+FESTIVAL_ENGLISH_VOICE = re.compile(r"^(kal|ked|rab|don|cmu_us_|cstr_us_|cstr_uk_|nitech_us_|us\d)")
 
 SPEEDS = (0.9, 1.0, 1.1)
 NOISE_PROB = 0.5
@@ -182,6 +193,8 @@ class MissingSourceError(FileNotFoundError):
 def _source_present(name: str) -> bool:
     if name in ("espeak-ng", "flite"):
         return shutil.which(name) is not None
+    if name == "festival":
+        return shutil.which("text2wave") is not None and bool(_festival_voices())
     if name == "fortunes":
         return FORTUNE_DIR.is_dir() and any(_fortune_files(FORTUNE_DIR))
     if name == "wordnet":
@@ -430,6 +443,15 @@ def _flite_voices() -> tuple[str, ...]:
     return tuple(v for v in FLITE_VOICES if v in have)
 
 
+@lru_cache(maxsize=1)
+def _festival_voices() -> tuple[str, ...]:
+    if shutil.which("festival") is None:
+        return ()
+    res = subprocess.run(["festival", "-b", "(print (voice.list))"], capture_output=True, text=True)
+    names = res.stdout.strip().strip("()").split()
+    return tuple(sorted(name for name in names if FESTIVAL_ENGLISH_VOICE.match(name)))
+
+
 def list_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
     """Base voices of the installed ``engines`` (raises if one is missing)."""
     engines = tuple(engines)
@@ -442,6 +464,8 @@ def list_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
         voices += [Voice("espeak-ng", v) for v in _espeak_voices()]
     if "flite" in engines:
         voices += [Voice("flite", v) for v in _flite_voices()]
+    if "festival" in engines:
+        voices += [Voice("festival", v) for v in _festival_voices()]
     return voices
 
 
@@ -473,7 +497,8 @@ def synthesize(text: str, engine: str, voice: str, variant: str = "",
 
     espeak-ng uses ``voice``, ``variant`` (``"m3"``), ``rate`` (``-s``, wpm) and
     ``pitch`` (``-p``); flite uses ``voice``, ``stretch`` (``duration_stretch``)
-    and ``f0_mean`` (``int_f0_target_mean``, Hz).  The text is passed as is
+    and ``f0_mean`` (``int_f0_target_mean``, Hz); festival uses ``voice`` and
+    ``stretch`` (``Duration_Stretch``).  The text is passed as is
     (use normalised, lower-cased text).
     """
     fd, wav = tempfile.mkstemp(suffix=".wav", prefix="hubert_ee_tts_")
@@ -493,9 +518,14 @@ def synthesize(text: str, engine: str, voice: str, variant: str = "",
             if f0_mean is not None:
                 cmd += ["--setf", f"int_f0_target_mean={f0_mean:.2f}"]
             cmd += ["-t", text, "-o", wav]
+        elif engine == "festival":
+            cmd = ["text2wave", "-eval", f"(voice_{voice})"]
+            if stretch is not None:
+                cmd += ["-eval", f"(Parameter.set 'Duration_Stretch {stretch:.4f})"]
+            cmd += ["-o", wav]  # text on stdin
         else:
             raise ValueError(f"unknown engine {engine!r}")
-        res = subprocess.run(cmd, input=text.encode() if engine == "espeak-ng" else None,
+        res = subprocess.run(cmd, input=text.encode() if engine != "flite" else None,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
         if res.returncode != 0 or os.path.getsize(wav) <= 44:
             raise RuntimeError(f"{' '.join(cmd)} failed (rc={res.returncode}): "
@@ -652,6 +682,9 @@ def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, li
         job["pitch"] = int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1))
         job["voice_settings"] = (f"variant={job['variant'] or 'default'},"
                                  f"rate={job['rate']},pitch={job['pitch']}")
+    elif engine == "festival":
+        job["stretch"] = round(float(rng.uniform(*FESTIVAL_STRETCH)), 3)
+        job["voice_settings"] = f"stretch={job['stretch']}"
     else:
         job["stretch"] = round(float(rng.uniform(*FLITE_STRETCH)), 3)
         factor = float(rng.uniform(*FLITE_F0_FACTOR))
@@ -996,7 +1029,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--no-augment", action="store_true",
                         help="no speed perturbation / additive noise on the training split")
     parser.add_argument("--engines", default=",".join(ENGINES),
-                        help="comma-separated TTS engines among espeak-ng,flite "
+                        help="comma-separated TTS engines among espeak-ng,flite,festival "
                              f"(default: {','.join(ENGINES)})")
     parser.add_argument("--test-voices", default=",".join(DEFAULT_TEST_VOICES),
                         help="comma-separated ENGINE:VOICE held out of train and dev and used "
