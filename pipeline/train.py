@@ -14,6 +14,7 @@ Evaluation during training reports WER at every exit and at the final head.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
@@ -29,9 +30,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
 from modeling_hubert_ee import HubertEEForCTC
 
+from .augment import AugmentationConfig, Augmenter
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
 from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
 from .metrics import char_error_rate, word_error_rate
+from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, is_packable_corpus
 from .text import build_processor
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,23 @@ class CTCTrainer(Trainer):
             return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
 
+    def __init__(self, *args, sampling_rate: int = 16000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.throughput = ThroughputMeter(sampling_rate)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.throughput.add_batch(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def evaluate(self, *args, **kwargs):
+        with self.throughput.paused():
+            return super().evaluate(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the throughput since the last one
+            logs.update(self.throughput.report())
+        super().log(logs, start_time)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         is_early_exit = isinstance(self.accelerator.unwrap_model(model), HubertEEForCTC)
@@ -110,6 +130,51 @@ class CTCTrainer(Trainer):
             padding = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
             ids = ids.masked_fill(padding[..., None], -100)
         return loss, ids, inputs.get("labels")
+
+
+class ThroughputMeter:
+    """Seconds of speech trained on per wall-clock second (evaluation time left out), and the share of padding.
+
+    Speech is what a batch holds apart from padding: a packed batch says so in `speech_seconds` (popped here, the
+    model does not take it), a padded one through its attention mask, and an unmasked one is all speech.
+    """
+
+    def __init__(self, sampling_rate: int):
+        self.sampling_rate = sampling_rate
+        self.speech = self.total = 0.0
+        self.since: float | None = None  # the clock starts with the first batch: set-up is not training time
+        self.paused_seconds = 0.0
+
+    def add_batch(self, inputs: dict) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+        values = inputs["input_values"]
+        total = values.numel() / self.sampling_rate
+        speech = inputs.pop("speech_seconds", None)
+        if speech is None:
+            mask = inputs.get("attention_mask")
+            speech = total if mask is None else float(mask.sum()) / self.sampling_rate
+        self.speech += float(speech)
+        self.total += total
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Leave the time spent inside the block out of the throughput (evaluation, checkpoint writing)."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.monotonic() - start
+
+    def report(self) -> dict[str, float]:
+        """`audio_s_per_s` and `padding_share` since the last report, then start a new window."""
+        now = time.monotonic()
+        wall = max(now - (self.since or now) - self.paused_seconds, 1e-9)
+        report = {"audio_s_per_s": round(self.speech / wall, 2),
+                  "padding_share": round(1.0 - self.speech / self.total, 4) if self.total else 0.0}
+        self.speech = self.total = self.paused_seconds = 0.0
+        self.since = now
+        return report
 
 
 def head_names(model) -> list[str]:
@@ -211,8 +276,25 @@ def drop_impossible_ctc(dataset, config, split: str):
     return dataset
 
 
+def use_bf16(precision: str) -> bool:
+    """Whether `--precision` means bf16 autocast here: `auto` picks it where the device computes bf16 natively
+    (CUDA with bf16 support; CPUs with AVX512-BF16 or AMX), where it is faster than fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu_has = [getattr(torch.cpu, name, lambda: False) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in cpu_has)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def _training_arguments(args, has_eval: bool) -> TrainingArguments:
     cuda = torch.cuda.is_available()
+    packed = getattr(args, "pack_seconds", None) is not None
     options = dict(
         output_dir=str(Path(args.output) / "checkpoints"),
         per_device_train_batch_size=args.batch_size,
@@ -232,7 +314,7 @@ def _training_arguments(args, has_eval: bool) -> TrainingArguments:
         save_total_limit=2,
         seed=args.seed,
         data_seed=args.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported() and not args.fp32,
+        bf16=use_bf16(args.precision),
         dataloader_num_workers=args.dataloader_workers,
         remove_unused_columns=False,  # the collator picks its columns; the sampler needs `input_length`
         report_to="none",
@@ -242,7 +324,10 @@ def _training_arguments(args, has_eval: bool) -> TrainingArguments:
     if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         options["ddp_backend"] = "gloo"  # torchrun / accelerate launch on CPUs: NCCL needs GPUs
     field_names = {field.name for field in dataclasses.fields(TrainingArguments)}
-    if "train_sampling_strategy" in field_names:  # transformers 5.x replaced `group_by_length`
+    if packed:  # an endless stream of equal-length rows: nothing to group, and a resumed run starts fresh passes
+        # each process packs its own share of the stream (see PackedCTCDataset) instead of rank 0 dispatching
+        options.update(ignore_data_skip=True, accelerator_config={"dispatch_batches": False})
+    elif "train_sampling_strategy" in field_names:  # transformers 5.x replaced `group_by_length`
         options.update(train_sampling_strategy="group_by_length", length_column_name="input_length")
     else:
         options.update(group_by_length=True, length_column_name="input_length")
@@ -250,26 +335,74 @@ def _training_arguments(args, has_eval: bool) -> TrainingArguments:
 
 
 def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, bool]:
-    """Train (and evaluate); returns (metrics, whether this process writes the outputs: rank 0 only)."""
-    trainer = CTCTrainer(
-        model=model,
-        args=_training_arguments(args, eval_dataset is not None),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=DataCollatorCTCWithPadding(processor=processor),
-        compute_metrics=make_compute_metrics(processor, head_names(model)),
-        callbacks=[WallClockBudget(args.max_minutes)] if getattr(args, "max_minutes", None) is not None else None,
-    )
-    checkpoints = sorted(Path(trainer.args.output_dir).glob("checkpoint-*"))
+    """Train (and evaluate); returns (metrics, whether this process writes the outputs: rank 0 only).
+
+    `train_dataset` is a prepared `Dataset` (padded batches) or a `PackedCTCDataset` (packed rows)."""
+    packed = isinstance(train_dataset, PackedCTCDataset)
+    padding = DataCollatorCTCWithPadding(processor=processor)
+    training_args = _training_arguments(args, eval_dataset is not None)
+    checkpoints = sorted(Path(training_args.output_dir).glob("checkpoint-*"))
     resume = bool(args.resume and checkpoints)
     if args.resume and not checkpoints:
-        logger.warning("--resume: no checkpoint in %s yet, starting from scratch", trainer.args.output_dir)
+        logger.warning("--resume: no checkpoint in %s yet, starting from scratch", training_args.output_dir)
+    if packed and resume:
+        train_dataset.start_pass = 1_000 + _checkpoint_step(checkpoints[-1])
+    trainer = CTCTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=PackedCTCCollator(unpacked=padding) if packed else padding,
+        compute_metrics=make_compute_metrics(processor, head_names(model)),
+        callbacks=[WallClockBudget(args.max_minutes)] if getattr(args, "max_minutes", None) is not None else None,
+        sampling_rate=processor.feature_extractor.sampling_rate,
+    )
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     metrics = dict(result.metrics)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     trainer.log_metrics("all", metrics)
     return metrics, trainer.is_world_process_zero()
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    try:
+        return int(checkpoint.name.rsplit("-", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _clip_store(args, spec: str, processor) -> ClipStore:
+    """The `--train-split` clips of one corpus, read in place where it is a `synth` corpus."""
+    if is_packable_corpus(spec):
+        return ClipStore.from_corpus(spec, args.train_split, processor.tokenizer, args.max_train_samples)
+    dataset = load_speech_dataset(
+        spec, split=args.train_split, config=args.dataset_config, max_samples=args.max_train_samples,
+        sampling_rate=processor.feature_extractor.sampling_rate, num_proc=args.num_proc,
+    )  # fmt: skip
+    return ClipStore.from_speech_dataset(dataset, processor.tokenizer)
+
+
+def _load_train_split(args, processor, config):
+    """The training data: packed rows with `--pack-seconds`, else the prepared split (padded batches)."""
+    if getattr(args, "pack_seconds", None) is None:
+        if getattr(args, "more_train_data", None):
+            raise ValueError("--more-train-data needs --pack-seconds")
+        return _load_split(args, args.train_split, args.max_train_samples, processor, config)
+    if not args.max_steps:
+        raise ValueError("--pack-seconds streams rows without end: give --max-steps (the schedule needs a length)")
+    if args.pack_seconds <= 0:
+        raise ValueError(f"--pack-seconds must be > 0, got {args.pack_seconds:g}")
+    store = ClipStore.concatenate([_clip_store(args, spec, processor)
+                                   for spec in [args.dataset, *(args.more_train_data or [])]])
+    tokenizer = processor.tokenizer
+    augmenter = None if args.no_augment else Augmenter(AugmentationConfig())
+    print(f"packed training: {len(store)} clips ({store.hours:.2f} h) in rows of {args.pack_seconds:g} s, "
+          f"augmentation {'off' if augmenter is None else 'on'}")
+    return PackedCTCDataset(
+        store, tokenizer.convert_tokens_to_ids(tokenizer.word_delimiter_token), row_seconds=args.pack_seconds,
+        augmenter=augmenter, seed=args.seed, normalize=processor.feature_extractor.do_normalize,
+    )  # fmt: skip
 
 
 def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,6 +416,15 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Split to evaluate on during training (default: dev; 'none' to skip evaluation).")
     data.add_argument("--max-train-samples", type=int, default=None, help="Use at most this many training clips.")
     data.add_argument("--max-eval-samples", type=int, default=None, help="Use at most this many evaluation clips.")
+    data.add_argument("--pack-seconds", type=float, default=None, metavar="S",
+                      help="Pack training clips into rows of S seconds (several clips each, no padding, no attention "
+                           "mask), augmented anew on every pass; needs --max-steps (default: one clip per row, "
+                           "length-grouped batches, no augmentation).")
+    data.add_argument("--more-train-data", action="append", metavar="DATASET",
+                      help="With --pack-seconds: another corpus (same forms as --dataset) whose --train-split is "
+                           "trained on too; repeat for more.")
+    data.add_argument("--no-augment", action="store_true",
+                      help="With --pack-seconds: no on-the-fly speed/volume/reverberation/telephone/noise effects.")
     data.add_argument("--num-proc", type=int, default=1,
                       help="Processes for audio decoding and feature preparation (large corpora: use the cores).")
     run = parser.add_argument_group("optimisation")
@@ -308,7 +450,10 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=42, help="Random seed (model init, data order).")
     run.add_argument("--resume", action="store_true",
                      help="Resume from the newest checkpoint in OUTPUT/checkpoints (starts fresh if there is none).")
-    run.add_argument("--fp32", action="store_true", help="On CUDA, train in fp32 instead of bf16.")
+    run.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto: bf16 autocast where the device computes bf16 natively (CUDA with bf16, CPUs with "
+                          "AVX512-BF16 or AMX), fp32 elsewhere; fp32 or bf16 force one (default: auto).")
+    run.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
     run.add_argument("--dataloader-workers", type=int, default=0, help="DataLoader worker processes.")
     run.add_argument("--no-progress", action="store_true", help="Hide the Trainer's progress bars.")
 
@@ -349,25 +494,58 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     arch = parser.add_argument_group("architecture")
     arch.add_argument("--preset", default="small", choices=sorted(BACKBONE_PRESETS),
                       help="Backbone size (default: small, 12 layers, ~10M parameters).")
+    arch.add_argument("--init-from", default=None, metavar="MODEL",
+                      help="Start from the weights of this checkpoint (a HubertForCTC or HuBERT-EE folder or Hub id, "
+                           "e.g. models/hubert-ee-compact-synth) instead of a random --preset model; its architecture "
+                           "and tokenizer are kept, and the optimizer starts fresh (use --warmup-steps).")
+    arch.add_argument("--mask-time-prob", type=float, default=None,
+                      help="SpecAugment: share of frames masked in time during training (default: the preset's or "
+                           "the checkpoint's).")
     arch.add_argument("--num-hidden-layers", type=int, default=None, help="Override the preset's layer count.")
     arch.add_argument("--hidden-size", type=int, default=None, help="Override the preset's hidden size.")
     arch.add_argument("--intermediate-size", type=int, default=None, help="Override the preset's FFN size.")
     arch.add_argument("--num-attention-heads", type=int, default=None, help="Override the preset's head count.")
 
 
+def load_backbone(source: str, mask_time_prob: float | None = None) -> HubertForCTC:
+    """The `HubertForCTC` inside a checkpoint (folder or Hub id): a plain one, or a HuBERT-EE model's backbone and
+    final head (its exit branches are left out: they are trained on the finished backbone)."""
+    from configuration_hubert_ee import HubertEEConfig
+
+    config_dict, _ = HubertEEConfig.get_config_dict(source)
+    config = HubertConfig.from_dict({key: value for key, value in config_dict.items()
+                                     if key not in ("model_type", "architectures", "auto_map")})
+    if mask_time_prob is not None:
+        config.mask_time_prob = mask_time_prob
+    config.architectures = ["HubertForCTC"]
+    return HubertForCTC.from_pretrained(source, config=config)
+
+
 def run_backbone(args) -> int:
     torch.manual_seed(args.seed)
-    processor = build_processor()
-    config = build_backbone_config(
-        args.preset, len(processor.tokenizer), num_hidden_layers=args.num_hidden_layers,
-        hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
-        num_attention_heads=args.num_attention_heads,
-    )  # fmt: skip
-    model = HubertForCTC(config)
-    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor, config)
+    if args.init_from:
+        architecture = [name for name in ("num_hidden_layers", "hidden_size", "intermediate_size",
+                                          "num_attention_heads") if getattr(args, name) is not None]
+        if architecture:
+            raise ValueError(f"--init-from {args.init_from} keeps that checkpoint's architecture: drop "
+                             + ", ".join("--" + name.replace("_", "-") for name in architecture))
+        processor = load_processor(args.init_from)
+        model = load_backbone(args.init_from, mask_time_prob=args.mask_time_prob)
+        config = model.config
+    else:
+        processor = build_processor()
+        config = build_backbone_config(
+            args.preset, len(processor.tokenizer), num_hidden_layers=args.num_hidden_layers,
+            hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+            num_attention_heads=args.num_attention_heads, mask_time_prob=args.mask_time_prob,
+        )  # fmt: skip
+        model = HubertForCTC(config)
+    train_dataset = _load_train_split(args, processor, config)
     eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor, config)
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"HubertForCTC from scratch: {parameters / 1e6:.1f}M parameters, {len(train_dataset)} training clips")
+    clips = len(train_dataset.store) if isinstance(train_dataset, PackedCTCDataset) else len(train_dataset)
+    start = f"from {args.init_from}" if args.init_from else "from scratch"
+    print(f"HubertForCTC {start}: {parameters / 1e6:.1f}M parameters, {clips} training clips")
     metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
     if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves
         return 0
@@ -431,7 +609,7 @@ def run_exits(args) -> int:
         f"HuBERT-EE: exits after layers {model.config.exit_layers} ({model.config.exit_branch}), strategy "
         f"{args.strategy}: {trainable / 1e6:.2f}M of {model.num_parameters() / 1e6:.2f}M parameters learn"
     )
-    train_dataset = _load_split(args, args.train_split, args.max_train_samples, processor, model.config)
+    train_dataset = _load_train_split(args, processor, model.config)
     eval_dataset = _load_split(args, _eval_split(args), args.max_eval_samples, processor, model.config)
     metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
     if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves

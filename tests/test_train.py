@@ -182,3 +182,81 @@ def test_gradient_accumulation_matches_the_full_batch(backbone, tiny_corpus, tmp
                 data_collator=DataCollatorCTCWithPadding(processor=processor)).train()
         weights.append(model.exit_branches["1"].head.weight.detach().clone())
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
+
+
+def test_packed_training_continues_a_checkpoint_and_logs_throughput(backbone, tiny_corpus, tmp_path, capsys):
+    """--init-from keeps the checkpoint's weights as the start; --pack-seconds trains on packed rows (two corpora
+    here) and every training log carries audio-s/s and the padding share."""
+    output = tmp_path / "continued"
+    code = main(["train-backbone", "--init-from", str(backbone), "--dataset", str(tiny_corpus),
+                 "--more-train-data", str(tiny_corpus), "--pack-seconds", "2", "--output", str(output),
+                 "--max-steps", "2", "--batch-size", "2", "--eval-steps", "0", "--save-steps", "2",
+                 "--warmup-steps", "0", "--logging-steps", "1", "--learning-rate", "0", "--precision", "fp32",
+                 "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "packed training: 16 clips" in out and f"HubertForCTC from {backbone}" in out
+    assert "audio_s_per_s" in out and "padding_share" in out
+    start, continued = HubertForCTC.from_pretrained(backbone), HubertForCTC.from_pretrained(output)
+    for name, value in start.state_dict().items():  # learning rate 0: the continued model is the start
+        torch.testing.assert_close(continued.state_dict()[name], value)
+
+
+def test_init_from_a_hubert_ee_folder_takes_its_backbone(backbone, tmp_path):
+    from hubert_ee.export import convert_checkpoint, save_hub_folder
+    from hubert_ee.train import load_backbone
+
+    early_exit = convert_checkpoint(backbone, exit_layers=[1], exit_branch="linear")
+    folder = save_hub_folder(early_exit, build_processor(), tmp_path / "ee")
+    loaded = load_backbone(str(folder), mask_time_prob=0.2)
+    assert type(loaded) is HubertForCTC and loaded.config.mask_time_prob == 0.2
+    torch.testing.assert_close(loaded.lm_head.weight, early_exit.lm_head.weight)
+    torch.testing.assert_close(loaded.hubert.encoder.layers[1].feed_forward.output_dense.weight,
+                               early_exit.hubert.encoder.layers[1].feed_forward.output_dense.weight)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--pack-seconds", "2"], "--max-steps"),
+    (["--pack-seconds", "0", "--max-steps", "1"], "--pack-seconds must be > 0"),
+    (["--more-train-data", "x", "--max-steps", "1"], "--more-train-data needs --pack-seconds"),
+    (["--init-from", "BACKBONE", "--hidden-size", "8", "--max-steps", "1"], "drop --hidden-size"),
+])  # fmt: skip
+def test_packed_and_continued_training_refuse_inconsistent_flags(backbone, tiny_corpus, tmp_path, capsys, arguments,
+                                                                 message):
+    arguments = [str(backbone) if item == "BACKBONE" else item for item in arguments]
+    code = main(["train-backbone", "--dataset", str(tiny_corpus), "--output", str(tmp_path / "o"), "--preset",
+                 "tiny", *arguments])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_throughput_meter_counts_speech_not_padding_and_leaves_evaluation_out():
+    from hubert_ee.train import ThroughputMeter
+
+    meter = ThroughputMeter(sampling_rate=100)
+    packed = {"input_values": torch.zeros(2, 100), "speech_seconds": torch.tensor(1.5)}
+    meter.add_batch(packed)
+    assert "speech_seconds" not in packed  # the model does not take it
+    meter.add_batch({"input_values": torch.zeros(2, 100), "attention_mask": torch.tensor([[1] * 100, [1] * 50 + [0] * 50])})
+    meter.add_batch({"input_values": torch.zeros(1, 100)})
+    with meter.paused():
+        import time
+
+        time.sleep(0.2)
+    report = meter.report()
+    assert report["padding_share"] == pytest.approx(1 - (1.5 + 1.5 + 1.0) / 5.0)
+    assert report["audio_s_per_s"] > 4.0 / 0.2  # the paused 0.2 s are not counted
+    assert meter.report()["padding_share"] == 0.0  # a new window
+
+
+def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    from hubert_ee.train import use_bf16
+
+    assert use_bf16("fp32") is False and use_bf16("bf16") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert use_bf16("auto") is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert use_bf16("auto") is True
+    with pytest.raises(ValueError, match="--precision"):
+        use_bf16("fp16")
