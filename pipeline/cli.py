@@ -1,7 +1,7 @@
 """`hubert-ee`: one console script, one subcommand per stage of the workflow.
 
-    hubert-ee synth            build a synthetic English speech corpus offline (espeak-ng, flite)
-    hubert-ee train-backbone   train a plain HubertForCTC from scratch (stand-in for facebook/hubert-*-ls960-ft)
+    hubert-ee synth            build a synthetic English speech corpus offline (espeak-ng, flite, festival)
+    hubert-ee train-backbone   train a plain HubertForCTC from scratch or continue one (stand-in for hubert-*-ls960-ft)
     hubert-ee train            convert a HubertForCTC checkpoint to HuBERT-EE and train its exits
     hubert-ee evaluate         per-exit WER, threshold sweeps with measured speedup, the oracle
     hubert-ee compare          several evaluate results side by side (e.g. one per exit-training strategy)
@@ -9,6 +9,7 @@
     hubert-ee transcribe       transcribe files/folders with early exit
     hubert-ee benchmark        speed against HubertForCTC on the same weights
     hubert-ee card             the model card, generated from evaluation JSON
+    hubert-ee history          training sessions and the learning curve across them
     hubert-ee push             upload a Hub-ready folder to the Hugging Face Hub
 """
 
@@ -35,6 +36,8 @@ COMMANDS = {
     "transcribe": ("transcribe", "add_arguments", "run", "Transcribe audio files or folders with early exit."),
     "benchmark": ("benchmark", "add_arguments", "run", "Latency/throughput against HubertForCTC on the same weights."),
     "card": ("card", "add_arguments", "run", "Write the model card from evaluation JSON (no hand-typed numbers)."),
+    "history": ("history", "add_arguments", "run",
+                "Record a training session's dev evaluations and draw the learning curve across sessions."),
     "push": ("push", "add_arguments", "run", "Upload a Hub-ready model folder to the Hugging Face Hub."),
 }  # fmt: skip
 

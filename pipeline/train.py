@@ -109,9 +109,18 @@ class CTCTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log: add the throughput since the last one
+        if "loss" in logs:  # a training log: add the throughput since the last one, and the running total
             logs.update(self.throughput.report())
+            logs["speech_hours"] = round(self._logged_speech_hours() + logs.pop("speech_seconds") / 3600, 4)
         super().log(logs, start_time)
+
+    def _logged_speech_hours(self) -> float:
+        """Hours of speech trained on up to the last log, counted across resumed runs (the log history travels in
+        the checkpoint)."""
+        for entry in reversed(self.state.log_history):
+            if "speech_hours" in entry:
+                return float(entry["speech_hours"])
+        return 0.0
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -167,11 +176,12 @@ class ThroughputMeter:
             self.paused_seconds += time.monotonic() - start
 
     def report(self) -> dict[str, float]:
-        """`audio_s_per_s` and `padding_share` since the last report, then start a new window."""
+        """`audio_s_per_s`, `padding_share` and `speech_seconds` since the last report, then start a new window."""
         now = time.monotonic()
         wall = max(now - (self.since or now) - self.paused_seconds, 1e-9)
         report = {"audio_s_per_s": round(self.speech / wall, 2),
-                  "padding_share": round(1.0 - self.speech / self.total, 4) if self.total else 0.0}
+                  "padding_share": round(1.0 - self.speech / self.total, 4) if self.total else 0.0,
+                  "speech_seconds": self.speech}
         self.speech = self.total = self.paused_seconds = 0.0
         self.since = now
         return report

@@ -196,7 +196,10 @@ def test_packed_training_continues_a_checkpoint_and_logs_throughput(backbone, ti
     assert code == 0
     out = capsys.readouterr().out
     assert "packed training: 16 clips" in out and f"HubertForCTC from {backbone}" in out
-    assert "audio_s_per_s" in out and "padding_share" in out
+    assert "audio_s_per_s" in out and "padding_share" in out and "speech_hours" in out
+    state = json.loads((output / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    hours = [entry["speech_hours"] for entry in state["log_history"] if "speech_hours" in entry]
+    assert len(hours) == 2 and 0 < hours[0] < hours[1] <= 2 * 2 * 2 / 3600  # 2 steps of 2 rows of 2 s at most
     start, continued = HubertForCTC.from_pretrained(backbone), HubertForCTC.from_pretrained(output)
     for name, value in start.state_dict().items():  # learning rate 0: the continued model is the start
         torch.testing.assert_close(continued.state_dict()[name], value)
@@ -243,6 +246,7 @@ def test_throughput_meter_counts_speech_not_padding_and_leaves_evaluation_out():
 
         time.sleep(0.2)
     report = meter.report()
+    assert report["speech_seconds"] == pytest.approx(4.0)
     assert report["padding_share"] == pytest.approx(1 - (1.5 + 1.5 + 1.0) / 5.0)
     assert report["audio_s_per_s"] > 4.0 / 0.2  # the paused 0.2 s are not counted
     assert meter.report()["padding_share"] == 0.0  # a new window

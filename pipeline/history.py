@@ -1,0 +1,143 @@
+"""Training history across sessions: `hubert-ee history` records a run's dev evaluations and draws the learning curve.
+
+A model trained over several sessions (each continuing from the last with `train-backbone --init-from`) keeps one
+JSON file of sessions. Each session holds what its run logged: steps, hours of speech trained on (the
+`speech_hours` the trainer logs, counted across resumed runs) and its dev evaluations (`eval_cer`, `eval_wer`). The
+x axis of the curve is the total speech processed since the first session, so sessions line up end to end.
+
+    hubert-ee history --run outputs/backbone --history benchmarks/results/training_history.json \\
+        --session 2 --note "..." --plot benchmarks/results/learning_curve.png
+
+A session may also be recorded from an evaluation alone (`--eval-json`, with `--speech-hours`), for a run whose
+trainer state is gone; the entry then says so in its `source`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+from .plots import pyplot, save_figure
+
+__all__ = ["read_run", "add_session", "learning_curve", "plot_learning_curve"]
+
+
+def _newest_state(run: Path) -> Path:
+    """trainer_state.json of the newest checkpoint of `run` (a training output folder or its checkpoints/)."""
+    folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda path: int(path.parent.name.split("-")[-1]))
+    if not states:
+        raise FileNotFoundError(f"no checkpoint with a trainer_state.json under {folder}")
+    return states[-1]
+
+
+def read_run(run: str | Path, speech_seconds_per_step: float | None = None) -> dict:
+    """Steps, speech hours and dev evaluations of one run, from its newest checkpoint's trainer state.
+
+    Logs written without `speech_hours` (older code) count `speech_seconds_per_step` for each of their steps.
+    """
+    state = json.loads(_newest_state(Path(run)).read_text())
+    hours_at, hours, previous_step = {}, 0.0, 0
+    for entry in state["log_history"]:
+        step = int(entry["step"])
+        if "speech_hours" in entry:
+            hours = float(entry["speech_hours"])
+        elif "loss" in entry and speech_seconds_per_step:
+            hours += (step - previous_step) * speech_seconds_per_step / 3600
+        if "loss" in entry:
+            previous_step = step
+        hours_at[step] = hours
+    evaluations = [{"step": int(entry["step"]), "speech_hours": round(hours_at.get(int(entry["step"]), hours), 3),
+                    "cer": round(float(entry["eval_cer"]), 2), "wer": round(float(entry["eval_wer"]), 2)}
+                   for entry in state["log_history"] if "eval_cer" in entry]  # fmt: skip
+    return {"steps": int(state["global_step"]), "speech_hours": round(hours, 3), "dev": evaluations}
+
+
+def add_session(history_path: str | Path, session: int, entry: dict) -> dict:
+    """Put `entry` into the history file as session `session` (replacing an earlier entry of that number)."""
+    path = Path(history_path)
+    history = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    sessions = [item for item in history["sessions"] if item["session"] != session]
+    sessions.append({"session": session, **entry})
+    history["sessions"] = sorted(sessions, key=lambda item: item["session"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history, indent=2) + "\n")
+    return history
+
+
+def learning_curve(history: dict) -> list[tuple[float, float, int]]:
+    """(total speech hours, dev CER, session) for every dev evaluation, sessions laid end to end."""
+    points, offset = [], 0.0
+    for session in history["sessions"]:
+        for evaluation in session.get("dev", []):
+            points.append((offset + evaluation["speech_hours"], evaluation["cer"], session["session"]))
+        offset += session.get("speech_hours", 0.0)
+    return points
+
+
+def totals(history: dict) -> dict:
+    sessions = history["sessions"]
+    return {"sessions": len(sessions), "steps": sum(item.get("steps", 0) for item in sessions),
+            "speech_hours": round(sum(item.get("speech_hours", 0.0) for item in sessions), 2)}
+
+
+def plot_learning_curve(history: dict, path: str | Path) -> Path:
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    points = learning_curve(history)
+    for session in sorted({point[2] for point in points}):
+        xs = [x for x, _, s in points if s == session]
+        ys = [y for _, y, s in points if s == session]
+        axes.plot(xs, ys, marker="o", label=f"session {session}")
+    axes.set_xlabel("hours of speech trained on (all sessions)")
+    axes.set_ylabel("dev CER (%)")
+    axes.set_title("Learning curve of the default model's backbone")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return save_figure(figure, path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--history", required=True, help="The history JSON file (created if absent).")
+    parser.add_argument("--session", type=int, default=None, help="Session number of the entry to record.")
+    parser.add_argument("--run", default=None, help="A training output folder (its newest checkpoint is read).")
+    parser.add_argument("--eval-json", default=None,
+                        help="Instead of --run: a `hubert-ee evaluate` JSON on the dev split (final-head CER/WER).")
+    parser.add_argument("--speech-hours", type=float, default=None,
+                        help="With --eval-json: hours of speech that session trained on.")
+    parser.add_argument("--speech-seconds-per-step", type=float, default=None,
+                        help="With --run: speech per step for logs that predate the logged `speech_hours`.")
+    parser.add_argument("--note", default="", help="What the session did (init, data, schedule).")
+    parser.add_argument("--plot", default=None, help="Write the learning curve PNG here.")
+
+
+def _entry_from_eval(eval_json: str, speech_hours: float | None) -> dict:
+    if speech_hours is None:
+        raise ValueError("--eval-json needs --speech-hours (how much that session trained on)")
+    result = json.loads(Path(eval_json).read_text())
+    return {"speech_hours": speech_hours, "steps": 0, "source": f"evaluation {Path(eval_json).name}",
+            "dev": [{"step": 0, "speech_hours": speech_hours, "cer": round(result["final_cer"], 2),
+                     "wer": round(result["final_wer"], 2)}]}  # fmt: skip
+
+
+def run(args) -> int:
+    if args.session is not None:
+        if (args.run is None) == (args.eval_json is None):
+            raise ValueError("--session needs exactly one of --run or --eval-json")
+        if args.run is not None:
+            entry = {**read_run(args.run, args.speech_seconds_per_step), "source": f"trainer state of {args.run}"}
+        else:
+            entry = _entry_from_eval(args.eval_json, args.speech_hours)
+        entry.update(date=datetime.date.today().isoformat(), note=args.note)
+        history = add_session(args.history, args.session, entry)
+    else:
+        history = json.loads(Path(args.history).read_text())
+    summary = totals(history)
+    print(f"{summary['sessions']} session(s), {summary['steps']} steps, {summary['speech_hours']} h of speech")
+    for hours, cer, session in learning_curve(history):
+        print(f"  session {session}: {hours:7.2f} h  dev CER {cer:.2f} %")
+    if args.plot:
+        print(f"wrote {plot_learning_curve(history, args.plot)}")
+    return 0

@@ -1,0 +1,58 @@
+"""Training history: sessions read from trainer state, laid end to end on the learning curve, plotted."""
+
+import json
+
+import pytest
+
+from hubert_ee.cli import main
+from hubert_ee.history import learning_curve, read_run
+
+
+def write_state(run, step, log_history):
+    folder = run / "checkpoints" / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": log_history}))
+
+
+def test_a_run_gives_steps_hours_and_dev_points_from_its_newest_checkpoint(tmp_path):
+    write_state(tmp_path, 10, [{"step": 5, "loss": 2.0, "speech_hours": 0.5}])
+    write_state(tmp_path, 20, [{"step": 5, "loss": 2.0, "speech_hours": 0.5},
+                               {"step": 10, "loss": 1.0, "speech_hours": 1.0},
+                               {"step": 10, "eval_cer": 40.0, "eval_wer": 80.0},
+                               {"step": 20, "loss": 0.5, "speech_hours": 2.0},
+                               {"step": 20, "eval_cer": 30.0, "eval_wer": 70.0}])  # fmt: skip
+    run = read_run(tmp_path)
+    assert run["steps"] == 20 and run["speech_hours"] == 2.0
+    assert run["dev"] == [{"step": 10, "speech_hours": 1.0, "cer": 40.0, "wer": 80.0},
+                          {"step": 20, "speech_hours": 2.0, "cer": 30.0, "wer": 70.0}]
+
+
+def test_logs_without_speech_hours_count_the_given_speech_per_step(tmp_path):
+    write_state(tmp_path, 20, [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 0.5},
+                               {"step": 20, "eval_cer": 30.0, "eval_wer": 70.0}])
+    assert read_run(tmp_path, speech_seconds_per_step=360)["dev"][0]["speech_hours"] == 2.0
+
+
+def test_sessions_line_up_end_to_end_and_the_cli_plots_them(tmp_path, capsys):
+    history = tmp_path / "history.json"
+    result = tmp_path / "dev.json"
+    result.write_text(json.dumps({"final_cer": 46.0, "final_wer": 92.0}))
+    assert main(["history", "--history", str(history), "--session", "0", "--eval-json", str(result),
+                 "--speech-hours", "34"]) == 0
+    write_state(tmp_path / "run", 20, [{"step": 20, "loss": 0.5, "speech_hours": 2.0},
+                                       {"step": 20, "eval_cer": 30.0, "eval_wer": 70.0}])
+    plot = tmp_path / "curve.png"
+    assert main(["history", "--history", str(history), "--session", "1", "--run", str(tmp_path / "run"),
+                 "--note", "continued", "--plot", str(plot)]) == 0
+    recorded = json.loads(history.read_text())
+    assert [session["session"] for session in recorded["sessions"]] == [0, 1]
+    assert learning_curve(recorded) == [(34.0, 46.0, 0), (36.0, 30.0, 1)]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "2 session(s), 20 steps, 36.0 h of speech" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [(["--session", "1"], "exactly one of --run or --eval-json"),
+                                                (["--session", "1", "--eval-json", "x.json"], "--speech-hours")])
+def test_incomplete_history_commands_are_refused(tmp_path, capsys, arguments, message):
+    assert main(["history", "--history", str(tmp_path / "h.json"), *arguments]) == 2
+    assert message in capsys.readouterr().err
