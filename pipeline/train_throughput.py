@@ -1,11 +1,12 @@
 """Training throughput of the backbone on this machine: seconds of speech trained on per wall-clock second.
 
 Compares the ways a batch can be built and computed, on the same model and clips, in one run (the configurations
-take turns, so a machine that slows down mid-run slows all of them alike):
+take turns in blocks, so a machine that slows down mid-run slows all of them alike):
 
 - batching: `packed` (clips concatenated into equal rows, `pipeline/packing.py`) or `padded` (clips sorted by length
   in buckets and padded to the longest in the batch, with an attention mask: length-grouped batching);
-- precision: `fp32`, or `bf16` autocast.
+- precision: `fp32`, or `bf16` autocast;
+- optionally `torch.compile`d (`packed:fp32:compiled`).
 
 Each step is a full optimiser step (forward, CTC loss, backward, AdamW), as in training; batch building and
 augmentation are timed too. `padding_share` is the share of computed samples that are not speech.
@@ -91,27 +92,44 @@ def timed_step(model, optimizer, batches, bf16: bool) -> tuple[float, float, flo
     return speech, computed, time.perf_counter() - start
 
 
-def measure(model_path: str, dataset: str, configurations: list[tuple[str, str]], steps: int, warmup: int,
+def measure(model_path: str, dataset: str, configurations: list[tuple[str, str, bool]], steps: int, warmup: int,
             row_seconds: float, rows_per_batch: int, max_clips: int, seed: int) -> list[ThroughputRow]:
+    """Each configuration runs as a block (its warm-up, then its timed steps); blocks take turns over two rounds.
+
+    Blocks rather than alternating steps: switching precision or batch shapes on every step defeats the CPU
+    kernels' caches and slows every configuration several-fold.
+    """
     processor = load_processor(model_path)
     store = ClipStore.from_corpus(dataset, "train", processor.tokenizer, max_samples=max_clips)
-    model = load_backbone(model_path)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    totals = {config: [0.0, 0.0, 0.0] for config in configurations}
+    models = {compiled: _train_mode_model(model_path, compiled) for compiled in {c for _, _, c in configurations}}
+    optimizers = {compiled: torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) for compiled, model in models.items()}
     streams = {
         "packed": packed_batches(store, row_seconds, rows_per_batch, seed, augment=True),
         "padded": padded_batches(store, processor, row_seconds * rows_per_batch * 0.95, seed),
     }
-    totals = {config: [0.0, 0.0, 0.0] for config in configurations}
-    for round_number in tqdm(range(warmup + steps), desc="training steps (all configurations)"):
-        for batching, precision in configurations:
-            speech, computed, wall = timed_step(model, optimizer, streams[batching], precision == "bf16")
-            if round_number >= warmup:
-                for index, value in enumerate((speech, computed, wall)):
-                    totals[(batching, precision)][index] += value
-    return [ThroughputRow(batching, precision, steps, round(speech, 2), round(wall, 3),
-                          round(1.0 - speech / computed, 4))
-            for (batching, precision), (speech, computed, wall) in totals.items()]
+    rounds = 2
+    progress = tqdm(total=rounds * len(configurations) * (warmup + -(-steps // rounds)), desc="training steps")
+    for round_number in range(rounds):
+        for batching, precision, compiled in configurations:
+            timed = steps // rounds + (round_number < steps % rounds)
+            for step in range(warmup + timed):
+                speech, computed, wall = timed_step(models[compiled], optimizers[compiled], streams[batching],
+                                                    precision == "bf16")
+                progress.update()
+                if step >= warmup:
+                    for index, value in enumerate((speech, computed, wall)):
+                        totals[(batching, precision, compiled)][index] += value
+    progress.close()
+    return [ThroughputRow(batching + (" (compiled)" if compiled else ""), precision, steps, round(speech, 2),
+                          round(wall, 3), round(1.0 - speech / computed, 4))
+            for (batching, precision, compiled), (speech, computed, wall) in totals.items()]
+
+
+def _train_mode_model(model_path: str, compiled: bool):
+    model = load_backbone(model_path)
+    model.train()
+    return torch.compile(model) if compiled else model
 
 
 def markdown(rows: list[ThroughputRow]) -> str:
@@ -127,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint whose backbone is trained (HubertForCTC or HuBERT-EE)")
     parser.add_argument("--dataset", required=True, help="a `hubert-ee synth` corpus (its train split is used)")
     parser.add_argument("--configurations", default="packed:fp32,padded:fp32,packed:bf16",
-                        help="comma-separated BATCHING:PRECISION pairs (packed|padded : fp32|bf16)")
+                        help="comma-separated BATCHING:PRECISION[:compiled] (packed|padded : fp32|bf16; compiled: "
+                             "torch.compile, its compilation left out of the timing by the warm-up steps)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration first")
     parser.add_argument("--row-seconds", type=float, default=8.0, help="packed row length")
@@ -141,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     configurations = []
     for item in args.configurations.split(","):
-        batching, _, precision = item.strip().partition(":")
-        if batching not in ("packed", "padded") or precision not in ("fp32", "bf16"):
-            parser.error(f"--configurations: {item!r} is not BATCHING:PRECISION (packed|padded : fp32|bf16)")
-        configurations.append((batching, precision))
+        batching, precision, *rest = item.strip().split(":")
+        if batching not in ("packed", "padded") or precision not in ("fp32", "bf16") or rest not in ([], ["compiled"]):
+            parser.error(f"--configurations: {item!r} is not BATCHING:PRECISION[:compiled] "
+                         "(packed|padded : fp32|bf16)")
+        configurations.append((batching, precision, bool(rest)))
     rows = measure(args.model, args.dataset, configurations, args.steps, args.warmup, args.row_seconds,
                    args.rows_per_batch, args.max_clips, args.seed)
     print(markdown(rows))

@@ -1,68 +1,74 @@
 #!/usr/bin/env bash
-# The shipped default model (models/hubert-ee-compact-synth), made on a 2-core CPU with no GPU, end to end:
+# The shipped default model (models/hubert-ee-compact-synth), made on a 2-core CPU with no GPU, one session at a time:
+# each session continues the shipped backbone (`train-backbone --init-from`), retrains the exits on it, and ships the
+# result only if it beats the shipped model on the same dev utterances. Sessions and their learning curve are in
+# benchmarks/results/training_history.json; session 0 (from scratch) used this file as of commit 3482918.
 #
-#     bash recipes/train_default_model.sh                  # every stage, ~2¼ h on 2 cores
-#     STAGES="compare ship" bash recipes/train_default_model.sh   # some stages only
+#     SESSION=1 bash recipes/train_default_model.sh                         # one session, every stage (~2¼ h)
+#     SESSION=1 STAGES="compare gate" bash recipes/train_default_model.sh   # some stages only
 #
 # Stages (each one's commands are exactly those below; model_card.md quotes this file's commands):
-#   synth     20 h train / 0.5 h dev / 0.5 h test of synthetic speech (espeak-ng + flite; test has unseen voices)
-#   backbone  a 12-layer HubertForCTC ("compact" preset) from scratch with CTC, ~85 min; its CER/WER per voice group
-#   exits     HuBERT-EE exits on that backbone: two-stage, joint and distill with transformer branches, two-stage with
-#             linear branches (two runs at a time, one thread each)
+#   synth     clean synthetic speech: all engines (espeak-ng, flite, festival; 0.5 h dev / 0.5 h test, unseen texts,
+#             two test voices never trained on), and more espeak-ng + flite training audio (same seed: same text split)
+#   backbone  continue the shipped model's backbone on packed, augmented rows; dev CER every 600 steps
+#   exits     exit branches on the new backbone, two runs at a time (one thread each)
 #   compare   every exit model evaluated on the same 100 test utterances; one table and one plot
-#   ship      the best one (BEST) copied to models/, calibrated on dev for the largest speedup within +0.5 WER
-#   evaluate  the shipped model on the whole test split and on real human speech (../shared/data/real-speech-dev)
+#   gate      the candidate (BEST) against the shipped model on the same 200 dev utterances: stop unless it is better
+#   ship      the candidate copied to models/, calibrated on dev for the largest speedup within +0.5 WER
+#   evaluate  the shipped model on the test split and on real human speech (../shared/data/real-speech-dev)
+#   history   this session's dev curve added to the training history; the learning-curve plot
 #   card      model_card.md (and the model's README.md) from those evaluations
 #   examples  examples/clips (a handful) and examples/test-subset (for `make demo`) from the test split
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBERT_EE=${HUBERT_EE:-.venv/bin/hubert-ee}
 PYTHON=${PYTHON:-.venv/bin/python}
-STAGES=${STAGES:-synth backbone exits compare ship evaluate card examples}
-CORPUS=${CORPUS:-outputs/corpus20h}
+STAGES=${STAGES:-synth backbone exits compare gate ship evaluate history card examples}
+SESSION=${SESSION:?set SESSION to this session number (see benchmarks/results/training_history.json)}
+CORPUS=${CORPUS:-outputs/corpus-v2}
+MORE_TRAIN=${MORE_TRAIN:-outputs/corpus-v2-ef}
 OUT=${OUT:-outputs}
 MODEL=${MODEL:-models/hubert-ee-compact-synth}
+INIT_FROM=${INIT_FROM:-$OUT/shipped-before}   # the shipped model as this session found it (copied by `backbone`)
 RESULTS=${RESULTS:-benchmarks/results}
 EXAMPLES=${EXAMPLES:-examples}
 CARD=${CARD:-model_card.md}
 EXIT_MAX_STEPS=${EXIT_MAX_STEPS:-}   # smoke runs: replaces every exit run's step count
 BEST=${BEST:-}          # the exit model to ship (a folder name under $OUT/exits); default: chosen by `compare`
 REAL_SPEECH=${REAL_SPEECH:-../shared/data/real-speech-dev}
-mkdir -p "$OUT/logs" "$RESULTS"
+mkdir -p "$OUT/logs" "$OUT/eval" "$RESULTS"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # --------------------------------------------------------------------------------------------------- commands
 synth() {
-  $HUBERT_EE synth --out "$CORPUS" --hours-train 20 --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2
+  $HUBERT_EE synth --out "$CORPUS" --hours-train 20 --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2 \
+    --no-augment --max-minutes 32
+  $HUBERT_EE synth --out "$MORE_TRAIN" --engines espeak-ng,flite --hours-train 12 --hours-dev 0.5 --hours-test 0.5 \
+    --seed 0 --num-proc 2 --no-augment
 }
 backbone() {
-  $HUBERT_EE train-backbone --dataset "$CORPUS" --preset compact --output "$OUT/backbone" \
-    --batch-size 8 --learning-rate 1.5e-3 --warmup-steps 300 --max-steps 7200 --max-minutes 85 \
-    --eval-steps 2000 --max-eval-samples 150 --save-steps 400 --logging-steps 50 --num-proc 2 \
-    --dataloader-workers 1 --seed 0
-  $PYTHON recipes/device_job.py eval "$OUT/backbone" "$CORPUS" "$RESULTS/default_model_backbone.json" --splits test,dev
+  rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
+  $HUBERT_EE train-backbone --init-from "$INIT_FROM" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
+    --pack-seconds 8 --batch-size 4 --learning-rate 1e-3 --warmup-steps 300 --max-steps 2300 --max-minutes 62 \
+    --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 \
+    --output "$OUT/backbone"
 }
 exit_run() {  # NAME STRATEGY BRANCH EXIT_LAYERS STEPS LR
-  OMP_NUM_THREADS=1 $HUBERT_EE train --model "$OUT/backbone" --dataset "$CORPUS" --output "$OUT/exits/$1" \
-    --strategy "$2" --exit-branch "$3" --exit-layers "$4" --max-steps "${EXIT_MAX_STEPS:-$5}" --max-minutes 10 --learning-rate "$6" \
-    --warmup-steps 50 \
-    --batch-size 8 --max-train-samples 8000 --max-eval-samples 150 --logging-steps 25 --save-steps 200 \
-    --num-proc 1 --dataloader-workers 0 --seed 0
+  OMP_NUM_THREADS=1 $HUBERT_EE train --model "$OUT/backbone" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
+    --output "$OUT/exits/$1" --strategy "$2" --exit-branch "$3" --exit-layers "$4" \
+    --max-steps "${EXIT_MAX_STEPS:-$5}" --max-minutes 12 --learning-rate "$6" --warmup-steps 30 --pack-seconds 8 \
+    --batch-size 4 --eval-steps 0 --max-eval-samples 150 --logging-steps 25 --save-steps 100 \
+    --dataloader-workers 0 --seed 0
 }
-# A transformer branch costs about one encoder layer, so its exits sit at 3, 6, 9 (an exit at 9 after two earlier
-# branches already costs 12 layers); a linear branch costs ~1 % of a layer, so it can afford five exits.
+# A transformer branch costs about one encoder layer, so its exits sit at 3, 6, 9; a linear branch costs ~1 % of a
+# layer, so it can afford five exits.
 exits() {
   local pids=()
-  exit_run two-stage-transformer two-stage transformer 3,6,9 1200 1e-3 > "$OUT/logs/exits-two-stage-transformer.log" 2>&1 &
+  exit_run distill-linear distill linear 2,4,6,8,10 400 2e-3 > "$OUT/logs/exits-distill-linear.log" 2>&1 &
   pids+=($!)
-  exit_run distill-transformer distill transformer 3,6,9 1200 1e-3 > "$OUT/logs/exits-distill-transformer.log" 2>&1 &
+  exit_run distill-transformer distill transformer 3,6,9 400 1e-3 > "$OUT/logs/exits-distill-transformer.log" 2>&1 &
   pids+=($!)
   wait "${pids[0]}" && wait "${pids[1]}" || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
-  exit_run joint-transformer joint transformer 3,6,9 500 3e-4 > "$OUT/logs/exits-joint-transformer.log" 2>&1 &
-  pids+=($!)
-  exit_run two-stage-linear two-stage linear 2,4,6,8,10 1200 1e-3 > "$OUT/logs/exits-two-stage-linear.log" 2>&1 &
-  pids+=($!)
-  wait "${pids[2]}" && wait "${pids[3]}" || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
 }
 SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.9,0.95 --entropy-thresholds 0.5,0.2,0.1 --patiences 2
        --batch-size 8 --repeats 1 --no-progress)
@@ -76,6 +82,21 @@ compare() {
   done
   $HUBERT_EE compare "${named[@]}" --markdown "$RESULTS/default_model_strategies.md" \
     --plot "$RESULTS/default_model_strategies.png"
+}
+gate() {
+  local best=${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}
+  for name in shipped-before "exits/$best"; do
+    $HUBERT_EE evaluate --model "$OUT/$name" --dataset "$CORPUS" --split dev --max-samples 200 \
+      --confidence-thresholds "" --entropy-thresholds "" --patiences "" --repeats 1 --no-progress \
+      --json "$OUT/eval/dev200-$(basename "$name").json"
+  done
+  $PYTHON - "$OUT/eval/dev200-shipped-before.json" "$OUT/eval/dev200-$best.json" <<'EOF'
+import json, sys
+before, after = (json.load(open(path)) for path in sys.argv[1:])
+print(f"dev CER/WER (200 utterances): shipped {before['final_cer']:.2f} / {before['final_wer']:.2f}, "
+      f"candidate {after['final_cer']:.2f} / {after['final_wer']:.2f}")
+sys.exit(0 if after["final_cer"] < before["final_cer"] else "the candidate is not better on dev: not shipped")
+EOF
 }
 ship() {
   local best=${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}
@@ -91,6 +112,11 @@ evaluate() {
     --plot "$RESULTS/default_model_test.png"
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$REAL_SPEECH" "${SWEEP[@]}" \
     --json "$RESULTS/default_model_real_speech.json" --markdown "$RESULTS/default_model_real_speech.md"
+}
+history() {
+  $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$OUT/backbone" \
+    --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine 1e-3" \
+    --plot "$RESULTS/learning_curve.png"
 }
 card() {
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
@@ -120,7 +146,7 @@ print(f"{examples}/clips: {len(chosen)} clips; {examples}/test-subset: {len(rows
 EOF
 }
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth backbone exits compare ship evaluate card examples; do
+for stage in synth backbone exits compare gate ship evaluate history card examples; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"
