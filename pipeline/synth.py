@@ -207,7 +207,7 @@ def missing_packages(engines: Iterable[str] = ENGINES,
                      text_sources: Iterable[str] = TEXT_SOURCES) -> list[str]:
     """Debian packages (apt names) that are needed by ``engines`` and
     ``text_sources`` but not installed."""
-    return [APT_PACKAGES[n] for n in (*engines, *text_sources) if not _source_present(n)]
+    return [package for n in (*engines, *text_sources) if not _source_present(n) for package in APT_PACKAGES[n].split()]
 
 
 def check_sources(engines: Iterable[str] = ENGINES,

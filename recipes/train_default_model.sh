@@ -49,7 +49,7 @@ synth() {
 backbone() {
   rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
   $HUBERT_EE train-backbone --init-from "$INIT_FROM" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
-    --pack-seconds 8 --batch-size 4 --learning-rate 1e-3 --warmup-steps 300 --max-steps 2300 --max-minutes 62 \
+    --pack-seconds 8 --batch-size 4 --learning-rate 1e-3 --warmup-steps 300 --max-steps 1800 --max-minutes 100 \
     --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 \
     --output "$OUT/backbone"
 }

@@ -16,7 +16,7 @@ MISSING = synth.missing_packages()
 needs_sources = pytest.mark.skipif(
     bool(MISSING),
     reason="synthetic corpus needs the Debian packages " + ", ".join(MISSING)
-    + " (apt-get install -y espeak-ng flite fortunes wordnet-base)")
+    + " (apt-get install -y " + " ".join(MISSING) + ")")
 
 SECONDS = 20.0 / 3600  # 20 s of audio per split
 HELD = ("espeak-ng:en-gb-scotland", "flite:rms")
@@ -37,7 +37,8 @@ def test_missing_source_error_names_package(monkeypatch, tmp_path):
     monkeypatch.setattr(synth, "FORTUNE_DIR", tmp_path / "nope")
     monkeypatch.setattr(synth, "WORDNET_DIR", tmp_path / "nope")
     monkeypatch.setattr(synth.shutil, "which", lambda name: None)
-    assert synth.missing_packages() == ["espeak-ng", "flite", "fortunes", "wordnet-base"]
+    assert synth.missing_packages() == ["espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k",
+                                        "festvox-us-slt-hts", "fortunes", "wordnet-base"]
     with pytest.raises(synth.MissingSourceError, match=r"apt-get install -y flite wordnet-base"):
         synth.check_sources(engines=("flite",), text_sources=("wordnet",))
     with pytest.raises(synth.MissingSourceError, match="fortunes"):
