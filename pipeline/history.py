@@ -36,14 +36,16 @@ def _newest_state(run: Path) -> Path:
 def read_run(run: str | Path, speech_seconds_per_step: float | None = None) -> dict:
     """Steps, speech hours and dev evaluations of one run, from its newest checkpoint's trainer state.
 
-    Logs written without `speech_hours` (older code) count `speech_seconds_per_step` for each of their steps.
+    Logs written without `speech_hours` (older code) count `speech_seconds_per_step` for each of their steps; a
+    run resumed from such logs counts its own `speech_hours` on top of them.
     """
     state = json.loads(_newest_state(Path(run)).read_text())
-    hours_at, hours, previous_step = {}, 0.0, 0
+    hours_at, hours, previous_step, base = {}, 0.0, 0, None
     for entry in state["log_history"]:
         step = int(entry["step"])
         if "speech_hours" in entry:
-            hours = float(entry["speech_hours"])
+            base = hours if base is None else base
+            hours = base + float(entry["speech_hours"])
         elif "loss" in entry and speech_seconds_per_step:
             hours += (step - previous_step) * speech_seconds_per_step / 3600
         if "loss" in entry:

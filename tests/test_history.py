@@ -33,6 +33,14 @@ def test_logs_without_speech_hours_count_the_given_speech_per_step(tmp_path):
     assert read_run(tmp_path, speech_seconds_per_step=360)["dev"][0]["speech_hours"] == 2.0
 
 
+def test_a_run_resumed_from_logs_without_speech_hours_counts_on_top_of_them(tmp_path):
+    write_state(tmp_path, 30, [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 0.5, "speech_hours": 0.5},
+                               {"step": 30, "loss": 0.4, "speech_hours": 1.0},
+                               {"step": 30, "eval_cer": 30.0, "eval_wer": 70.0}])
+    run = read_run(tmp_path, speech_seconds_per_step=360)
+    assert run["speech_hours"] == 2.0 and run["dev"][0]["speech_hours"] == 2.0
+
+
 def test_sessions_line_up_end_to_end_and_the_cli_plots_them(tmp_path, capsys):
     history = tmp_path / "history.json"
     result = tmp_path / "dev.json"
