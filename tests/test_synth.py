@@ -2,8 +2,10 @@
 
 import argparse
 import io
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +296,129 @@ def test_max_minutes_cuts_train_but_not_dev_and_test(tmp_path):
     assert cut["train"]["id"] == full["train"]["id"][:n]
     for split in ("dev", "test"):
         assert cut[split]["id"] == full[split]["id"]
+
+
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+needs_festival = pytest.mark.skipif(
+    bool(synth.missing_packages(("festival",), ())),
+    reason="needs festival and its English voices (apt-get install -y " + synth.APT_PACKAGES["festival"] + ")")
+
+
+def _festival_pids(session: int, group: int | None = None, pipe_only: bool = False) -> list[int]:
+    """Running (not zombie) festival processes of the session ``session`` (and process group ``group``;
+    only the long-lived ``festival --pipe`` ones if ``pipe_only``)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if (name == "festival" and fields[0] != "Z" and int(fields[3]) == session
+                and group in (None, int(fields[2])) and (not pipe_only or b"--pipe" in cmdline)):
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@needs_festival
+def test_festival_process_gives_text2wave_samples():
+    """One festival process serves every voice; each utterance has exactly the samples of a one-shot
+    text2wave call, whatever came before it (a stretch set for one utterance does not reach the next), and
+    text that looks like Scheme is spoken, not run."""
+    festival = synth.FestivalProcess()
+    try:
+        requests = [(voice, stretch, "the quick brown fox jumps over the lazy dog")
+                    for voice in FESTIVAL_VOICES for stretch in (1.15, None)]
+        requests.append(("kal_diphone", 0.9, 'a "quoted" (format t "x") \\ back; slash'))
+        for voice, stretch, text in requests:
+            x, rate = festival.synthesize(text, voice, stretch=stretch)
+            want, want_rate = synth.festival_text2wave(text, voice, stretch=stretch)
+            assert rate == want_rate and x.dtype == np.float32 and len(x) > 1000
+            assert np.array_equal(x, want), (voice, stretch, text)
+        assert festival.pid is not None
+    finally:
+        festival.close()
+    assert festival.pid is None
+
+
+@needs_festival
+def test_synthesize_keeps_one_festival_process():
+    """Festival utterances of one process, whatever their voice, go to one long-lived festival, which
+    close_festival ends."""
+    session, group = os.getsid(0), os.getpgid(0)
+    try:
+        first, _ = synth.synthesize("one process for every voice", "festival", "ked_diphone", stretch=0.9)
+        running = _festival_pids(session, group, pipe_only=True)
+        second, _ = synth.synthesize("one process for every voice", "festival", "cmu_us_slt_arctic_hts")
+        assert len(running) == 1 and _festival_pids(session, group, pipe_only=True) == running
+        assert np.array_equal(first, synth.festival_text2wave("one process for every voice", "ked_diphone", 0.9)[0])
+    finally:
+        synth.close_festival()
+    assert _festival_pids(session, group, pipe_only=True) == []
+
+
+@needs_festival
+def test_festival_process_restarts_after_death_or_hang():
+    import signal
+
+    festival = synth.FestivalProcess()
+    try:
+        first, _ = festival.synthesize("hello there", "kal_diphone", stretch=1.0)
+        dead = festival.pid
+        os.kill(dead, signal.SIGKILL)
+        again, _ = festival.synthesize("hello there", "kal_diphone", stretch=1.0)  # restarted, retried
+        assert np.array_equal(first, again) and festival.pid not in (None, dead)
+        hung = festival.pid
+        os.kill(hung, signal.SIGSTOP)
+        with pytest.raises(RuntimeError, match=r"festival \(voice ked_diphone\) took over 1 s on 'hello there'"):
+            festival.synthesize("hello there", "ked_diphone", timeout=1)
+        assert festival.pid is None and not Path(f"/proc/{hung}").exists()  # killed and reaped
+        with pytest.raises(RuntimeError, match=r"festival \(voice no_such_voice\) failed on 'hello there': "
+                                               r".*voice_no_such_voice"):
+            festival.synthesize("hello there", "no_such_voice")
+        alive = festival.pid
+        assert np.array_equal(festival.synthesize("hello there", "kal_diphone", stretch=1.0)[0], first)
+        assert festival.pid == alive  # a failed request leaves the process usable
+    finally:
+        festival.close()
+
+
+@needs_sources
+def test_no_festival_process_outlives_build_corpus(corpora):
+    """The corpora were synthesised (festival among the engines) in this process (num_proc 1) and by a pool
+    of 2; the festival processes all of them started have ended by the time build_corpus returned."""
+    _, with_pool, in_process = corpora
+    for dsd in (with_pool, in_process):
+        assert "festival" in dsd["train"]["engine"]
+    assert _festival_pids(os.getsid(0), os.getpgid(0)) == []
+
+
+@needs_festival
+def test_interrupted_synth_leaves_no_festival_process(tmp_path):
+    """Ctrl-C (SIGINT to the process group) while a pool's festival processes run; checked in a session of
+    its own, which every process it starts inherits."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys; from hubert_ee import synth; synth.build_corpus(sys.argv[1], hours_train=1, "
+              "hours_dev=0, hours_test=0, num_proc=2, engines=('festival',), sentences=sys.argv[2:])")
+    sentences = [f"festival keeps on reading sentence {i} aloud" for i in ("one", "two", "three", "four")]
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c"), *sentences],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_festival_pids(proc.pid, pipe_only=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_festival_pids(proc.pid, pipe_only=True)) == 2, "the workers' festival processes never ran"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10  # a killed festival may take a moment to go
+    while _festival_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _festival_pids(proc.pid) == []
