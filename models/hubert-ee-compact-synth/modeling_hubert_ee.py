@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 from transformers.masking_utils import create_bidirectional_mask
@@ -141,7 +140,6 @@ class HubertEEForCTC(HubertPreTrainedModel):
             "AutoModel": "modeling_hubert_ee.HubertEEForCTC",
             "AutoModelForCTC": "modeling_hubert_ee.HubertEEForCTC",
         }
-        self._pos_conv_weight_cache = None  # (parameter versions, weight-normed kernel), see _positional_embedding
         self.post_init()
         self.apply_exit_training_strategy()
 
@@ -364,34 +362,11 @@ class HubertEEForCTC(HubertPreTrainedModel):
         encoder = self.hubert.encoder
         if frame_mask is not None:
             hidden_states = hidden_states.masked_fill(~frame_mask.unsqueeze(-1), 0.0)
-        hidden_states = hidden_states + self._positional_embedding(hidden_states)
+        hidden_states = hidden_states + encoder.pos_conv_embed(hidden_states)
         if not self.config.do_stable_layer_norm:
             hidden_states = encoder.layer_norm(hidden_states)
         hidden_states = encoder.dropout(hidden_states)
         return hidden_states, frame_mask
-
-    def _positional_embedding(self, hidden_states):
-        """`pos_conv_embed`, with its weight-normed kernel reused across inference calls.
-
-        transformers recomputes `g * v / ||v||` over the whole kernel (4.7M weights in hubert-base) on every
-        forward; without autograd the result only changes when the parameters do, which their version counters
-        and storage say. Same ops on the same weight, so the output is identical. Under `torch.compile` the
-        weight norm is left to the compiled graph (comparing storage pointers would break the graph).
-        """
-        module = self.hubert.encoder.pos_conv_embed
-        conv = module.conv
-        if (torch.is_grad_enabled() or module.batch_norm is not None or torch.compiler.is_compiling()
-                or not parametrize.is_parametrized(conv, "weight")):
-            return module(hidden_states)
-        originals = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
-        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in originals)
-        if self._pos_conv_weight_cache is None or self._pos_conv_weight_cache[0] != key:
-            self._pos_conv_weight_cache = (key, conv.weight.detach())
-        hidden_states = nn.functional.conv1d(
-            hidden_states.transpose(1, 2), self._pos_conv_weight_cache[1], conv.bias, conv.stride, conv.padding,
-            conv.dilation, conv.groups,
-        )
-        return module.activation(module.padding(hidden_states)).transpose(1, 2)
 
     def _attention_mask(self, hidden_states, frame_mask):
         """The encoder's attention mask. `frame_mask` is None when no row has padding frames (`_prepare_inputs`
