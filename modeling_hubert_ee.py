@@ -716,22 +716,37 @@ class HubertEEForCTC(HubertPreTrainedModel):
         loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
         return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
 
+    def _inference_view(self) -> "HubertEEForCTC":
+        """This model as eval mode runs it, without changing its mode: itself when in eval mode, else a copy of the
+        module tree in eval mode that shares every parameter, buffer and hook with it (a few hundred small objects,
+        no tensor copied). Built per call, so it always sees the model as it is now."""
+        if not self.training:
+            return self
+        copies = {}
+        for module in self.modules():
+            copy = object.__new__(type(module))  # not copy.copy: parametrized modules (weight norm) refuse it
+            copy.__dict__.update(module.__dict__, training=False)
+            copies[module] = copy
+        for module, copy in copies.items():
+            copy.__dict__["_modules"] = {
+                name: None if child is None else copies[child] for name, child in module._modules.items()
+            }
+        return copies[self]
+
     @torch.inference_mode()
     def generate(self, input_values, attention_mask=None, **overrides) -> HubertEEGenerateOutput:
         """Early-exit greedy CTC decoding.
 
         `overrides` (`early_exit`, `exit_criterion`, `exit_threshold`, `exit_patience`) apply to this call only.
-        Runs the inference path whatever the module's train/eval mode. Returns `sequences` (per-frame greedy ids,
+        Runs the inference path (no dropout, layerdrop or time masking) whatever the module's train/eval mode, and
+        never changes that mode, so threads may share one model. Returns `sequences` (per-frame greedy ids,
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
         settings = self._resolve_settings(overrides)
         frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
-        was_training = self.training
-        self.eval()
-        try:
-            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, frame_lengths, finite)
-        finally:
-            self.train(was_training)
+        logits, exit_layer = self._inference_view()._early_exit_pass(
+            input_values, attention_mask, settings, frame_lengths, finite
+        )
         sequences = logits.argmax(-1)
         if attention_mask is not None:  # frame counts from the host-side lengths: no second pass over the mask
             lengths = torch.tensor(frame_lengths, device=sequences.device)

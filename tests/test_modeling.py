@@ -1,6 +1,7 @@
 """HubertEEForCTC on tiny random configs: exactness against HubertForCTC, per-utterance batched exits, losses."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -339,6 +340,45 @@ def test_weights_changed_through_data_are_used_at_once():
     changed.load_state_dict(model.state_dict())
     torch.testing.assert_close(model.generate(input_values).logits, changed.generate(input_values).logits,
                                rtol=0, atol=0)
+
+
+def _training_mode_model():
+    """In training mode this model's dropout, layerdrop and time masking all change the output."""
+    return make_model(hidden_dropout=0.3, attention_dropout=0.3, final_dropout=0.3, layerdrop=0.3,
+                      mask_time_prob=0.5, mask_time_length=2, exit_threshold=0.97).train()
+
+
+def test_generate_never_changes_the_module_mode():
+    """`generate` runs the inference path whatever the mode, without flipping the shared module's mode: another
+    thread (or a training step) using the model meanwhile must still see the mode it set."""
+    model = _training_mode_model()
+    seen = []
+    layer = model.hubert.encoder.layers[0]
+    layer.register_forward_pre_hook(lambda module, args: seen.append((model.training, layer.training)))
+    input_values, attention_mask = padded_batch(LENGTHS)
+    generated = model.generate(input_values, attention_mask)
+    assert seen == [(True, True)]
+    assert all(module.training for module in model.modules())
+    expected = model.eval().generate(input_values, attention_mask)  # eval mode: the inference path itself
+    assert torch.equal(generated.sequences, expected.sequences) and torch.equal(generated.logits, expected.logits)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_concurrent_generate_equals_sequential_calls(mode):
+    model = _training_mode_model().train(mode == "train")
+    calls = [(LENGTHS[: 1 + index % 4], {"exit_threshold": (0.9, 0.97, 0.99)[index % 3]}) for index in range(32)]
+
+    def call(lengths, settings):
+        output = model.generate(*padded_batch(lengths, seed=len(lengths)), **settings)
+        return output.sequences, output.exit_layer, output.logits
+
+    sequential = [call(*arguments) for arguments in calls]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(lambda arguments: call(*arguments), calls))
+    different = [index for index, (a, b) in enumerate(zip(sequential, concurrent))
+                 if not all(torch.equal(x, y) for x, y in zip(a, b))]
+    assert different == [], f"{len(different)} of 32 concurrent results differ from the sequential ones"
+    assert all(module.training == (mode == "train") for module in model.modules())
 
 
 # ---------------------------------------------------------------------------------------------- exit criteria
