@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         code = args.handler(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
+    except (OSError, ValueError) as error:  # files, disk, network (ConnectionError is an OSError): one line each
         print(f"error: {error}", file=sys.stderr)
         return 2
     return code if isinstance(code, int) else 0  # a stage may return its result object

@@ -661,7 +661,10 @@ def evaluate_from_args(args, model_spec: str) -> dict:
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
     thresholds, patiences = sweep_from_args(args)
-    model, processor = load_model_and_processor(model_spec, args.device)
+    try:
+        model, processor = load_model_and_processor(model_spec, args.device)
+    except OSError as error:  # the model named cannot be read (missing or incomplete files): for the user to fix
+        raise UsageError(str(error)) from error
     dataset = load_speech_dataset(
         args.dataset, split=args.split, config=args.dataset_config,
         sampling_rate=processor.feature_extractor.sampling_rate, max_samples=args.max_samples,

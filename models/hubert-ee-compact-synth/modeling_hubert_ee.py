@@ -108,6 +108,33 @@ class HubertEEExitBranch(nn.Module):
         return self.head(self.dropout(self.layer_norm(hidden_states)))
 
 
+def _raise_if_weights_unreadable(source, error: Exception) -> None:
+    """Raise an `OSError` naming the weight file when `error` is the safetensors reader's: its own message (e.g.
+    "incomplete metadata" for a file cut short by an interrupted download or copy) names neither file nor folder."""
+    if type(error).__name__ != "SafetensorError":
+        return
+    file = _file_being_read(error) or f"a *.safetensors weight file in {source}"
+    raise OSError(
+        f"{file} is incomplete or damaged ({error}); was its download or copy interrupted? Download or copy it again."
+    ) from error
+
+
+def _file_being_read(error: Exception) -> str | None:
+    """The safetensors file a failed load was opening, from the loader's own frames (transformers keeps the file it
+    opens in a local variable): the innermost frame that holds exactly one such file name. No file is touched."""
+    frames = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    for frame in reversed(frames):
+        values = frame.f_locals.values()
+        names = {value for value in values if isinstance(value, str) and value.endswith(".safetensors")}
+        if len(names) == 1:
+            return names.pop()
+    return None
+
+
 # Serialises `HubertEEForCTC.from_pretrained`, which sets a class attribute for the length of a load.
 _FROM_PRETRAINED_LOCK = threading.RLock()
 
@@ -218,6 +245,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
                     pretrained_model_name_or_path, *model_args, output_loading_info=True,
                     ignore_mismatched_sizes=True, **kwargs,
                 )
+            except Exception as error:
+                _raise_if_weights_unreadable(pretrained_model_name_or_path, error)
+                raise
             finally:
                 cls._keys_to_ignore_on_load_missing = previous_ignore
         mismatched = sorted(loading_info.get("mismatched_keys") or [])
