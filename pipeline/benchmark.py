@@ -100,6 +100,7 @@ from configuration_hubert_ee import HubertEEConfig
 from modeling_hubert_ee import HubertEEExitBranch, HubertEEForCTC
 
 from .forced_exits import forced_exit_targets, install_forced_exits, prepare_forced_targets
+from .outputs import output_file, write_text
 
 
 SAMPLING_RATE = 16000
@@ -1159,8 +1160,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--workloads", default="trained,forced",
                         help="comma-separated among trained,forced (default: both; trained is skipped without a "
                              "model)")
-    parser.add_argument("--json", metavar="OUT", help="write the report as JSON here")
-    parser.add_argument("--markdown", metavar="OUT.md", help="write the tables as Markdown here")
+    parser.add_argument("--json", metavar="OUT", type=output_file, help="write the report as JSON here")
+    parser.add_argument("--markdown", metavar="OUT.md", type=output_file, help="write the tables as Markdown here")
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, or auto: CPU, plus CUDA when present (comma-separated list allowed)")
     parser.add_argument("--dtypes", default=None,
@@ -1176,7 +1177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="torch.backends.cudnn.benchmark = True (cuDNN picks its convolution algorithms by "
                              "timing them; both models alike)")
-    parser.add_argument("--plot", metavar="OUT.png", help="write measured against ideal speedup as a PNG")
+    parser.add_argument("--plot", metavar="OUT.png", type=output_file,
+                        help="write measured against ideal speedup as a PNG")
     parser.add_argument("--plot-from", nargs="+", metavar="REPORT.json", default=None,
                         help="benchmark nothing: plot the rows of these earlier --json reports into --plot")
     parser.add_argument("--overlap-exit-decisions", choices=("auto", "on", "off"), default="auto",
@@ -1210,7 +1212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     forced.add_argument("--compile-backend", default="inductor", metavar="NAME",
                         help="torch.compile backend with --compile (default: inductor; e.g. cudagraphs, aot_eager)")
     forced.add_argument("--arch-config", default=None, help=argparse.SUPPRESS)  # JSON: 'custom' arch / overrides
-    forced.add_argument("--profile", metavar="OUT.txt", default=None,
+    forced.add_argument("--profile", metavar="OUT.txt", default=None, type=output_file,
                         help="instead of benchmarking, write torch.profiler tables of HubertForCTC and of HuBERT-EE "
                              "with exits never taken (first arch, branch, dtype, device and batch size)")
     forced.add_argument("--profile-rows", type=int, default=30, help=argparse.SUPPRESS)
@@ -1319,7 +1321,7 @@ def _run(args: argparse.Namespace) -> int:
         device = devices[-1]
         text = profile_overhead(args, device, _dtypes_for(device, args.dtypes)[0], archs[0], branches[0],
                                 _ints(args.batch_sizes)[0], log)
-        Path(args.profile).write_text(text + "\n")
+        write_text(args.profile, text + "\n")
         return 0
 
     report = {
@@ -1374,11 +1376,9 @@ def _run(args: argparse.Namespace) -> int:
     markdown = to_markdown(report)
     print(markdown)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown)
+        write_text(args.markdown, markdown)
     return 0
 
 

@@ -6,6 +6,11 @@ measured speedup whose WER stays within `--max-wer-increase` absolute percentage
 (ties: the lower WER), and stores it as the model's default (`exit_criterion`, `exit_threshold`, `exit_patience`,
 `early_exit`), so `from_pretrained` + `generate` use it without arguments.
 
+It writes into the folder that `--model` names, and only there: `config.json`'s early-exit fields and, when the
+folder has a card written by `hubert-ee card` (README.md), the card's operating-point line, both replaced at once
+(`hubert_ee.outputs.write_texts`). The folder's code files are never touched. Without `--model` (the default model)
+nothing is written into a model folder; the choice is printed (and saved with `--json`).
+
 A row only counts when it is actually faster than the full model (`speedup > --min-speedup`, default 1.0): an
 early-exit setting that is slower than not exiting is never worth choosing. If no row qualifies, early exit is
 switched off (`early_exit=False`: the model then behaves exactly like `HubertForCTC`).
@@ -16,18 +21,20 @@ Calibrate on a development split, never on the test split you report.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from .card import SETTING_LINE, card_with_operating_point
 from .evaluate import (
     UsageError,
     add_evaluation_arguments,
     add_model_argument,
     evaluate_from_args,
     resolve_model_spec,
-    write_json,
 )
+from .outputs import OutputPathError, check_output_path, output_file, write_json, write_texts
 
 __all__ = ["choose_operating_point", "write_operating_point", "add_arguments", "run"]
 
@@ -79,16 +86,21 @@ def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: f
     return choice
 
 
-def write_operating_point(folder: str | Path, choice: dict) -> dict[str, Any]:
+def write_operating_point(folder: str | Path, choice: dict, note: str = "chosen by `hubert-ee calibrate`"
+                          ) -> dict[str, Any]:
     """Write `choice` (from `choose_operating_point`) into `folder/config.json`; returns the fields written.
 
-    The config is loaded with `HubertEEConfig.from_pretrained`, changed, validated and saved with
-    `save_pretrained` into the same folder, so every other field (and `auto_map`) is kept. Fields the choice
-    leaves at None (the unused threshold or patience, or everything when early exit is off) keep their values.
+    Only the early-exit fields of config.json change (validated first; every other field, `auto_map` included, is
+    kept as it is). When `folder/README.md` is a card written by `hubert-ee card`, its operating-point line is
+    updated too, followed by `note` (`hubert_ee.card.card_with_operating_point`). Both files are replaced at once,
+    each through a temporary file in the folder, so a failed write leaves the folder as it was; the code files
+    are not touched. Fields the choice leaves at None (the unused threshold or patience, or everything when early
+    exit is off) keep their values.
     """
     from configuration_hubert_ee import HubertEEConfig
 
     folder = Path(folder)
+    config_path = check_output_path(folder / "config.json", "the model's config")
     config = HubertEEConfig.from_pretrained(str(folder))
     fields: dict[str, Any] = {"early_exit": bool(choice["early_exit"])}
     for name in ("exit_criterion", "exit_threshold", "exit_patience"):
@@ -97,7 +109,17 @@ def write_operating_point(folder: str | Path, choice: dict) -> dict[str, Any]:
     config.validate_exit_settings(**fields)
     for name, value in fields.items():
         setattr(config, name, value)
-    config.save_pretrained(str(folder))
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    files = {config_path: json.dumps({**saved, **fields}, indent=2, sort_keys=True) + "\n"}
+    card_path = folder / "README.md"
+    if card_path.is_file():
+        card = card_with_operating_point(card_path.read_text(encoding="utf-8"), config, note)
+        if card is None:
+            print(f"note: {card_path} is not a card written by `hubert-ee card` (no operating-point line): left "
+                  "unchanged", file=sys.stderr)
+        else:
+            files[check_output_path(card_path, "the model's card")] = card
+    write_texts(files)
     return fields
 
 
@@ -109,6 +131,18 @@ def _local_model_folder(spec: str) -> Path:
             f"model folder holding config.json; got {spec!r}. Download or export the model into a folder first "
             "(e.g. the output folder of `hubert-ee train`, or `hf download ID --local-dir FOLDER`)."
         )
+    return folder
+
+
+def _folder_to_write(args) -> Path | None:
+    """The model folder calibrate will write (checked before the evaluation), or None: no --model."""
+    if not args.model:
+        return None
+    folder = _local_model_folder(args.model)
+    if not args.dry_run:
+        check_output_path(folder / "config.json", "the model's config")
+        if (folder / "README.md").exists():
+            check_output_path(folder / "README.md", "the model's card")
     return folder
 
 
@@ -132,7 +166,9 @@ def describe_choice(choice: dict, num_layers: int | None = None) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `hubert-ee calibrate`."""
-    add_model_argument(parser, " For calibrate it must be a local folder: its config.json is rewritten.")
+    add_model_argument(parser, " For calibrate it must be a local folder, whose config.json (and card, README.md) "
+                       "get the choice. Without --model nothing is written into a model folder: the choice is "
+                       "printed (and written to --json).")
     add_evaluation_arguments(parser)
     parser.add_argument(
         "--max-wer-increase", type=float, default=0.5,
@@ -144,10 +180,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="A setting is only chosen when its measured speedup is above this (default: 1.0, i.e. faster than "
         "the full model); if none is, early exit is switched off.",
     )
-    parser.add_argument("--json", default=None,
+    parser.add_argument("--json", default=None, type=output_file,
                         help="Also write the evaluation and the choice as JSON to this file.")
     parser.add_argument("--dry-run", action="store_true",
-                        help="Evaluate and print the choice, but do not change config.json.")
+                        help="Evaluate and print the choice, but do not change the model folder.")
 
 
 def run(args) -> int:
@@ -155,9 +191,9 @@ def run(args) -> int:
     try:
         if args.max_wer_increase < 0:
             raise UsageError(f"--max-wer-increase must be >= 0, got {args.max_wer_increase}")
-        folder = _local_model_folder(resolve_model_spec(args.model))
-        result = evaluate_from_args(args, str(folder))
-    except UsageError as error:
+        folder = _folder_to_write(args)
+        result = evaluate_from_args(args, str(folder) if folder else resolve_model_spec(None))
+    except (UsageError, OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (OSError, ValueError, RuntimeError) as error:
@@ -166,11 +202,18 @@ def run(args) -> int:
     choice = choose_operating_point(result, args.max_wer_increase, args.min_speedup)
     print(f"chose {describe_choice(choice, result['num_hidden_layers'])}")
     written = None
-    if args.dry_run:
-        print(f"dry run: {folder / 'config.json'} left unchanged")
+    if folder is None:
+        print(f"the default model ({resolve_model_spec(None)}) is left unchanged: calibrate writes into a model "
+              "folder only when --model names it")
+    elif args.dry_run:
+        print(f"dry run: {folder} left unchanged")
     else:
-        written = write_operating_point(folder, choice)
-        print(f"wrote {', '.join(f'{k}={v}' for k, v in written.items())} to {folder / 'config.json'}")
+        note = f"chosen by `hubert-ee calibrate` on {result.get('dataset')}: {describe_choice(choice)}"
+        written = write_operating_point(folder, choice, note)
+        card = folder / "README.md"
+        card_updated = card.is_file() and SETTING_LINE in card.read_text(encoding="utf-8")
+        print(f"wrote {', '.join(f'{k}={v}' for k, v in written.items())} to {folder / 'config.json'}"
+              + (f" and the operating point in {card}" if card_updated else ""))
     if args.json:
         write_json({"choice": choice, "config_fields_written": written, "max_wer_increase": args.max_wer_increase,
                     "evaluation": result}, args.json)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import yaml
@@ -20,6 +19,7 @@ import yaml
 from configuration_hubert_ee import HubertEEConfig
 
 from .evaluate import markdown_report
+from .outputs import check_output_path, output_file, write_bytes, write_texts
 
 CITATION = """@inproceedings{yoon2024hubertee,
   title     = {HuBERT-EE: Early Exiting HuBERT for Efficient Speech Recognition},
@@ -46,10 +46,27 @@ def operating_point(result: dict, config: HubertEEConfig) -> dict | None:
     return None
 
 
+# The card's lines about the operating point, and its metric there: `calibrate` rewrites them when it changes the
+# config, so that a card never describes another setting than the config beside it.
+SETTING_LINE = "- shipped operating point: "
+MEASURED_LINE = "- at that point on the test split: "
+CALIBRATED_METRIC = "WER (early exit, calibrated)"
+
+
+def operating_point_setting(config: HubertEEConfig) -> str:
+    """The config's stored early-exit setting, as the card states it."""
+    if not config.early_exit:
+        return "early exit disabled (full depth)"
+    return f"`exit_criterion={config.exit_criterion!r}`, " + (
+        f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
+        else f"`exit_threshold={config.exit_threshold}`"
+    )
+
+
 def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: str, ood: dict | None) -> dict:
     metrics = [{"type": "wer", "value": round(result["final_wer"], 2), "name": "WER (full depth)"}]
     if point is not None:
-        metrics.append({"type": "wer", "value": round(point["wer"], 2), "name": "WER (early exit, calibrated)"})
+        metrics.append({"type": "wer", "value": round(point["wer"], 2), "name": CALIBRATED_METRIC})
     results = [{"task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
                 "dataset": {"type": dataset_name, "name": dataset_name, "split": "test"}, "metrics": metrics}]
     if ood is not None:
@@ -75,12 +92,6 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     config = HubertEEConfig.from_pretrained(str(model_folder))
     point = operating_point(result, config)
     metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood), sort_keys=False)
-    setting = (
-        "early exit disabled (full depth)" if not config.early_exit
-        else f"`exit_criterion={config.exit_criterion!r}`, "
-        + (f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
-           else f"`exit_threshold={config.exit_threshold}`")
-    )
     lines = [
         "---", metadata.rstrip(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
@@ -89,11 +100,11 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
         "([Yoon, Woo & Kim, arXiv 2204.06328](https://arxiv.org/abs/2204.06328)).", "",
         f"- encoder layers: {config.num_hidden_layers}, hidden size {config.hidden_size}; exit branches "
         f"(`{config.exit_branch}`) after layers {config.exit_layers}",
-        f"- shipped operating point: {setting}",
+        SETTING_LINE + operating_point_setting(config),
     ]
     if point is not None:
         lines.append(
-            f"- at that point on the test split: WER {point['wer']:.2f} % (full depth {result['final_wer']:.2f} %), "
+            MEASURED_LINE + f"WER {point['wer']:.2f} % (full depth {result['final_wer']:.2f} %), "
             f"mean exit layer {point['mean_exit_layer']:.2f}, measured speedup {point['speedup']:.2f}x"
         )
     lines += ["", "## Usage", "", "```python", "from transformers import pipeline", "",
@@ -132,22 +143,49 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     return "\n".join(lines)
 
 
+def card_with_operating_point(card: str, config: HubertEEConfig, note: str) -> str | None:
+    """`card` (as `build_card` writes it) stating `config`'s operating point, followed by `note` (where it comes
+    from); None when `card` has no operating-point line (not a `hubert-ee card` card).
+
+    The test-split measurement of the previous point (its line, and its metric in the model-index) goes: it
+    belongs to another setting. `hubert-ee card` with a new evaluation puts the new point's numbers back."""
+    front, separator, body = card.partition("\n---\n") if card.startswith("---\n") else ("", "", card)
+    lines = body.split("\n")
+    setting = [index for index, line in enumerate(lines) if line.startswith(SETTING_LINE)]
+    if not setting:
+        return None
+    lines[setting[0]] = f"{SETTING_LINE}{operating_point_setting(config)} ({note})"
+    body = "\n".join(line for line in lines if not line.startswith(MEASURED_LINE))
+    if not separator:
+        return body
+    metadata = yaml.safe_load(front.removeprefix("---\n")) or {}
+    for model in metadata.get("model-index") or []:
+        for result in model.get("results") or []:
+            result["metrics"] = [metric for metric in result.get("metrics") or []
+                                 if metric.get("name") != CALIBRATED_METRIC]
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n" + body
+
+
 def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Path | None = None, **kwargs) -> Path:
-    """Write the card to `output` (default `model_card.md`) and to `model_folder/README.md` (what the Hub shows)."""
+    """Write the card to `model_folder/README.md` (what the Hub shows) and, when given, a copy to `output`; returns
+    the README's path. Both are written whole or not at all, after their paths are checked."""
+    model_folder = Path(model_folder)
+    readme = check_output_path(model_folder / "README.md", "the card")
+    if output is not None:
+        check_output_path(output, "--output")
     result = json.loads(Path(eval_json).read_text())
     ood_path = kwargs.pop("ood_json", None)
     if ood_path:
         kwargs["ood"] = json.loads(Path(ood_path).read_text())
     plot = kwargs.pop("plot", None)
-    model_folder = Path(model_folder)
     if plot:
-        shutil.copy(plot, model_folder / Path(plot).name)
+        copied = model_folder / Path(plot).name
+        if not copied.exists() or not copied.samefile(plot):
+            write_bytes(check_output_path(copied, "the plot's copy"), Path(plot).read_bytes())
         kwargs["plot_name"] = Path(plot).name
     card = build_card(model_folder, result, **kwargs)
-    output = Path(output or "model_card.md")
-    output.write_text(card)
-    (model_folder / "README.md").write_text(card)
-    return output
+    write_texts({readme: card, **({output: card} if output is not None else {})})
+    return readme
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,13 +199,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from), shown in the card.")
     parser.add_argument("--repo-id", default="ORG/hubert-ee", help="Hub repository id used in the usage snippets.")
     parser.add_argument("--dataset-name", default="synthetic-english-speech", help="Name of the training data.")
-    parser.add_argument("--output", default="model_card.md", help="Where to write the card (also MODEL/README.md).")
+    parser.add_argument("--output", default=None, type=output_file,
+                        help="Also write a copy of the card to this file (e.g. model_card.md). The card itself always "
+                             "goes to MODEL/README.md, what the Hub shows; nothing else is written unless named here.")
 
 
 def run(args) -> int:
     commands = Path(args.commands).read_text() if args.commands else ""
     comparison = Path(args.comparison).read_text() if args.comparison else ""
-    path = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, plot=args.plot,
-                      repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands, comparison=comparison)
-    print(f"wrote {path} and {Path(args.model) / 'README.md'}")
+    readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, plot=args.plot,
+                        repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands,
+                        comparison=comparison)
+    print(f"wrote {readme}" + (f" and {args.output}" if args.output else ""))
     return 0

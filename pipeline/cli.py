@@ -5,7 +5,7 @@
     hubert-ee train            convert a HubertForCTC checkpoint to HuBERT-EE and train its exits
     hubert-ee evaluate         per-exit WER, threshold sweeps with measured speedup, the oracle
     hubert-ee compare          several evaluate results side by side (e.g. one per exit-training strategy)
-    hubert-ee calibrate        pick the fastest criterion/threshold within a WER budget; write it to the config
+    hubert-ee calibrate        pick the fastest criterion/threshold within a WER budget; write it to --model's config
     hubert-ee transcribe       transcribe files/folders with early exit
     hubert-ee benchmark        speed against HubertForCTC on the same weights
     hubert-ee card             the model card, generated from evaluation JSON
@@ -32,10 +32,12 @@ COMMANDS = {
     "compare": ("compare", "add_arguments", "run",
                 "Compare several `hubert-ee evaluate` results in one table (and one plot)."),
     "calibrate": ("calibrate", "add_arguments", "run",
-                  "Choose the fastest criterion/threshold within a WER budget and store it in the model config."),
+                  "Choose the fastest criterion/threshold within a WER budget and store it in the config (and card) "
+                  "of the model folder that --model names."),
     "transcribe": ("transcribe", "add_arguments", "run", "Transcribe audio files or folders with early exit."),
     "benchmark": ("benchmark", "add_arguments", "run", "Latency/throughput against HubertForCTC on the same weights."),
-    "card": ("card", "add_arguments", "run", "Write the model card from evaluation JSON (no hand-typed numbers)."),
+    "card": ("card", "add_arguments", "run",
+             "Write the model card (MODEL/README.md) from evaluation JSON (no hand-typed numbers)."),
     "history": ("history", "add_arguments", "run",
                 "Record a training session's dev evaluations and draw the learning curve across sessions."),
     "push": ("push", "add_arguments", "run", "Upload a Hub-ready model folder to the Hugging Face Hub."),
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         code = args.handler(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
+    except (OSError, ValueError) as error:  # files, disk, network (ConnectionError is an OSError): one line each
         print(f"error: {error}", file=sys.stderr)
         return 2
     return code if isinstance(code, int) else 0  # a stage may return its result object

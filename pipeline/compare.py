@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from .calibrate import choose_operating_point
+from .outputs import output_file, write_text
 from .plots import pyplot, save_figure
 
 __all__ = ["comparison_markdown", "plot_comparison", "add_arguments", "run"]
@@ -111,8 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="A name for the table and a `hubert-ee evaluate --json` file.")
     parser.add_argument("--budgets", default="0.5,2",
                         help="Comma-separated WER budgets in absolute points (default: 0.5,2).")
-    parser.add_argument("--markdown", default=None, help="Also write the table to this file.")
-    parser.add_argument("--plot", default=None, help="Also write a PNG of every model's sweep to this file.")
+    parser.add_argument("--markdown", default=None, type=output_file, help="Also write the table to this file.")
+    parser.add_argument("--plot", default=None, type=output_file,
+                        help="Also write a PNG of every model's sweep to this file.")
 
 
 def run(args) -> int:
@@ -126,8 +128,7 @@ def run(args) -> int:
     table = comparison_markdown(results, budgets)
     print(table)
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table)
+        write_text(args.markdown, table)
     if args.plot:
         plot_comparison(results, args.plot)
     return 0

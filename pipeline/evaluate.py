@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import math
 import sys
@@ -47,6 +46,7 @@ import torch
 
 from .forced_exits import forced_exit_targets, prepare_forced_targets
 from .metrics import char_error_rate, word_error_rate
+from .outputs import output_file, write_json, write_text
 from .plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
@@ -552,13 +552,6 @@ def plot_tradeoff(result: dict, path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
-def write_json(data: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -640,9 +633,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `hubert-ee evaluate`."""
     add_model_argument(parser)
     add_evaluation_arguments(parser)
-    parser.add_argument("--json", required=True, help="Where to write the results as JSON.")
-    parser.add_argument("--markdown", default=None, help="Also write a markdown report (tables) to this file.")
-    parser.add_argument("--plot", default=None, help="Also write a PNG plot of WER against speedup to this file.")
+    parser.add_argument("--json", required=True, type=output_file, help="Where to write the results as JSON.")
+    parser.add_argument("--markdown", default=None, type=output_file,
+                        help="Also write a markdown report (tables) to this file.")
+    parser.add_argument("--plot", default=None, type=output_file,
+                        help="Also write a PNG plot of WER against speedup to this file.")
     parser.add_argument("--group-by", type=_str_list, default=[], metavar="COLUMN[,COLUMN]",
                         help="Also break accuracy and exit depth down by these dataset columns (e.g. speaker_id).")
 
@@ -666,7 +661,10 @@ def evaluate_from_args(args, model_spec: str) -> dict:
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
     thresholds, patiences = sweep_from_args(args)
-    model, processor = load_model_and_processor(model_spec, args.device)
+    try:
+        model, processor = load_model_and_processor(model_spec, args.device)
+    except OSError as error:  # the model named cannot be read (missing or incomplete files): for the user to fix
+        raise UsageError(str(error)) from error
     dataset = load_speech_dataset(
         args.dataset, split=args.split, config=args.dataset_config,
         sampling_rate=processor.feature_extractor.sampling_rate, max_samples=args.max_samples,
@@ -707,10 +705,7 @@ def run(args) -> int:
         return 1
     written = [write_json(result, args.json)]
     if args.markdown:
-        path = Path(args.markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown_report(result), encoding="utf-8")
-        written.append(path)
+        written.append(write_text(args.markdown, markdown_report(result)))
     if args.plot:
         written.append(plot_tradeoff(result, args.plot))
     print_summary(result)

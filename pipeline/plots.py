@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .outputs import replacing
+
 __all__ = ["pyplot", "save_figure"]
 
 
@@ -22,10 +24,12 @@ def pyplot():
 
 
 def save_figure(figure, path: str | Path) -> Path:
-    """Lay `figure` out, write it as a 120-dpi PNG at `path` (creating its folder), close it; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Lay `figure` out, write it as a 120-dpi PNG at `path` (whole or not at all, creating its folder), close it;
+    returns the path."""
     figure.tight_layout()
-    figure.savefig(path, format="png", dpi=120)
-    pyplot().close(figure)
-    return path
+    try:
+        with replacing(path, "wb", encoding=None) as handle:
+            figure.savefig(handle, format="png", dpi=120)
+    finally:
+        pyplot().close(figure)
+    return Path(path)

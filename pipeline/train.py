@@ -31,6 +31,7 @@ from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
 from modeling_hubert_ee import HubertEEForCTC
 
 from .augment import AugmentationConfig, Augmenter
+from .checkpoints import resume_checkpoint
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
 from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
 from .metrics import char_error_rate, word_error_rate
@@ -351,12 +352,10 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, b
     packed = isinstance(train_dataset, PackedCTCDataset)
     padding = DataCollatorCTCWithPadding(processor=processor)
     training_args = _training_arguments(args, eval_dataset is not None)
-    checkpoints = sorted(Path(training_args.output_dir).glob("checkpoint-*"))
-    resume = bool(args.resume and checkpoints)
-    if args.resume and not checkpoints:
-        logger.warning("--resume: no checkpoint in %s yet, starting from scratch", training_args.output_dir)
+    # the newest complete checkpoint: the Trainer's own choice (the newest folder) may be a save cut short
+    resume = resume_checkpoint(training_args.output_dir) if args.resume else None
     if packed and resume:
-        train_dataset.start_pass = 1_000 + _checkpoint_step(checkpoints[-1])
+        train_dataset.start_pass = 1_000 + _checkpoint_step(Path(resume))
     trainer = CTCTrainer(
         model=model,
         args=training_args,
@@ -367,7 +366,7 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, b
         callbacks=[WallClockBudget(args.max_minutes)] if getattr(args, "max_minutes", None) is not None else None,
         sampling_rate=processor.feature_extractor.sampling_rate,
     )
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
@@ -459,7 +458,8 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--save-steps", type=int, default=500, help="Write a resumable checkpoint every N steps.")
     run.add_argument("--seed", type=int, default=42, help="Random seed (model init, data order).")
     run.add_argument("--resume", action="store_true",
-                     help="Resume from the newest checkpoint in OUTPUT/checkpoints (starts fresh if there is none).")
+                     help="Resume from the newest complete checkpoint in OUTPUT/checkpoints (starts fresh if there is "
+                          "none); newer ones that a crash left incomplete are skipped, each named with its problem.")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="auto: bf16 autocast where the device computes bf16 natively (CUDA with bf16, CPUs with "
                           "AVX512-BF16 or AMX), fp32 elsewhere; fp32 or bf16 force one (default: auto).")

@@ -47,8 +47,8 @@ from .evaluate import (
     resolve_model_spec,
     samples_per_frame,
     synchronize,
-    write_json,
 )
+from .outputs import output_file, write_json
 
 __all__ = [
     "AUDIO_EXTENSIONS", "UNREADABLE_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "add_arguments",
@@ -253,7 +253,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                         help="Audio files, or folders searched recursively for "
                         + ", ".join(AUDIO_EXTENSIONS) + " files.")
-    parser.add_argument("--json", default=None, help="Also write the results (and errors) as JSON to this file.")
+    parser.add_argument("--json", default=None, type=output_file,
+                        help="Also write the results (and errors) as JSON to this file.")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="Files (or 20 s windows of long files) per batch (default: 8). Use 1 for per-file "
                         "latencies in time_ms.")

@@ -67,3 +67,40 @@ def padded_batch(lengths, seed: int = 0):
 @pytest.fixture(params=[False, True], ids=["post-norm", "stable-layer-norm"])
 def stable_layer_norm(request):
     return request.param
+
+
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_with_file_size_limit(code: str, limit_bytes: int):
+    """Run Python `code` in a fresh process that may write no file past `limit_bytes`, as on a full disk (a write
+    past it fails with EFBIG; Python ignores the SIGXFSZ signal). Returns the CompletedProcess."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limit,
+                          cwd=REPOSITORY_ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=300)
+
+
+def repository_status(*paths: str) -> str:
+    """`git status --porcelain` of `paths` in this repository (skips the test outside a git checkout)."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *paths],
+                                cwd=REPOSITORY_ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return result.stdout
+
+
+def folder_contents(folder) -> dict:
+    """{relative path: bytes} of every file under `folder`: equal before and after means nothing changed."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}

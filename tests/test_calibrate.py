@@ -20,7 +20,8 @@ from hubert_ee.calibrate import choose_operating_point, write_operating_point
 from hubert_ee.export import save_hub_folder
 from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
-from tests.conftest import sharpen_branches, tiny_config
+from tests.conftest import (REPOSITORY_ROOT, folder_contents, repository_status, run_with_file_size_limit,
+                            sharpen_branches, tiny_config)
 
 
 def _row(criterion, threshold, wer, speedup, patience=None, mean_exit_layer=6.0):
@@ -92,13 +93,17 @@ def model_folder(tmp_path):
 
 def test_write_operating_point_keeps_everything_else(model_folder):
     before = json.loads((model_folder / "config.json").read_text())
+    # the folder's code files are its own: calibrate must not replace them with this installation's copies
+    own_code = (model_folder / "configuration_hubert_ee.py").read_text() + "# this folder's own copy\n"
+    (model_folder / "configuration_hubert_ee.py").write_text(own_code)
     choice = choose_operating_point(_result([_row("entropy", 0.25, 5.2, 2.0)]), 0.5)
     written = write_operating_point(model_folder, choice)
     assert written == {"early_exit": True, "exit_criterion": "entropy", "exit_threshold": 0.25}
     after = json.loads((model_folder / "config.json").read_text())
     changed = {key for key in set(before) | set(after) if before.get(key) != after.get(key)}
-    assert changed <= {"exit_criterion", "exit_threshold", "transformers_version"}, changed
+    assert changed <= {"exit_criterion", "exit_threshold"}, changed
     assert after["auto_map"] == before["auto_map"]
+    assert (model_folder / "configuration_hubert_ee.py").read_text() == own_code
     config = HubertEEConfig.from_pretrained(model_folder)
     assert (config.early_exit, config.exit_criterion, config.exit_threshold, config.exit_patience) == (
         True, "entropy", 0.25, 2)
@@ -113,6 +118,50 @@ def test_write_operating_point_keeps_everything_else(model_folder):
     write_operating_point(model_folder, choose_operating_point(_result([]), 0.5))
     config = HubertEEConfig.from_pretrained(model_folder)
     assert config.early_exit is False and config.exit_criterion == "patience"
+
+
+@pytest.fixture
+def carded_folder(model_folder, tmp_path):
+    """A model folder with a card from `hubert-ee card` that states its operating point (confidence 0.9)."""
+    from hubert_ee.card import write_card
+    from tests.test_card_push import RESULT
+
+    (tmp_path / "eval.json").write_text(json.dumps(RESULT))
+    config = json.loads((model_folder / "config.json").read_text())
+    (model_folder / "config.json").write_text(json.dumps({**config, "exit_threshold": 0.9}))
+    write_card(model_folder, tmp_path / "eval.json")
+    return model_folder
+
+
+def test_a_failed_write_leaves_the_model_folder_as_it_was(carded_folder):
+    """A write that fails midway (a full disk) must leave config.json, the card and the code files as they were:
+    a truncated configuration_hubert_ee.py breaks every `trust_remote_code` load with a SyntaxError."""
+    before = folder_contents(carded_folder)
+    code = f"""
+from hubert_ee.calibrate import write_operating_point
+write_operating_point({str(carded_folder)!r}, {{"early_exit": True, "exit_criterion": "entropy", "exit_threshold": 0.3}})
+"""
+    finished = run_with_file_size_limit(code, limit_bytes=1500)  # config.json and the card are larger
+    assert finished.returncode != 0 and "File too large" in finished.stderr, finished.stderr[-2000:]
+    assert folder_contents(carded_folder) == before
+
+
+def test_config_and_card_are_written_together(carded_folder):
+    from huggingface_hub import ModelCard
+
+    card = (carded_folder / "README.md").read_text()
+    assert "- shipped operating point: `exit_criterion='confidence'`, `exit_threshold=0.9`" in card
+    assert "- at that point on the test split: WER 12.90 %" in card
+    choice = choose_operating_point(_result([_row("entropy", 0.25, 5.2, 2.0)]), 0.5)
+    write_operating_point(carded_folder, choice, "chosen on dev")
+    card = (carded_folder / "README.md").read_text()
+    assert "- shipped operating point: `exit_criterion='entropy'`, `exit_threshold=0.25` (chosen on dev)" in card
+    assert "at that point on the test split" not in card and "0.9" not in card.split("## Usage")[0]
+    metrics = ModelCard.load(carded_folder / "README.md").data.to_dict()["model-index"][0]["results"][0]["metrics"]
+    assert [metric["name"] for metric in metrics] == ["WER (full depth)"]  # the old point's WER is gone
+    write_operating_point(carded_folder, choose_operating_point(_result([]), 0.5), "nothing was faster")
+    assert "- shipped operating point: early exit disabled (full depth) (nothing was faster)" in (
+        carded_folder / "README.md").read_text()
 
 
 def _audiofolder(root):
@@ -159,6 +208,20 @@ def test_command_dry_run_leaves_config_alone(model_folder, tmp_path, capsys):
                            "--entropy-thresholds", "", "--patiences", "", "--dry-run", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert (model_folder / "config.json").read_text() == before
+
+
+def test_without_model_the_default_model_is_left_unchanged(monkeypatch, capsys):
+    """From the repository root, `hubert-ee calibrate` without --model evaluates the shipped model and changes
+    nothing in the repository (it used to rewrite the shipped config.json, its card left saying otherwise)."""
+    before = repository_status("models", "model_card.md")
+    monkeypatch.chdir(REPOSITORY_ROOT)
+    code = cli_main(["calibrate", "--dataset", "examples/test-subset", "--max-samples", "2", "--repeats", "1",
+                     "--confidence-thresholds", "0.5", "--entropy-thresholds", "", "--patiences", "",
+                     "--min-speedup", "0", "--max-wer-increase", "1000", "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "is left unchanged: calibrate writes into a model folder only when --model names it" in (
+        capsys.readouterr().out)
+    assert repository_status("models", "model_card.md") == before
 
 
 def test_command_needs_a_local_folder(tmp_path, capsys):

@@ -12,7 +12,7 @@ from hubert_ee.cli import main
 from hubert_ee.export import save_hub_folder
 from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
-from tests.conftest import tiny_config
+from tests.conftest import REPOSITORY_ROOT, repository_status, tiny_config
 
 RESULT = {
     "model": "m", "dataset": "d test", "num_utterances": 10, "num_hidden_layers": 4, "exit_layers": [1, 2, 3],
@@ -57,6 +57,21 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     assert "hubert-ee train --model ctc" in text and "trust_remote_code=True" in text and "2204.06328" in text
     assert "1.31x" in text and "me/hubert-ee-demo" in text
     assert "## Exit-training strategies compared" in text and "| two-stage-linear | 12.50 |" in text
+
+
+def test_card_writes_only_the_model_folder_unless_output_is_named(hub_folder, tmp_path, monkeypatch, capsys):
+    """Run from the repository root without --output, `hubert-ee card` used to replace the shipped model_card.md."""
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(json.dumps(RESULT))
+    before = repository_status("models", "model_card.md")
+    monkeypatch.chdir(REPOSITORY_ROOT)
+    assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {hub_folder / 'README.md'}"
+    assert repository_status("models", "model_card.md") == before
+    assert "- shipped operating point:" in (hub_folder / "README.md").read_text()
+    with pytest.raises(SystemExit) as stopped:  # --output naming a folder: refused before anything is written
+        main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--output", str(tmp_path)])
+    assert stopped.value.code == 2 and "is a folder" in capsys.readouterr().err
 
 
 def test_push_uploads_exactly_the_hub_files(hub_folder, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """HubertEEForCTC on tiny random configs: exactness against HubertForCTC, per-utterance batched exits, losses."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -317,23 +318,67 @@ def test_hubert_ee_checkpoint_missing_branch_weights_fails(tmp_path):
         HubertEEForCTC.from_pretrained(tmp_path, exit_layers=[1, 2, 3])
 
 
-def test_cached_positional_kernel_follows_parameter_updates():
-    """The weight-normed positional kernel is reused between inference calls, never after the weights change."""
-    model = make_model()
+def test_weights_changed_through_data_are_used_at_once():
+    """EMA and weight-averaging code writes weights through `.data`, which bumps no version counter: inference must
+    then give exactly what a model freshly built with those weights gives (the positional convolution's
+    weight-normed kernel included)."""
+    model, other = make_model(seed=0), make_model(seed=1)
     input_values, _ = padded_batch([3000])
-    first = model.generate(input_values, early_exit=False).logits
-    assert model._pos_conv_weight_cache is not None
-    parametrization = model.hubert.encoder.pos_conv_embed.conv.parametrizations.weight
+    model.generate(input_values, early_exit=False)  # a first call, as a training loop's evaluation would make
     with torch.no_grad():
-        parametrization.original1.mul_(1.5)  # what an optimizer step does: in place, version bumped
-    after_update = model.generate(input_values, early_exit=False).logits
-    assert not torch.equal(first, after_update)
-    model._pos_conv_weight_cache = None
-    torch.testing.assert_close(model.generate(input_values, early_exit=False).logits, after_update, rtol=0, atol=0)
-    fresh = make_model()
-    model.load_state_dict(fresh.state_dict())
-    torch.testing.assert_close(model.generate(input_values, early_exit=False).logits,
-                               fresh.generate(input_values, early_exit=False).logits, rtol=0, atol=0)
+        for name, parameter in model.named_parameters():  # an EMA step: 0.5 old + 0.5 other
+            parameter.data.mul_(0.5).add_(other.get_parameter(name).data, alpha=0.5)
+    fresh = make_model(seed=2)
+    fresh.load_state_dict(model.state_dict())
+    for kwargs in ({"early_exit": False}, {"exit_threshold": 0.97}):
+        torch.testing.assert_close(model.generate(input_values, **kwargs).logits,
+                                   fresh.generate(input_values, **kwargs).logits, rtol=0, atol=0)
+    conv = model.hubert.encoder.pos_conv_embed.conv
+    with torch.no_grad():
+        conv.parametrizations.weight.original1.data = conv.parametrizations.weight.original1.data * 1.5  # a new tensor
+    changed = make_model(seed=2)
+    changed.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model.generate(input_values).logits, changed.generate(input_values).logits,
+                               rtol=0, atol=0)
+
+
+def _training_mode_model():
+    """In training mode this model's dropout, layerdrop and time masking all change the output."""
+    return make_model(hidden_dropout=0.3, attention_dropout=0.3, final_dropout=0.3, layerdrop=0.3,
+                      mask_time_prob=0.5, mask_time_length=2, exit_threshold=0.97).train()
+
+
+def test_generate_never_changes_the_module_mode():
+    """`generate` runs the inference path whatever the mode, without flipping the shared module's mode: another
+    thread (or a training step) using the model meanwhile must still see the mode it set."""
+    model = _training_mode_model()
+    seen = []
+    layer = model.hubert.encoder.layers[0]
+    layer.register_forward_pre_hook(lambda module, args: seen.append((model.training, layer.training)))
+    input_values, attention_mask = padded_batch(LENGTHS)
+    generated = model.generate(input_values, attention_mask)
+    assert seen == [(True, True)]
+    assert all(module.training for module in model.modules())
+    expected = model.eval().generate(input_values, attention_mask)  # eval mode: the inference path itself
+    assert torch.equal(generated.sequences, expected.sequences) and torch.equal(generated.logits, expected.logits)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_concurrent_generate_equals_sequential_calls(mode):
+    model = _training_mode_model().train(mode == "train")
+    calls = [(LENGTHS[: 1 + index % 4], {"exit_threshold": (0.9, 0.97, 0.99)[index % 3]}) for index in range(32)]
+
+    def call(lengths, settings):
+        output = model.generate(*padded_batch(lengths, seed=len(lengths)), **settings)
+        return output.sequences, output.exit_layer, output.logits
+
+    sequential = [call(*arguments) for arguments in calls]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(lambda arguments: call(*arguments), calls))
+    different = [index for index, (a, b) in enumerate(zip(sequential, concurrent))
+                 if not all(torch.equal(x, y) for x, y in zip(a, b))]
+    assert different == [], f"{len(different)} of 32 concurrent results differ from the sequential ones"
+    assert all(module.training == (mode == "train") for module in model.modules())
 
 
 # ---------------------------------------------------------------------------------------------- exit criteria

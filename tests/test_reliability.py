@@ -307,6 +307,42 @@ def test_branch_architecture_changed_to_linear_should_fail(tmp_path, hf_verbose)
     pytest.xfail("modeling_hubert_ee.from_pretrained does not yet reject unexpected exit-branch weights")
 
 
+def _cut_short(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[: keep if keep >= 0 else len(data) + keep])
+
+
+@pytest.mark.parametrize("keep", [0, 5, 100, -1], ids=["empty", "in-length", "in-header", "last-byte"])
+def test_truncated_weights_name_the_file_and_say_it_is_incomplete(tmp_path, hub_folder, keep, capsys):
+    """An interrupted download or copy: safetensors' own error ("incomplete metadata") names no file."""
+    folder = tmp_path / "cut"
+    shutil.copytree(hub_folder, folder)
+    _cut_short(folder / "model.safetensors", keep)
+    message = rf"{folder / 'model.safetensors'} is incomplete or damaged \(.*\); was its download or copy interrupted"
+    for load in (lambda: HubertEEForCTC.from_pretrained(folder),
+                 lambda: AutoModelForCTC.from_pretrained(folder, trust_remote_code=True)):
+        with pytest.raises(OSError, match=message):
+            load()
+    audio = tmp_path / "a.wav"
+    sf.write(audio, _noise(0.5), RATE)
+    for command in (["transcribe", "--model", str(folder), str(audio)],
+                    ["evaluate", "--model", str(folder), "--dataset", str(tmp_path), "--json", str(tmp_path / "e.json")],
+                    ["train", "--model", str(folder), "--dataset", str(tmp_path), "--output", str(tmp_path / "run")]):
+        assert main(command) == 2, command
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and error.startswith("error: ") and "is incomplete" in error, (command, error)
+
+
+def test_a_truncated_shard_is_named(tmp_path):
+    folder = tmp_path / "sharded"
+    _tiny_model().save_pretrained(folder, max_shard_size="20KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    _cut_short(shards[1], shards[1].stat().st_size // 2)
+    with pytest.raises(OSError, match=rf"^{shards[1]} is incomplete or damaged"):
+        HubertEEForCTC.from_pretrained(folder)
+
+
 @pytest.mark.parametrize("field,value", [("hidden_size", 64), ("vocab_size", 40)])
 def test_shape_mismatch_fails_naming_keys(tmp_path, hf_verbose, field, value):
     folder = _saved(tmp_path, exit_branch="linear")

@@ -1,6 +1,7 @@
 """Trainer-based training on tiny data: train-backbone, then exits under each strategy, through the CLI."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -95,6 +96,36 @@ def test_trainer_really_lowers_exit_losses_and_resumes(backbone, tiny_corpus, tm
     after = exit_loss()
     assert after < 0.7 * before, (before, after)
     assert isinstance(CTCTrainer, type)
+
+
+def test_resume_skips_a_checkpoint_cut_short_and_continues_from_the_newest_complete_one(backbone, tiny_corpus,
+                                                                                       tmp_path, caplog):
+    """A crash while checkpoint-4 was being saved (weights cut short, no trainer_state.json yet): `--resume` used to
+    end in safetensors' "invalid header length" without a path. It must name the checkpoint it skips and resume
+    from checkpoint-2, ending where the uninterrupted run ended."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run = tmp_path / "ctc"
+    shutil.copytree(backbone, run)
+    for path in run.iterdir():  # the final model was not saved yet
+        if path.is_file():
+            path.unlink()
+    broken = run / "checkpoints" / "checkpoint-4"
+    weights = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    (broken / "trainer_state.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        code = main(["train-backbone", "--dataset", str(tiny_corpus), "--preset", "tiny", "--output", str(run),
+                     "--max-steps", "4", "--batch-size", "4", "--eval-steps", "0", "--save-steps", "2",
+                     "--warmup-steps", "0", "--logging-steps", "2", "--no-progress", "--resume"])
+    assert code == 0
+    assert any(f"skipping the incomplete checkpoint {broken} (it has no trainer_state.json" in record.getMessage()
+               and f"resuming from {run / 'checkpoints' / 'checkpoint-2'}" in record.getMessage()
+               for record in caplog.records), [record.getMessage() for record in caplog.records]
+    expected, resumed = load_file(backbone / "model.safetensors"), load_file(run / "model.safetensors")
+    assert max((expected[key] - resumed[key]).abs().max().item() for key in expected) <= 1e-6
 
 
 def test_invalid_training_arguments_are_reported(tiny_corpus, tmp_path, capsys):

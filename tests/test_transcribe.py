@@ -150,6 +150,20 @@ def test_command_output_json_and_exit_codes(model_folder, inputs, tmp_path, caps
     assert cli_main(["transcribe", "--model", str(model_folder), str(inputs / "x.wav"), str(inputs / "nope.wav")]) == 2
 
 
+def test_an_unwritable_json_path_stops_the_command_before_any_work(model_folder, inputs, monkeypatch, capsys):
+    """`--json` naming a folder used to transcribe every file and then lose the results to IsADirectoryError."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded although --json cannot be written")
+
+    monkeypatch.setattr(transcribe, "load_model_and_processor", never)
+    (inputs / "results").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["transcribe", "--model", str(model_folder), str(inputs / "a.wav"), "--json", str(inputs / "results")])
+    assert stopped.value.code == 2
+    assert f"argument --json: {inputs / 'results'} is a folder" in capsys.readouterr().err
+
+
 def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
     import hubert_ee
 

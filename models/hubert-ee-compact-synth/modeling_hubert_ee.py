@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 from transformers.masking_utils import create_bidirectional_mask
@@ -109,6 +108,33 @@ class HubertEEExitBranch(nn.Module):
         return self.head(self.dropout(self.layer_norm(hidden_states)))
 
 
+def _raise_if_weights_unreadable(source, error: Exception) -> None:
+    """Raise an `OSError` naming the weight file when `error` is the safetensors reader's: its own message (e.g.
+    "incomplete metadata" for a file cut short by an interrupted download or copy) names neither file nor folder."""
+    if type(error).__name__ != "SafetensorError":
+        return
+    file = _file_being_read(error) or f"a *.safetensors weight file in {source}"
+    raise OSError(
+        f"{file} is incomplete or damaged ({error}); was its download or copy interrupted? Download or copy it again."
+    ) from error
+
+
+def _file_being_read(error: Exception) -> str | None:
+    """The safetensors file a failed load was opening, from the loader's own frames (transformers keeps the file it
+    opens in a local variable): the innermost frame that holds exactly one such file name. No file is touched."""
+    frames = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    for frame in reversed(frames):
+        values = frame.f_locals.values()
+        names = {value for value in values if isinstance(value, str) and value.endswith(".safetensors")}
+        if len(names) == 1:
+            return names.pop()
+    return None
+
+
 # Serialises `HubertEEForCTC.from_pretrained`, which sets a class attribute for the length of a load.
 _FROM_PRETRAINED_LOCK = threading.RLock()
 
@@ -141,7 +167,6 @@ class HubertEEForCTC(HubertPreTrainedModel):
             "AutoModel": "modeling_hubert_ee.HubertEEForCTC",
             "AutoModelForCTC": "modeling_hubert_ee.HubertEEForCTC",
         }
-        self._pos_conv_weight_cache = None  # (parameter versions, weight-normed kernel), see _positional_embedding
         self.post_init()
         self.apply_exit_training_strategy()
 
@@ -220,6 +245,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
                     pretrained_model_name_or_path, *model_args, output_loading_info=True,
                     ignore_mismatched_sizes=True, **kwargs,
                 )
+            except Exception as error:
+                _raise_if_weights_unreadable(pretrained_model_name_or_path, error)
+                raise
             finally:
                 cls._keys_to_ignore_on_load_missing = previous_ignore
         mismatched = sorted(loading_info.get("mismatched_keys") or [])
@@ -364,34 +392,11 @@ class HubertEEForCTC(HubertPreTrainedModel):
         encoder = self.hubert.encoder
         if frame_mask is not None:
             hidden_states = hidden_states.masked_fill(~frame_mask.unsqueeze(-1), 0.0)
-        hidden_states = hidden_states + self._positional_embedding(hidden_states)
+        hidden_states = hidden_states + encoder.pos_conv_embed(hidden_states)
         if not self.config.do_stable_layer_norm:
             hidden_states = encoder.layer_norm(hidden_states)
         hidden_states = encoder.dropout(hidden_states)
         return hidden_states, frame_mask
-
-    def _positional_embedding(self, hidden_states):
-        """`pos_conv_embed`, with its weight-normed kernel reused across inference calls.
-
-        transformers recomputes `g * v / ||v||` over the whole kernel (4.7M weights in hubert-base) on every
-        forward; without autograd the result only changes when the parameters do, which their version counters
-        and storage say. Same ops on the same weight, so the output is identical. Under `torch.compile` the
-        weight norm is left to the compiled graph (comparing storage pointers would break the graph).
-        """
-        module = self.hubert.encoder.pos_conv_embed
-        conv = module.conv
-        if (torch.is_grad_enabled() or module.batch_norm is not None or torch.compiler.is_compiling()
-                or not parametrize.is_parametrized(conv, "weight")):
-            return module(hidden_states)
-        originals = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
-        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in originals)
-        if self._pos_conv_weight_cache is None or self._pos_conv_weight_cache[0] != key:
-            self._pos_conv_weight_cache = (key, conv.weight.detach())
-        hidden_states = nn.functional.conv1d(
-            hidden_states.transpose(1, 2), self._pos_conv_weight_cache[1], conv.bias, conv.stride, conv.padding,
-            conv.dilation, conv.groups,
-        )
-        return module.activation(module.padding(hidden_states)).transpose(1, 2)
 
     def _attention_mask(self, hidden_states, frame_mask):
         """The encoder's attention mask. `frame_mask` is None when no row has padding frames (`_prepare_inputs`
@@ -741,22 +746,37 @@ class HubertEEForCTC(HubertPreTrainedModel):
         loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
         return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
 
+    def _inference_view(self) -> "HubertEEForCTC":
+        """This model as eval mode runs it, without changing its mode: itself when in eval mode, else a copy of the
+        module tree in eval mode that shares every parameter, buffer and hook with it (a few hundred small objects,
+        no tensor copied). Built per call, so it always sees the model as it is now."""
+        if not self.training:
+            return self
+        copies = {}
+        for module in self.modules():
+            copy = object.__new__(type(module))  # not copy.copy: parametrized modules (weight norm) refuse it
+            copy.__dict__.update(module.__dict__, training=False)
+            copies[module] = copy
+        for module, copy in copies.items():
+            copy.__dict__["_modules"] = {
+                name: None if child is None else copies[child] for name, child in module._modules.items()
+            }
+        return copies[self]
+
     @torch.inference_mode()
     def generate(self, input_values, attention_mask=None, **overrides) -> HubertEEGenerateOutput:
         """Early-exit greedy CTC decoding.
 
         `overrides` (`early_exit`, `exit_criterion`, `exit_threshold`, `exit_patience`) apply to this call only.
-        Runs the inference path whatever the module's train/eval mode. Returns `sequences` (per-frame greedy ids,
+        Runs the inference path (no dropout, layerdrop or time masking) whatever the module's train/eval mode, and
+        never changes that mode, so threads may share one model. Returns `sequences` (per-frame greedy ids,
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
         settings = self._resolve_settings(overrides)
         frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
-        was_training = self.training
-        self.eval()
-        try:
-            logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, frame_lengths, finite)
-        finally:
-            self.train(was_training)
+        logits, exit_layer = self._inference_view()._early_exit_pass(
+            input_values, attention_mask, settings, frame_lengths, finite
+        )
         sequences = logits.argmax(-1)
         if attention_mask is not None:  # frame counts from the host-side lengths: no second pass over the mask
             lengths = torch.tensor(frame_lengths, device=sequences.device)
