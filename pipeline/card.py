@@ -116,12 +116,13 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
             f"mean exit layer {point['mean_exit_layer']:.2f}, measured speedup {point['speedup']:.2f}x"
         )
     override, effect = example_override(result, config)
+    name, value = override.split("=")
     default = "early exit per utterance" if config.early_exit else "full depth (early exit off in the config)"
     lines += ["", "## Usage", "", "```python", "from transformers import pipeline", "",
               f'asr = pipeline("automatic-speech-recognition", model="{repo_id}", trust_remote_code=True)',
               f'print(asr("speech.wav")["text"])  # {default}',
               f'print(asr("speech.wav", {override})["text"])  # {effect}',
-              f'asr("speech.wav", generate_kwargs={{"{override.split("=")[0]}": {override.split("=")[1]}}})  # the same',
+              f'asr("speech.wav", generate_kwargs={{"{name}": {value}}})  # the same',
               "```", "", "```python",
               "from transformers import AutoModelForCTC, AutoProcessor", "",
               f'model = AutoModelForCTC.from_pretrained("{repo_id}", trust_remote_code=True).eval()',

@@ -54,7 +54,8 @@ asr = pipeline("automatic-speech-recognition", model=folder, trust_remote_code=T
 model = asr.model.eval()
 print(f"loaded {type(model).__name__} from {type(model).__module__}")
 audios = [soundfile.read(clip, dtype="float32") for clip in clips]
-features = [asr.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").input_values for audio, rate in audios]
+features = [asr.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").input_values
+            for audio, rate in audios]
 
 def timed(input_values, **call):
     start = time.perf_counter()
@@ -158,7 +159,8 @@ def shipped_model_demo(model_folder: Path, examples: Path, output: Path, max_sub
     settings = {} if config["early_exit"] else {"exit_threshold": THRESHOLD_WHEN_OFF}
     print(f"\n== 1. {len(clips)} example clips, in a fresh process: pipeline(trust_remote_code), early exit at "
           + (f"the calibrated {config['exit_criterion']} threshold" if config["early_exit"] else
-             f"confidence {THRESHOLD_WHEN_OFF} (asr(..., exit_threshold={THRESHOLD_WHEN_OFF}): the config has exits off)")
+             f"confidence {THRESHOLD_WHEN_OFF} (asr(..., exit_threshold={THRESHOLD_WHEN_OFF}): the config has "
+             "exits off)")
           + " against full depth")
     rows = _run_fresh_process(model_folder, clips, output, settings)
     if isinstance(rows, int):

@@ -44,7 +44,7 @@ def convert_checkpoint(source: str | Path | HubertForCTC, init_from_backbone: bo
 
 
 def _convert_loaded(source: HubertForCTC, config_overrides: dict) -> HubertEEForCTC:
-    """A `HubertEEForCTC` with `source`'s weights (backbone and final head, on its device and dtype) and new branches."""
+    """A `HubertEEForCTC` with `source`'s weights (backbone and final head, on its device and dtype), new branches."""
     from configuration_hubert_ee import HubertEEConfig
 
     settings = {key: value for key, value in source.config.to_dict().items()

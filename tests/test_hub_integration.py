@@ -140,6 +140,9 @@ def test_pipeline_passes_early_exit_settings_on_and_refuses_others(tmp_path):
     assert isinstance(asr(long, chunk_length_s=1.0, stride_length_s=0.2, exit_threshold=0.0)["text"], str)
     built = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True, exit_threshold=0.0)
     assert built(audio)["text"] == first_exit
+    configured = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True,
+                          model_kwargs={"exit_threshold": 0.0})  # stored in the loaded config, which turns exits on
+    assert configured.model.config.early_exit is True and configured(audio)["text"] == first_exit
     with pytest.raises(ValueError, match=r"does not take \['max_new_tokens'\].*early-exit ones"):
         asr(audio, max_new_tokens=5)
     with pytest.raises(ValueError, match=r"does not take \['num_beams'\]"):

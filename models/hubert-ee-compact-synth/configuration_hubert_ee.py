@@ -94,6 +94,21 @@ class HubertEEConfig(HubertConfig):
     distill_weight: float | int = 0.5
     distill_temperature: float | int = 1.0
 
+    @staticmethod
+    def implied_early_exit(settings: dict) -> dict:
+        """`{"early_exit": True}` when `settings` name `exit_criterion`, `exit_threshold` or `exit_patience` but not
+        `early_exit`, else `{}`: asking for a criterion, threshold or patience is asking for exits, also where the
+        config has them off."""
+        named = [key for key in ("exit_criterion", "exit_threshold", "exit_patience") if settings.get(key) is not None]
+        return {"early_exit": True} if named and settings.get("early_exit") is None else {}
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, where an exit setting among `kwargs` turns early exit on
+        (`implied_early_exit`): `from_pretrained(path, exit_threshold=0.6)`, as
+        `pipeline(..., model_kwargs={"exit_threshold": 0.6})` calls it."""
+        return super().from_dict(config_dict, **{**kwargs, **cls.implied_early_exit(kwargs)})
+
     @property
     def custom_pipelines(self) -> dict:
         """Where `pipeline("automatic-speech-recognition", model=<folder or Hub id>, trust_remote_code=True)` finds

@@ -43,12 +43,6 @@ logger = logging.get_logger(__name__)
 PER_CALL_EXIT_SETTINGS = ("early_exit", "exit_criterion", "exit_threshold", "exit_patience")
 
 
-def _implied_early_exit(settings: dict) -> dict:
-    """`{"early_exit": True}` when `settings` name an exit setting but not `early_exit`, else `{}`: asking for a
-    criterion, threshold or patience is asking for exits, also where the config has them off."""
-    named = [key for key in PER_CALL_EXIT_SETTINGS[1:] if settings.get(key) is not None]
-    return {"early_exit": True} if named and settings.get("early_exit") is None else {}
-
 
 @dataclass
 class HubertEECTCOutput(ModelOutput):
@@ -201,7 +195,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         if kwargs.get("config") is None:
-            kwargs.update(_implied_early_exit(kwargs))
+            kwargs.update(HubertEEConfig.implied_early_exit(kwargs))
         hub_kwargs = {
             key: kwargs[key]
             for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
@@ -702,7 +696,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 f"Unknown argument(s) {sorted(unknown)}; per-call early-exit settings are {list(PER_CALL_EXIT_SETTINGS)}."
             )
         given = {key: value for key, value in overrides.items() if value is not None}
-        given.update(_implied_early_exit(given))
+        given.update(HubertEEConfig.implied_early_exit(given))
         self.config.validate_exit_settings(**given)
         return {key: given.get(key, getattr(self.config, key)) for key in PER_CALL_EXIT_SETTINGS}
 
@@ -825,7 +819,7 @@ class HubertEEAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipel
                 "generate_kwargs)."
             )
         settings = {key: value for key, value in settings.items() if value is not None}
-        settings.update(_implied_early_exit(settings))
+        settings.update(HubertEEConfig.implied_early_exit(settings))
         self.model.config.validate_exit_settings(**settings)
         preprocess, forward, postprocess = super()._sanitize_parameters(
             chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, ignore_warning=ignore_warning,
