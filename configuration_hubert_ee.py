@@ -58,7 +58,9 @@ class HubertEEConfig(HubertConfig):
         exit always answers).
     early_exit (`bool`, *optional*, defaults to `True`):
         Whether inference leaves early. `False` runs the full depth and returns the final head's logits, exactly
-        as [`HubertForCTC`] does.
+        as [`HubertForCTC`] does. Naming another exit setting for a call (`generate(x, exit_threshold=0.6)`), or
+        when loading (`from_pretrained(path, exit_threshold=0.6)`), turns early exit on unless `early_exit` is
+        given too: asking for a threshold means asking for exits.
     exit_training_strategy (`str`, *optional*, defaults to `"two-stage"`):
         How `labels` train the model:
         - `"two-stage"` (paper, DeeBERT): backbone and final head are frozen, only the branches learn (loss: mean
@@ -77,6 +79,9 @@ class HubertEEConfig(HubertConfig):
     """
 
     model_type = "hubert_ee"
+    # The Trainer gathers every other output of an evaluation step as predictions: without this, `exit_layer` rides
+    # along and `np.argmax(pred.predictions, axis=-1)` in a `compute_metrics` fails on a tuple of two shapes.
+    keys_to_ignore_at_inference = ["exit_layer", "exit_logits", "exit_losses"]
 
     exit_layers: list[int] | None = None
     exit_branch: str = "transformer"
@@ -88,6 +93,31 @@ class HubertEEConfig(HubertConfig):
     exit_loss_weight: float | int = 1.0
     distill_weight: float | int = 0.5
     distill_temperature: float | int = 1.0
+
+    @staticmethod
+    def implied_early_exit(settings: dict) -> dict:
+        """`{"early_exit": True}` when `settings` name `exit_criterion`, `exit_threshold` or `exit_patience` but not
+        `early_exit`, else `{}`: asking for a criterion, threshold or patience is asking for exits, also where the
+        config has them off."""
+        named = [key for key in ("exit_criterion", "exit_threshold", "exit_patience") if settings.get(key) is not None]
+        return {"early_exit": True} if named and settings.get("early_exit") is None else {}
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, where an exit setting among `kwargs` turns early exit on
+        (`implied_early_exit`): `from_pretrained(path, exit_threshold=0.6)`, as
+        `pipeline(..., model_kwargs={"exit_threshold": 0.6})` calls it."""
+        return super().from_dict(config_dict, **{**kwargs, **cls.implied_early_exit(kwargs)})
+
+    @property
+    def custom_pipelines(self) -> dict:
+        """Where `pipeline("automatic-speech-recognition", model=<folder or Hub id>, trust_remote_code=True)` finds
+        the pipeline that passes per-call early-exit settings on: `HubertEEAutomaticSpeechRecognitionPipeline`, in
+        the model file beside the weights (so `pipeline()` asks for `trust_remote_code=True` for it, also where the
+        classes are registered locally). A fresh dict each time, because `pipeline()` rewrites the entry it gets."""
+        return {"automatic-speech-recognition": {
+            "impl": "modeling_hubert_ee.HubertEEAutomaticSpeechRecognitionPipeline", "pt": ["AutoModelForCTC"],
+        }}  # fmt: skip
 
     def __post_init__(self, **kwargs):
         # A HuBERT `config.json` carries `model_type: "hubert"`; this config is a "hubert_ee" one whatever it came from.

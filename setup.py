@@ -15,6 +15,7 @@ setup(
     # The tooling in pipeline/ installs as `hubert_ee`: a top-level package named `pipeline` would collide.
     packages=["hubert_ee"],
     package_dir={"hubert_ee": "pipeline"},
+    package_data={"hubert_ee": ["hubert_ee_wer/*.py"]},  # the `evaluate` metric, a folder evaluate.load() takes
     install_requires=[
         "torch>=2.4",
         "transformers>=5.0",

@@ -63,6 +63,25 @@ def operating_point_setting(config: HubertEEConfig) -> str:
     )
 
 
+def example_override(result: dict, config: HubertEEConfig) -> tuple[str, str]:
+    """The per-call setting the card's usage shows, and what it does. Exits off in the config: the fastest setting
+    of the config's criterion measured in `result` (naming it turns exits on for the call), with its speed and WER;
+    exits on: a stricter one."""
+    criterion = config.exit_criterion
+    if not config.early_exit:
+        rows = [row for row in result["sweep"] if row["criterion"] == criterion]
+        if rows:
+            best = max(rows, key=lambda row: row["speedup"])
+            setting = (f"exit_patience={best['patience']}" if criterion == "patience"
+                       else f"exit_threshold={best['threshold']:g}")
+            return setting, (f"early exit on for this call: {best['speedup']:.2f}x, WER {best['wer']:.2f} % "
+                             f"(full depth {result['final_wer']:.2f} %) on the test split")
+        return f"exit_criterion={criterion!r}", "early exit on for this call, at the config's setting"
+    stricter = {"confidence": "exit_threshold=0.99", "entropy": "exit_threshold=0.01",
+                "patience": f"exit_patience={config.exit_patience + 1}"}[criterion]
+    return stricter, "stricter: later exits, closer to full depth; this call only"
+
+
 def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: str, ood: dict | None) -> dict:
     metrics = [{"type": "wer", "value": round(result["final_wer"], 2), "name": "WER (full depth)"}]
     if point is not None:
@@ -107,17 +126,23 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
             MEASURED_LINE + f"WER {point['wer']:.2f} % (full depth {result['final_wer']:.2f} %), "
             f"mean exit layer {point['mean_exit_layer']:.2f}, measured speedup {point['speedup']:.2f}x"
         )
+    override, effect = example_override(result, config)
+    name, value = override.split("=")
+    default = "early exit per utterance" if config.early_exit else "full depth (early exit off in the config)"
     lines += ["", "## Usage", "", "```python", "from transformers import pipeline", "",
               f'asr = pipeline("automatic-speech-recognition", model="{repo_id}", trust_remote_code=True)',
-              'print(asr("speech.wav")["text"])', "```", "", "```python",
+              f'print(asr("speech.wav")["text"])  # {default}',
+              f'print(asr("speech.wav", {override})["text"])  # {effect}',
+              f'asr("speech.wav", generate_kwargs={{"{name}": {value}}})  # the same',
+              "```", "", "```python",
               "from transformers import AutoModelForCTC, AutoProcessor", "",
               f'model = AutoModelForCTC.from_pretrained("{repo_id}", trust_remote_code=True).eval()',
               f'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)',
               'inputs = processor(audio_16khz, sampling_rate=16000, return_tensors="pt")',
-              "out = model.generate(inputs.input_values)                # early exit per utterance",
+              f"out = model.generate(inputs.input_values)  # {default}",
               "print(processor.batch_decode(out.sequences), out.exit_layer)",
-              "model.generate(inputs.input_values, exit_threshold=0.99)  # stricter, this call only",
-              "model.generate(inputs.input_values, early_exit=False)     # full depth = HubertForCTC", "```", ""]
+              f"model.generate(inputs.input_values, {override})  # {effect}",
+              "model.generate(inputs.input_values, early_exit=False)  # full depth = HubertForCTC", "```", ""]
     if commands.strip():
         lines += ["## Training", "", "Made with the `hubert-ee` CLI, exactly these commands:", "", "```bash",
                   commands.strip(), "```", ""]

@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-from .calibrate import choose_operating_point
 from .outputs import output_file, write_text
 from .plots import pyplot, save_figure
 
@@ -37,6 +36,8 @@ def _check_comparable(results: dict[str, dict]) -> None:
 
 def comparison_markdown(results: dict[str, dict], budgets: tuple[float, ...] = (0.5, 2.0)) -> str:
     """A markdown table comparing `evaluate_model` results (name -> result)."""
+    from .calibrate import choose_operating_point  # calibrate's evaluate imports torch: not for `compare --help`
+
     if not results:
         raise ValueError("nothing to compare: give at least one NAME=EVAL.json")
     _check_comparable(results)

@@ -22,6 +22,7 @@ Conventions of every dataset returned by :func:`load_speech_dataset`:
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import logging
@@ -46,6 +47,7 @@ __all__ = [
     "DataCollatorCTCWithPadding",
     "TEXT_COLUMN_CANDIDATES",
     "load_speech_dataset",
+    "network_error_types",
     "prepare_for_ctc",
     "read_audio_file",
     "to_mono_float32",
@@ -62,6 +64,8 @@ TEXT_COLUMN_CANDIDATES: tuple[str, ...] = (
 )
 
 _SAVED_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
+# Where `_decode_dataset(keep_going=True)` notes an unreadable item: its file (and row) and the reason.
+UNREADABLE_COLUMNS = ("_unreadable_source", "_unreadable_reason")
 _AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
 
 
@@ -326,7 +330,7 @@ def _find_text_column(column_names: Sequence[str], text_column: str | None, wher
             return c
     raise ValueError(
         f"No transcript column found in {where} (looked for {list(TEXT_COLUMN_CANDIDATES)}); "
-        f"columns: {list(column_names)}. Pass text_column=..."
+        f"columns: {list(column_names)}. Name it with --text-column (text_column=... in Python)"
     )
 
 
@@ -334,7 +338,9 @@ def _pick_split(dd: DatasetDict, split: str | None, where: str) -> Dataset:
     if split is None:
         if len(dd) == 1:
             return next(iter(dd.values()))
-        raise ValueError(f"{where} has several splits {list(dd.keys())}; pass split=...")
+        raise ValueError(
+            f"{where} has several splits {list(dd.keys())}; choose one with --split (split=... in Python)"
+        )
     if split not in dd:
         raise ValueError(f"Split {split!r} not found in {where}; available splits: {list(dd.keys())}")
     return dd[split]
@@ -390,12 +396,14 @@ def _load_audiofolder(folder: Path, text_column: str | None, max_samples: int | 
 
 def _decode_dataset(
     ds: Dataset, sampling_rate: int, base_dir: Path | None, source: str, use_dataset_cache: bool = False,
-    num_proc: int | None = None,
+    num_proc: int | None = None, keep_going: bool = False,
 ) -> Dataset:
     """Decode the ``audio`` column of ``ds`` into float32 mono arrays (eagerly).
 
     With ``use_dataset_cache`` (Hub datasets) the result goes to the usual ``datasets`` cache
-    next to the source's Arrow files and is reused; otherwise to a temporary file.
+    next to the source's Arrow files and is reused; otherwise to a temporary file. With
+    ``keep_going`` an unreadable item gets empty audio and its file and reason in the columns
+    ``UNREADABLE_COLUMNS`` (empty strings for the others) instead of raising.
     """
     if "audio" not in ds.column_names:
         raise ValueError(f"{source} has no 'audio' column; columns: {ds.column_names}")
@@ -410,8 +418,13 @@ def _decode_dataset(
         except AudioReadError as e:
             # Name the row as well as the file, so the culprit is easy to find.
             where = e.source if e.source.startswith("row ") else f"{e.source} ({item})"
-            raise AudioReadError(where, e.reason) from None
+            if not keep_going:
+                raise AudioReadError(where, e.reason) from None
+            out = {"audio": np.zeros(0, np.float32), **dict(zip(UNREADABLE_COLUMNS, (where, e.reason)))}
+            return out if has_id else {**out, "id": str(idx)}
         out: dict[str, Any] = {"audio": arr}
+        if keep_going:
+            out.update(dict.fromkeys(UNREADABLE_COLUMNS, ""))
         if not has_id:
             out["id"] = Path(fname).stem if fname else str(idx)
         return out
@@ -420,6 +433,8 @@ def _decode_dataset(
     features["audio"] = List(Value("float32"))
     if not has_id:
         features["id"] = Value("string")
+    if keep_going:
+        features.update({column: Value("string") for column in UNREADABLE_COLUMNS})
     cache_file_name = None
     if not use_dataset_cache:
         # Keep decoded audio out of the source folder (it may be read-only, e.g. shared/data,
@@ -450,6 +465,7 @@ def load_speech_dataset(
     max_samples: int | None = None,
     text_column: str | None = None,
     num_proc: int | None = None,
+    unreadable: list[dict[str, str]] | None = None,
 ) -> Dataset:
     """Load a speech corpus as a :class:`datasets.Dataset` with ``audio``, ``text`` and ``id``.
 
@@ -473,7 +489,9 @@ def load_speech_dataset(
 
     Audio is decoded eagerly with soundfile, downmixed to mono by averaging the channels and
     resampled to ``sampling_rate`` with soxr; a file that cannot be read raises
-    :class:`AudioReadError` naming the file.  ``ds[i]["audio"]`` is a float32 numpy array.
+    :class:`AudioReadError` naming the file, unless ``unreadable`` is a list: then each such
+    file is left out and noted there as ``{"path", "error"}`` (a batch job reports it and goes
+    on).  ``ds[i]["audio"]`` is a float32 numpy array.
     """
     spec = os.fspath(spec)
     path = Path(spec).expanduser()
@@ -528,24 +546,39 @@ def load_speech_dataset(
             ds = ds.remove_columns("text")
         ds = ds.rename_column(tcol, "text")
 
-    ds = _decode_dataset(ds, sampling_rate, base_dir, source, use_dataset_cache=from_hub, num_proc=num_proc)
+    ds = _decode_dataset(ds, sampling_rate, base_dir, source, use_dataset_cache=from_hub, num_proc=num_proc,
+                         keep_going=unreadable is not None)
+    if unreadable is not None:
+        ds = _drop_unreadable(ds, unreadable)
     return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
 
 
-def _hub_error_types() -> tuple[type[BaseException], ...]:
+def _drop_unreadable(ds: Dataset, unreadable: list[dict[str, str]]) -> Dataset:
+    """Leave out the items `_decode_dataset(keep_going=True)` could not read, noting each in `unreadable`."""
+    sources, reasons = (ds[column] for column in UNREADABLE_COLUMNS)
+    unreadable.extend({"path": where, "error": reason} for where, reason in zip(sources, reasons) if where)
+    readable = [index for index, where in enumerate(sources) if not where]
+    if len(readable) < len(ds):
+        ds = ds.select(readable)
+    return ds.remove_columns(list(UNREADABLE_COLUMNS))
+
+
+def network_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions of a failed exchange with the Hugging Face Hub: no network, no DNS, a refused or timed-out
+    connection, offline mode with nothing cached, an HTTP error status. huggingface_hub, datasets and transformers
+    raise them from several HTTP clients (httpx, httpx2, requests), so each one that is installed is listed."""
     types: list[type[BaseException]] = [ConnectionError, TimeoutError]
     try:
-        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-        types += [LocalEntryNotFoundError, OfflineModeIsEnabled]
+        types += [HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled]
     except ImportError:  # pragma: no cover
         pass
-    try:
-        import httpx
-
-        types.append(httpx.TransportError)
-    except ImportError:  # pragma: no cover
-        pass
+    for client in ("httpx", "httpx2"):
+        try:
+            types.append(importlib.import_module(client).TransportError)
+        except ImportError:
+            pass
     try:
         import requests
 
@@ -558,7 +591,7 @@ def _hub_error_types() -> tuple[type[BaseException], ...]:
 def _load_from_hub(spec: str, config: str | None, split: str | None) -> Dataset:
     try:
         loaded = datasets.load_dataset(spec, config, split=split)
-    except _hub_error_types() as e:
+    except network_error_types() as e:
         raise HubDatasetUnavailableError(
             f"Could not fetch the dataset {spec!r}"
             + (f" (config {config!r})" if config else "")

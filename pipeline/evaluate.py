@@ -642,12 +642,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Also break accuracy and exit depth down by these dataset columns (e.g. speaker_id).")
 
 
+def check_threshold_range(criterion: str, thresholds: Sequence[float], flag: str) -> None:
+    """`UsageError` for a threshold outside what the criterion compares with: a confidence is a probability, in
+    [0, 1] (the model takes more, which never exits, but from the command line it is a mistake); an entropy in
+    nats is >= 0. The patience criterion uses no threshold."""
+    if criterion not in ("confidence", "entropy"):
+        return
+    low, high, meaning = (0.0, 1.0, "a probability, in [0, 1]") if criterion == "confidence" else (
+        0.0, math.inf, "an entropy in nats, >= 0")
+    for threshold in thresholds:
+        if not low <= threshold <= high:
+            raise UsageError(f"{flag} {threshold:g}: a {criterion} threshold is {meaning}")
+
+
 def sweep_from_args(args) -> tuple[dict[str, list[float]], list[int]]:
     thresholds = {
         "confidence": DEFAULT_THRESHOLDS["confidence"] if args.confidence_thresholds is None
         else args.confidence_thresholds,
         "entropy": DEFAULT_THRESHOLDS["entropy"] if args.entropy_thresholds is None else args.entropy_thresholds,
     }
+    for criterion, values in thresholds.items():
+        check_threshold_range(criterion, values, f"--{criterion}-thresholds")
     patiences = list(DEFAULT_PATIENCES) if args.patiences is None else args.patiences
     return thresholds, patiences
 
@@ -665,18 +680,22 @@ def evaluate_from_args(args, model_spec: str) -> dict:
         model, processor = load_model_and_processor(model_spec, args.device)
     except OSError as error:  # the model named cannot be read (missing or incomplete files): for the user to fix
         raise UsageError(str(error)) from error
+    unreadable: list[dict[str, str]] = []  # files that cannot be read: reported, left out, the rest evaluated
     dataset = load_speech_dataset(
         args.dataset, split=args.split, config=args.dataset_config,
         sampling_rate=processor.feature_extractor.sampling_rate, max_samples=args.max_samples,
-        text_column=args.text_column,
+        text_column=args.text_column, unreadable=unreadable,
     )
+    for item in unreadable:
+        print(f"error: {item['path']}: {item['error']} (left out)", file=sys.stderr)
     name = args.dataset + "".join(f" {key}={value}" for key, value in
                                   (("config", args.dataset_config), ("split", args.split)) if value)
-    return evaluate_model(
+    result = evaluate_model(
         model, processor, dataset, thresholds=thresholds, patiences=patiences, batch_size=args.batch_size,
         repeats=args.repeats, model_name=model_spec, dataset_name=name, progress=not args.no_progress,
         group_by=getattr(args, "group_by", None) or (),
     )
+    return {**result, "unreadable": unreadable} if unreadable else result
 
 
 def print_summary(result: dict, file=None) -> None:
@@ -693,7 +712,8 @@ def print_summary(result: dict, file=None) -> None:
 
 
 def run(args) -> int:
-    """`hubert-ee evaluate`: 0 on success, 1 on a failure while evaluating, 2 on a usage error."""
+    """`hubert-ee evaluate`: 0 on success, 1 on a failure while evaluating or when unreadable audio files were left
+    out (the others are evaluated, as `transcribe` does), 2 on a usage error."""
     try:
         model_spec = resolve_model_spec(args.model)
         result = evaluate_from_args(args, model_spec)
@@ -710,4 +730,7 @@ def run(args) -> int:
         written.append(plot_tradeoff(result, args.plot))
     print_summary(result)
     print("wrote " + ", ".join(str(path) for path in written))
+    if result.get("unreadable"):
+        print(f"{len(result['unreadable'])} unreadable file(s) left out", file=sys.stderr)
+        return 1
     return 0

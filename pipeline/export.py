@@ -11,23 +11,52 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoProcessor, Wav2Vec2Processor
+from transformers import AutoProcessor, HubertForCTC, Wav2Vec2Processor
 
 from modeling_hubert_ee import HubertEEForCTC
 
-CODE_FILES = ("configuration_hubert_ee.py", "modeling_hubert_ee.py")
+from . import CODE_FILES, register_auto_classes
+
+# Every stage that loads a model imports this module: the Auto classes know HuBERT-EE from here on.
+register_auto_classes()
 
 
-def convert_checkpoint(source: str | Path, init_from_backbone: bool = True, **config_overrides) -> HubertEEForCTC:
-    """Load a `HubertForCTC` checkpoint (folder or Hub id) as `HubertEEForCTC`.
+def convert_checkpoint(source: str | Path | HubertForCTC, init_from_backbone: bool = True,
+                       **config_overrides) -> HubertEEForCTC:
+    """Load a `HubertForCTC` checkpoint (folder or Hub id, or a `HubertForCTC` already loaded) as `HubertEEForCTC`.
 
     `config_overrides` set early-exit fields (`exit_layers`, `exit_branch`, ...). With `init_from_backbone`, new
     branches start as copies of the layer after them and of the final head
     ([`HubertEEForCTC.init_exit_branches_from_backbone`]); a HuBERT-EE checkpoint keeps its trained branches.
     """
-    model = HubertEEForCTC.from_pretrained(str(source), **config_overrides)
-    if init_from_backbone and _is_plain_hubert(source):
+    if isinstance(source, HubertForCTC):
+        model = _convert_loaded(source, config_overrides)
+    elif isinstance(source, (str, Path)):
+        model = HubertEEForCTC.from_pretrained(str(source), **config_overrides)
+    else:
+        raise TypeError(
+            f"convert_checkpoint takes a HubertForCTC checkpoint (a folder, a Hub id or a loaded HubertForCTC), not "
+            f"a {type(source).__name__}" + (": it is HuBERT-EE already" if isinstance(source, HubertEEForCTC) else "")
+        )
+    if init_from_backbone and (isinstance(source, HubertForCTC) or _is_plain_hubert(source)):
         model.init_exit_branches_from_backbone()
+    return model
+
+
+def _convert_loaded(source: HubertForCTC, config_overrides: dict) -> HubertEEForCTC:
+    """A `HubertEEForCTC` with `source`'s weights (backbone and final head, on its device and dtype), new branches."""
+    from configuration_hubert_ee import HubertEEConfig
+
+    settings = {key: value for key, value in source.config.to_dict().items()
+                if key not in ("model_type", "architectures", "auto_map")}
+    model = HubertEEForCTC(HubertEEConfig.from_dict({**settings, **config_overrides}))
+    parameter = next(source.parameters())
+    model.to(device=parameter.device, dtype=parameter.dtype)
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    missing = [key for key in missing if not key.startswith("exit_branches.")]
+    if missing or unexpected:
+        raise ValueError(f"{type(source).__name__} does not fit HuBERT-EE: missing {missing}, unexpected {unexpected}")
+    model.train(source.training)
     return model
 
 

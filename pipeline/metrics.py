@@ -1,6 +1,8 @@
 """Word and character error rates, computed offline with ``jiwer``.
 
-Never use ``evaluate.load("wer")``: it fetches the metric script from the Hugging Face Hub.
+Never use ``evaluate.load("wer")``: it fetches the metric script from the Hugging Face Hub. The same rates, as the
+fractions ``evaluate`` users expect, are an ``evaluate`` metric in this package: ``load_metric("wer")`` (or
+``evaluate.load(EVALUATE_METRIC)``, offline), e.g. in a ``Trainer``'s ``compute_metrics``.
 
 Both rates are **percentages (0-100, and above 100 when there are many insertions)** and are
 *corpus-level*: the edit operations of all utterances are summed and divided by the total
@@ -17,13 +19,24 @@ rate is 0.0 when every hypothesis is empty too, and 100.0 otherwise (the ratio i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import jiwer
 
 from .text import normalize_text
 
-__all__ = ["word_error_rate", "char_error_rate", "error_counts"]
+__all__ = ["EVALUATE_METRIC", "word_error_rate", "char_error_rate", "error_counts", "load_metric"]
+
+#: The folder ``evaluate.load`` takes for this module's rates as an ``evaluate`` metric (configs "wer", "cer").
+EVALUATE_METRIC = str(Path(__file__).resolve().parent / "hubert_ee_wer")
+
+
+def load_metric(name: str = "wer"):
+    """``evaluate.load(EVALUATE_METRIC, name)``: WER (``"wer"``) or CER (``"cer"``) as fractions, offline."""
+    import evaluate
+
+    return evaluate.load(EVALUATE_METRIC, name)
 
 
 def _as_list(x: str | Iterable[str], name: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard
 
-from .export import CODE_FILES
+from . import CODE_FILES
 
 REQUIRED = ("config.json", *CODE_FILES, "vocab.json", "tokenizer_config.json", "README.md")
 OPTIONAL = ("special_tokens_map.json", "preprocessor_config.json", "processor_config.json", "added_tokens.json",

@@ -34,7 +34,7 @@ from .augment import AugmentationConfig, Augmenter
 from .checkpoints import resume_checkpoint
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
 from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
-from .metrics import char_error_rate, word_error_rate
+from .metrics import load_metric
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, is_packable_corpus
 from .text import build_processor
 
@@ -195,8 +195,16 @@ def head_names(model) -> list[str]:
 
 
 def make_compute_metrics(processor, names: list[str]):
-    """`compute_metrics` for `CTCTrainer` predictions: `wer`/`cer` of the final head and `wer_exit_<layer>`."""
+    """`compute_metrics` for `CTCTrainer` predictions: `wer`/`cer` of the final head and `wer_exit_<layer>`, in
+    percent (as every report of this project), from the project's `evaluate` metric (`hubert_ee.metrics`)."""
     tokenizer = processor.tokenizer
+    rates = {name: load_metric(name) for name in ("wer", "cer")}
+
+    def word_error_rate(references, hypotheses):
+        return 100 * rates["wer"].compute(predictions=hypotheses, references=references)
+
+    def char_error_rate(references, hypotheses):
+        return 100 * rates["cer"].compute(predictions=hypotheses, references=references)
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         ids, labels = eval_prediction.predictions, eval_prediction.label_ids

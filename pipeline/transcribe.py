@@ -41,6 +41,7 @@ from .evaluate import (
     add_device_argument,
     add_model_argument,
     batch_decode,
+    check_threshold_range,
     featurize,
     load_model_and_processor,
     receptive_field,
@@ -303,6 +304,9 @@ def run(args) -> int:
         if args.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         model, processor = load_model_and_processor(model_spec, args.device)
+        if args.exit_threshold is not None:
+            check_threshold_range(args.exit_criterion or model.config.exit_criterion, [args.exit_threshold],
+                                  "--exit-threshold")
         results = transcribe_files(model, processor, args.inputs, **settings)
     except (UsageError, OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -107,3 +107,22 @@ def test_push_refuses_a_folder_without_card_or_code(hub_folder, capsys):
     assert main(["push", "--model", str(hub_folder), "--repo-id", "me/ee", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "modeling_hubert_ee.py" in err and "README.md" in err
+
+
+def test_push_without_network_prints_one_line_and_exits_2():
+    """No Hub (an address nothing listens on), and HF_HUB_OFFLINE unset: one line naming the failure, not a
+    traceback; what would be uploaded is listed first."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "hubert-ee-compact-synth"
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5")
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.cli", "push", "--model", str(shipped), "--repo-id",
+                             "someone/hubert-ee"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: could not reach the Hugging Face Hub (ConnectError")
+    assert "files from" in result.stdout

@@ -127,7 +127,7 @@ def test_save_to_disk_roundtrip_audio_feature(audiofolder: Path, tmp_path: Path)
     np.testing.assert_allclose(train[0]["audio"], _sine(16000, 16000), atol=1e-6)
     assert abs(train[1]["audio"].shape[0] - 8000) <= 1
     assert len(load_speech_dataset(str(out), split="test")) == 1
-    with pytest.raises(ValueError, match="several splits"):
+    with pytest.raises(ValueError, match="several splits.*--split"):
         load_speech_dataset(str(out))
     with pytest.raises(ValueError, match="validation"):
         load_speech_dataset(str(out), split="validation")
@@ -182,6 +182,17 @@ def test_corrupt_file_error_names_the_file(audiofolder: Path):
     (audiofolder / "audio/b.flac").write_bytes(b"this is not audio at all" * 10)
     with pytest.raises(AudioReadError, match="b.flac"):
         load_speech_dataset(str(audiofolder))
+
+
+def test_unreadable_files_can_be_left_out_and_reported(audiofolder: Path):
+    (audiofolder / "audio/b.flac").write_bytes(b"this is not audio at all" * 10)
+    unreadable: list = []
+    ds = load_speech_dataset(str(audiofolder), unreadable=unreadable)
+    assert ds["id"] == ["a", "c"] and len(ds[1]["audio"]) == 800
+    assert set(ds.column_names) == {"audio", "text", "id", "speaker"}
+    assert len(unreadable) == 1 and "b.flac" in unreadable[0]["path"] and unreadable[0]["error"]
+    unreadable.clear()
+    assert len(load_speech_dataset(str(audiofolder), unreadable=unreadable, max_samples=1)) == 1 and not unreadable
 
 
 def test_read_audio_file_errors(tmp_path: Path):

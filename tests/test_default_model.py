@@ -129,6 +129,10 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
     out = result.stdout
     assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
     assert "## Early-exit sweep" in out and "reference:" in out
+    # step 1 compares early exit with full depth although the shipped config has exits off
+    assert "early exit at confidence 0.6 (asr(..., exit_threshold=0.6)" in out
+    layers = [int(line.split(" / 12")[0].split()[-1]) for line in out.splitlines() if " / 12 " in line]
+    assert layers and min(layers) < 12, out
 
 
 def test_naming_a_threshold_turns_exits_on_although_the_shipped_config_has_them_off(tmp_path, capsys):
@@ -143,3 +147,73 @@ def test_shipped_code_files_are_the_current_model_code():
     root files must be re-saved into the shipped folder, or Hub users would run older code than the tests check."""
     for name in ("configuration_hubert_ee.py", "modeling_hubert_ee.py"):
         assert (MODEL / name).read_bytes() == (ROOT / name).read_bytes(), f"re-save {MODEL / name}"
+
+
+@pytest.fixture(scope="module")
+def shipped_asr():
+    from transformers import pipeline
+
+    return pipeline("automatic-speech-recognition", model=str(MODEL), trust_remote_code=True)
+
+
+def test_pipeline_on_a_wav_path_and_on_an_audiofolder_row(shipped_asr, tmp_path):
+    """The usual ways to hand audio to the pipeline: a file path (ffmpeg decodes it) and a row of
+    `load_dataset("audiofolder", ...)` (torchcodec decodes it); both installed by the set-up."""
+    import numpy as np
+    import soundfile
+    from datasets import load_dataset
+
+    audio, rate = soundfile.read(SUBSET / "test-0000016.flac", dtype="float32")
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, audio, rate)
+    expected = shipped_asr({"raw": audio, "sampling_rate": rate})["text"]
+    assert expected and shipped_asr(str(wav))["text"] == expected
+    assert shipped_asr(str(wav), chunk_length_s=20)["text"] == expected  # the README's call
+    dataset = load_dataset("audiofolder", data_dir=str(SUBSET), cache_dir=str(tmp_path / "cache"))
+    row = next(row for row in dataset["test"] if row["audio"].metadata.path.endswith("test-0000016.flac"))
+    assert shipped_asr(row["audio"])["text"] == expected
+    np.testing.assert_allclose(row["audio"].get_all_samples().data[0].numpy(), audio, atol=1e-4)
+
+
+def test_shipped_model_loads_with_only_its_branches_trainable():
+    from transformers import AutoModelForCTC
+
+    model = AutoModelForCTC.from_pretrained(str(MODEL), trust_remote_code=True)
+    assert model.config.exit_training_strategy == "distill"
+    trainable = {name.split(".")[0] for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable == {"exit_branches"}
+
+
+def _python_blocks(markdown: str, heading: str) -> list[str]:
+    section = markdown.split(heading, 1)[1]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:3]]
+
+
+def test_the_cards_and_readmes_usage_is_true(shipped_asr, tmp_path, monkeypatch):
+    """The model card's usage snippets, run on the shipped folder (its Hub id replaced by the folder), and the
+    README's: the default is full depth (exits off in the config), naming a threshold turns exits on."""
+    import soundfile
+    import torch
+
+    audio, rate = soundfile.read(CLIPS / "test-0000016.flac", dtype="float32")
+    soundfile.write(tmp_path / "speech.wav", audio, rate)
+    monkeypatch.chdir(tmp_path)
+    card = (ROOT / "model_card.md").read_text().replace("hubert-ee/hubert-ee-compact-synth", str(MODEL))
+    namespace = {"audio_16khz": audio, "print": lambda *args: None}
+    for block in _python_blocks(card, "## Usage"):
+        exec(block, namespace)
+    assert namespace["out"].exit_layer.tolist() == [12]  # `model.generate(x)`: the config's full depth
+    inputs = namespace["inputs"]
+    override = card.split("model.generate(inputs.input_values, ", 1)[1].split(")", 1)[0]  # e.g. exit_threshold=0.6
+    key, value = override.split("=")
+    early = namespace["model"].generate(inputs.input_values, **{key: float(value)})
+    assert early.exit_layer.item() < 12, override
+    text = namespace["processor"].batch_decode(early.sequences)[0]
+    assert shipped_asr("speech.wav", **{key: float(value)})["text"] == text
+    assert shipped_asr("speech.wav", generate_kwargs={key: float(value)})["text"] == text
+    monkeypatch.chdir(ROOT)
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("Use it from Python like any HuBERT-EE folder:\n\n```python\n", 1)[1].split("```", 1)[0]
+    printed = []
+    exec(snippet, {"print": printed.append})
+    assert printed[0] != printed[1] and isinstance(printed[2], torch.Tensor) and printed[2].item() < 12

@@ -171,6 +171,31 @@ def test_command_writes_json_markdown_and_plot(folders, tmp_path, capsys):
     assert "final head WER" in capsys.readouterr().out
 
 
+def test_command_reports_an_unreadable_file_and_evaluates_the_rest(folders, tmp_path, capsys):
+    model_folder, data = folders
+    broken = tmp_path / "data"
+    shutil.copytree(data, broken)
+    (broken / "u1.wav").write_bytes(b"not audio" * 50)
+    code = cli_main(["evaluate", "--model", str(model_folder), "--dataset", str(broken), "--json",
+                     str(tmp_path / "eval.json"), "--confidence-thresholds", "0.5", "--entropy-thresholds", "",
+                     "--patiences", "", "--repeats", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1  # as transcribe: some inputs failed, the others are done
+    assert f"error: {broken / 'u1.wav'}" in err and "left out" in err
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["num_utterances"] == 4
+    assert [item["path"].split(" ")[0] for item in result["unreadable"]] == [str(broken / "u1.wav")]
+
+
+@pytest.mark.parametrize("flag,value", [("--confidence-thresholds", "0.5,1.5"), ("--entropy-thresholds", "-0.1")])
+def test_command_refuses_a_threshold_outside_its_criterion_range(folders, tmp_path, capsys, flag, value):
+    model_folder, data = folders
+    code = cli_main(["evaluate", "--model", str(model_folder), "--dataset", str(data), "--json",
+                     str(tmp_path / "eval.json"), flag, value])
+    assert code == 2
+    assert flag in capsys.readouterr().err and not (tmp_path / "eval.json").exists()
+
+
 def test_command_without_model_and_without_default(folders, tmp_path, monkeypatch, capsys):
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
     code = cli_main(["evaluate", "--dataset", str(folders[1]), "--json", str(tmp_path / "x.json")])

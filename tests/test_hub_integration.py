@@ -108,3 +108,51 @@ def test_remote_code_files_import_only_torch_and_transformers():
         assert roots <= {"torch", "transformers", "dataclasses", "typing", "threading", "__future__",
                             "configuration_hubert_ee"}, (
             name, roots)
+
+
+def test_pipeline_passes_early_exit_settings_on_and_refuses_others(tmp_path):
+    """`pipeline("automatic-speech-recognition", model=<folder>, trust_remote_code=True)`: the settings of `generate`,
+    at the top level or in `generate_kwargs`, at the call or when building, apply to the call; naming one turns
+    exits on where the config has them off (as the shipped model's does); anything else is refused."""
+    import numpy as np
+    import pytest
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    model = sharpen_branches(HubertEEForCTC(tiny_config(early_exit=False))).eval()
+    folder = save_hub_folder(model, build_processor(), tmp_path / "hub")
+    asr = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True)
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    input_values = asr.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_values
+
+    def expected(**settings):
+        return asr.tokenizer.decode(asr.model.generate(input_values, **settings).sequences[0])
+
+    full, first_exit = expected(), expected(exit_threshold=0.0)
+    assert full != first_exit
+    assert asr(audio)["text"] == full
+    assert asr(audio, exit_threshold=0.0)["text"] == first_exit
+    assert asr(audio, generate_kwargs={"exit_threshold": 0.0})["text"] == first_exit
+    assert asr(audio, generate_kwargs={"exit_criterion": "patience", "exit_patience": 1})["text"] == first_exit
+    assert asr(audio, exit_threshold=0.0, early_exit=False)["text"] == full
+    assert asr(audio, early_exit=True)["text"] == expected(early_exit=True)
+    long = np.tile(audio, 3)  # chunked: windows with their context (stride) pass the settings on too
+    assert isinstance(asr(long, chunk_length_s=1.0, stride_length_s=0.2, exit_threshold=0.0)["text"], str)
+    built = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True, exit_threshold=0.0)
+    assert built(audio)["text"] == first_exit
+    configured = pipeline("automatic-speech-recognition", model=str(folder), trust_remote_code=True,
+                          model_kwargs={"exit_threshold": 0.0})  # stored in the loaded config, which turns exits on
+    assert configured.model.config.early_exit is True and configured(audio)["text"] == first_exit
+    with pytest.raises(ValueError, match=r"does not take \['max_new_tokens'\].*early-exit ones"):
+        asr(audio, max_new_tokens=5)
+    with pytest.raises(ValueError, match=r"does not take \['num_beams'\]"):
+        asr(audio, generate_kwargs={"num_beams": 4})
+    with pytest.raises(ValueError, match="give each setting once"):
+        asr(audio, exit_threshold=0.5, generate_kwargs={"exit_threshold": 0.6})
+    with pytest.raises(ValueError, match="exit_criterion"):
+        asr(audio, exit_criterion="vibes")
+    # a model object gets transformers' own pipeline unless the class is named; the model carries it
+    loaded = AutoModelForCTC.from_pretrained(folder, trust_remote_code=True).eval()
+    own = pipeline("automatic-speech-recognition", model=loaded, tokenizer=asr.tokenizer,
+                   feature_extractor=asr.feature_extractor, pipeline_class=loaded.asr_pipeline_class)
+    assert own(audio, exit_threshold=0.0)["text"] == first_exit

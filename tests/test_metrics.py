@@ -72,3 +72,29 @@ def test_trainer_compute_metrics_decodes_every_head():
     metrics = make_compute_metrics(processor, ["exit_2", "final"])(EvalPrediction(predictions=ids, label_ids=labels))
     assert metrics["wer"] == 0.0 and metrics["cer"] == 0.0
     assert metrics["wer_exit_2"] == 100.0
+
+
+def test_evaluate_metric_gives_the_project_rates_as_fractions_offline():
+    """`evaluate.load(<the package's metric folder>)`, as a blog-style `compute_metrics` calls it: no Hub, the
+    project's normaliser, fractions like the Hub's `wer`/`cer`; `hubert-ee train` reports the same rates."""
+    import evaluate
+
+    from hubert_ee.metrics import EVALUATE_METRIC, load_metric
+    from hubert_ee.train import make_compute_metrics
+
+    wer, cer = evaluate.load(EVALUATE_METRIC), load_metric("cer")
+    references, hypotheses = ["the cat sat", "Hello, world!", "it cost $5"], ["the cat sit", "HELLO WORLD", ""]
+    assert wer.compute(predictions=hypotheses, references=references) == pytest.approx(
+        word_error_rate(references, hypotheses) / 100)
+    assert cer.compute(predictions=hypotheses, references=references) == pytest.approx(
+        char_error_rate(references, hypotheses) / 100)
+    assert wer.compute(predictions=["HELLO WORLD"], references=["hello, world!"]) == 0.0  # normalised first
+    assert wer.compute(predictions=["HELLO WORLD"], references=["hello world"], normalize=False) == 1.0
+    assert evaluate.load(EVALUATE_METRIC, "wer").compute(predictions=["a b"], references=["a c"]) == 0.5
+    with pytest.raises(ValueError, match="'wer' \\(default\\) or 'cer'"):
+        load_metric("bleu")
+    processor = build_processor()
+    ids = np.array([processor.tokenizer("A C").input_ids])
+    labels = np.array([processor.tokenizer("A B").input_ids])
+    metrics = make_compute_metrics(processor, ["final"])(EvalPrediction(predictions=ids[..., None], label_ids=labels))
+    assert metrics["wer"] == pytest.approx(50.0) and metrics["cer"] == pytest.approx(100 / 3)

@@ -196,6 +196,68 @@ def test_training_losses_and_what_learns(stable_layer_norm, strategy, backbone_l
     assert trainable == ({"hubert", "lm_head", "exit_branches"} if backbone_learns else {"exit_branches"})
 
 
+@pytest.mark.parametrize("strategy,backbone_learns", [("two-stage", False), ("distill", False), ("joint", True)])
+def test_from_pretrained_freezes_what_the_strategy_freezes(tmp_path, strategy, backbone_learns):
+    """A loaded model trains as a freshly built one does: an optimizer over `model.parameters()` never updates the
+    frozen backbone of two-stage/distill."""
+    make_model(exit_training_strategy=strategy).save_pretrained(tmp_path)
+    loaded = HubertEEForCTC.from_pretrained(tmp_path)
+    trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
+    branches = {name for name, _ in loaded.named_parameters() if name.startswith("exit_branches.")}
+    assert trainable == ({name for name, _ in loaded.named_parameters()} if backbone_learns else branches)
+
+
+def test_naming_an_exit_setting_turns_early_exit_on(tmp_path):
+    """Asking for a threshold, criterion or patience asks for exits, also where the config has them off (as
+    `hubert-ee transcribe --exit-threshold` does); `early_exit=False` beside them keeps the full depth."""
+    model = make_model(early_exit=False)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    first, full = [model.config.exit_layers[0]] * len(LENGTHS), [4] * len(LENGTHS)
+    assert model.generate(input_values, attention_mask).exit_layer.tolist() == full
+    assert model.generate(input_values, attention_mask, exit_threshold=0.0).exit_layer.tolist() == first
+    assert model.generate(input_values, attention_mask, exit_criterion="patience",
+                          exit_patience=1).exit_layer.tolist() == first
+    assert model.generate(input_values, attention_mask, exit_threshold=0.0,
+                          early_exit=False).exit_layer.tolist() == full
+    with torch.no_grad():
+        assert model(input_values, attention_mask=attention_mask, exit_threshold=0.0).exit_layer.tolist() == first
+    assert model.config.early_exit is False  # per call only
+    model.save_pretrained(tmp_path)
+    assert HubertEEForCTC.from_pretrained(tmp_path, exit_threshold=0.6).config.early_exit is True
+    assert HubertEEForCTC.from_pretrained(tmp_path, exit_threshold=0.6, early_exit=False).config.early_exit is False
+    assert HubertEEForCTC.from_pretrained(tmp_path).config.early_exit is False
+
+
+@pytest.mark.parametrize("strategy", ["two-stage", "joint", "distill"])
+@pytest.mark.parametrize("early_exit", [False, True])
+def test_inference_with_labels_reports_the_training_loss(strategy, early_exit):
+    """In eval mode a loss is the strategy's, as in training (what a Trainer's eval_loss shows moves as the exits
+    learn, even when only the branches do), beside each branch's; the answer is still the early-exit one."""
+    model = make_model(exit_training_strategy=strategy, early_exit=early_exit, exit_threshold=0.5)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
+    with torch.no_grad():
+        evaluated = model(input_values, attention_mask=attention_mask, labels=labels)
+        analysed = model(input_values, attention_mask=attention_mask, labels=labels, output_exit_logits=True)
+    torch.testing.assert_close(evaluated.loss, analysed.loss)
+    torch.testing.assert_close(evaluated.exit_losses, analysed.exit_losses)
+    generated = model.generate(input_values, attention_mask)
+    assert torch.equal(evaluated.exit_layer, generated.exit_layer)
+    torch.testing.assert_close(evaluated.logits, generated.logits)
+    if not early_exit:
+        assert evaluated.exit_layer.tolist() == [4] * len(LENGTHS)
+
+
+def test_inference_loss_without_branches_is_the_final_ctc_loss():
+    model = make_model(exit_layers=[], exit_training_strategy="two-stage")
+    input_values, attention_mask = padded_batch(LENGTHS)
+    labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
+    with torch.no_grad():
+        output = model(input_values, attention_mask=attention_mask, labels=labels)
+    lengths = torch.tensor(model._frame_lengths(attention_mask.sum(-1).tolist()))
+    torch.testing.assert_close(output.loss, model._ctc_loss(output.logits, labels, lengths))
+
+
 def test_distill_loss_is_mix_of_ctc_and_kl():
     model = make_model(exit_training_strategy="distill", distill_weight=0.0)
     model.train()

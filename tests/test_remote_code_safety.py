@@ -12,7 +12,10 @@ Rules (rule id: what is flagged):
   `configuration_hubert_ee` (absolute, or relative `.configuration_hubert_ee`); any other
   relative import; and, even inside torch/transformers, the modules that download, compile, unpickle or start
   processes (`DENIED_SUBMODULES`), whether imported as `import a.b` or `from a import b`; a `from ... import` of a
-  function named like the I/O calls below (`from torch import load`).
+  function named like the I/O calls below (`from torch import load`). One module under a denied one is allowed
+  (`ALLOWED_SUBMODULES`): `transformers.pipelines.automatic_speech_recognition`, whose pipeline class the model
+  file subclasses so that the user's own `pipeline("automatic-speech-recognition", ...)` call passes early-exit
+  settings on; the subclass adds no I/O, and the code it inherits is what that call runs anyway.
 * `builtin`: any use (call or reference, so `f = eval` counts) of `open`, `eval`, `exec`, `compile`,
   `__import__`, `breakpoint`, `globals`. (Method calls with these names, such as `torch.compile`, are attributes,
   not these builtins.)
@@ -53,6 +56,7 @@ DENIED_SUBMODULES = {
     "torch.serialization", "torch.utils.model_zoo", "transformers.dynamic_module_utils", "transformers.utils.hub",
     "transformers.trainer", "transformers.pipelines",
 }  # fmt: skip
+ALLOWED_SUBMODULES = {"transformers.pipelines.automatic_speech_recognition"}
 SYSTEM_MODULES = {
     "os", "subprocess", "socket", "urllib", "requests", "http", "shutil", "pathlib", "sys", "importlib", "pickle",
     "ctypes", "builtins", "io", "tempfile", "multiprocessing",
@@ -81,6 +85,8 @@ def _check_module_name(module: str, line: int, problems: list) -> None:
     root = module.split(".")[0]
     if root not in ALLOWED_ROOTS and module != OWN_MODULE:
         problems.append((line, "import", f"imports {module!r}"))
+    elif module in ALLOWED_SUBMODULES:
+        return
     elif any(module == denied or module.startswith(denied + ".") for denied in DENIED_SUBMODULES):
         problems.append((line, "import", f"imports {module!r}, which downloads, compiles, unpickles or spawns"))
 
@@ -172,6 +178,8 @@ BAD_SNIPPETS = {
     "from transformers.dynamic_module_utils": (
         "import", "from transformers.dynamic_module_utils import get_class_from_dynamic_module\n"),
     "from transformers.utils import hub": ("import", "from transformers.utils import hub\n"),
+    "from transformers.pipelines": ("import", "from transformers.pipelines import pipeline\n"),
+    "another pipelines module": ("import", "from transformers.pipelines.audio_utils import ffmpeg_read\n"),
     "from torch import load": ("import", "from torch import load\n"),
     "relative import of another file": ("import", "from .helpers import run\n"),
     "relative import two levels up": ("import", "from ..configuration_hubert_ee import HubertEEConfig\n"),
@@ -246,6 +254,8 @@ GOOD_SNIPPETS = {  # constructs the two files use (or inherit), which must stay 
     "__dataclass_fields__": "def f(cls):\n    return set(cls.__dataclass_fields__)\n",
     "logger.warning": "def f(logger):\n    logger.warning('x')\n",
     "a cudnn flag context": "import torch\nwith torch.backends.cudnn.flags(enabled=False):\n    pass\n",
+    "the ASR pipeline class": "from transformers.pipelines.automatic_speech_recognition import "
+                              "AutomaticSpeechRecognitionPipeline, rescale_stride\n",
 }
 
 
@@ -263,6 +273,7 @@ def test_the_files_really_use_the_allowed_constructs():
     for fragment in ("from .configuration_hubert_ee import HubertEEConfig",
                      "from configuration_hubert_ee import HubertEEConfig", ".load_state_dict(",
                      "super().from_pretrained(", "get_config_dict(", "getattr(config, \"auto_map\", None)",
-                     "__dataclass_fields__", "torch.backends.cudnn.flags("):
+                     "__dataclass_fields__", "torch.backends.cudnn.flags(",
+                     "from transformers.pipelines.automatic_speech_recognition import"):
         assert fragment in modeling, fragment
     assert "self.__dict__.pop(" in configuration and "getattr(self, name)" in configuration

@@ -295,3 +295,80 @@ def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(monke
     assert use_bf16("auto") is True
     with pytest.raises(ValueError, match="--precision"):
         use_bf16("fp16")
+
+
+BLOG_COLLATOR_AND_METRICS = '''
+@dataclass
+class DataCollatorCTCWithPadding:
+    processor: Wav2Vec2Processor
+    padding: bool | str = True
+
+    def __call__(self, features):
+        input_features = [{"input_values": feature["input_values"]} for feature in features]
+        label_features = [{"input_ids": feature["labels"]} for feature in features]
+        batch = self.processor.pad(input_features, padding=self.padding, return_tensors="pt")
+        labels_batch = self.processor.pad(labels=label_features, padding=self.padding, return_tensors="pt")
+        batch["labels"] = labels_batch["input_ids"].masked_fill(labels_batch.attention_mask.ne(1), -100)
+        return batch
+
+
+def compute_metrics(pred):
+    pred_ids = np.argmax(pred.predictions, axis=-1)
+    pred.label_ids[pred.label_ids == -100] = processor.tokenizer.pad_token_id
+    pred_str = processor.batch_decode(pred_ids)
+    label_str = processor.batch_decode(pred.label_ids, group_tokens=False)
+    return {"wer": wer_metric.compute(predictions=pred_str, references=label_str)}
+'''
+
+
+def test_a_users_own_trainer_with_blog_style_collator_and_compute_metrics(tmp_path):
+    """The Hugging Face blog's CTC fine-tuning, as a user writes it, on a HuBERT-EE folder configured like the
+    shipped model (distill, early exit off) and examples/test-subset: `compute_metrics` gets the logits alone, the
+    project's `evaluate` metric loads offline, only the branches learn, and `eval_loss` shows them learning."""
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import evaluate
+    from datasets import Audio, load_dataset
+    from transformers import AutoModelForCTC, AutoProcessor, Wav2Vec2Processor
+
+    from hubert_ee.export import save_hub_folder
+    from hubert_ee.metrics import EVALUATE_METRIC
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    save_hub_folder(HubertEEForCTC(tiny_config(exit_training_strategy="distill", early_exit=False)),
+                    build_processor(), tmp_path / "model")
+    model = AutoModelForCTC.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    subset = Path(__file__).resolve().parents[1] / "examples" / "test-subset"
+    data = load_dataset("audiofolder", data_files=[str(subset / "*.flac"), str(subset / "metadata.csv")],
+                        split="train", cache_dir=str(tmp_path / "cache")).select(range(8))
+    data = data.cast_column("audio", Audio(sampling_rate=16000))
+
+    def prepare_dataset(batch):
+        audio = batch["audio"]
+        batch["input_values"] = processor(audio["array"], sampling_rate=audio["sampling_rate"]).input_values[0]
+        batch["labels"] = processor(text=batch["transcription"]).input_ids
+        return batch
+
+    data = data.map(prepare_dataset, remove_columns=data.column_names)
+    namespace = {"dataclass": dataclass, "Wav2Vec2Processor": Wav2Vec2Processor, "np": np, "processor": processor,
+                 "wer_metric": evaluate.load(EVALUATE_METRIC)}
+    exec(BLOG_COLLATOR_AND_METRICS, namespace)
+    final_head = model.lm_head.weight.detach().clone()
+    trainer = Trainer(
+        model=model, train_dataset=data, eval_dataset=data, data_collator=namespace["DataCollatorCTCWithPadding"](
+            processor=processor), compute_metrics=namespace["compute_metrics"],
+        args=TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4,
+                               per_device_eval_batch_size=4, max_steps=10, learning_rate=3e-3, warmup_steps=0,
+                               save_strategy="no", report_to="none", disable_tqdm=True, seed=0),
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert isinstance(after["eval_wer"], float) and after["eval_wer"] >= 0.0  # the blog's metric ran
+    assert after["eval_loss"] < 0.9 * before["eval_loss"], (before, after)  # the branches' loss, as trained
+    assert torch.equal(model.lm_head.weight, final_head)  # distill: the final head is frozen
+    trainable = {name.split(".")[0] for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable == {"exit_branches"}

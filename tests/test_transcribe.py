@@ -164,6 +164,15 @@ def test_an_unwritable_json_path_stops_the_command_before_any_work(model_folder,
     assert f"argument --json: {inputs / 'results'} is a folder" in capsys.readouterr().err
 
 
+def test_command_refuses_a_confidence_threshold_outside_0_1(model_folder, inputs, capsys):
+    code = cli_main(["transcribe", "--model", str(model_folder), str(inputs / "a.wav"), "--exit-threshold", "1.5"])
+    assert code == 2
+    assert "--exit-threshold 1.5: a confidence threshold is a probability, in [0, 1]" in capsys.readouterr().err
+    # entropy thresholds are in nats: above 1 is fine
+    assert cli_main(["transcribe", "--model", str(model_folder), str(inputs / "a.wav"), "--exit-criterion",
+                     "entropy", "--exit-threshold", "1.5"]) == 0
+
+
 def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
     import hubert_ee
 

@@ -20,6 +20,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import ModelOutput
+from transformers.pipelines.automatic_speech_recognition import AutomaticSpeechRecognitionPipeline, rescale_stride
 from transformers.models.hubert.modeling_hubert import (
     HubertEncoderLayer,
     HubertEncoderLayerStableLayerNorm,
@@ -41,13 +42,14 @@ logger = logging.get_logger(__name__)
 PER_CALL_EXIT_SETTINGS = ("early_exit", "exit_criterion", "exit_threshold", "exit_patience")
 
 
+
 @dataclass
 class HubertEECTCOutput(ModelOutput):
     """Output of [`HubertEEForCTC.forward`].
 
     loss (`torch.FloatTensor` of shape `()`, *optional*):
-        With `labels`: in training (or with `output_exit_logits=True`) the loss of `config.exit_training_strategy`;
-        in early-exit inference the CTC loss of the logits that answered.
+        With `labels`: the loss of `config.exit_training_strategy`, in training and in inference alike (so that an
+        evaluation's loss tracks what training lowers; the final head's CTC loss when there are no branches).
     logits (`torch.FloatTensor` of shape `(batch_size, frames, vocab_size)`):
         CTC logits of the exit that answered each utterance, laid out like `HubertForCTC`'s.
     exit_layer (`torch.LongTensor` of shape `(batch_size,)`):
@@ -55,7 +57,7 @@ class HubertEECTCOutput(ModelOutput):
     exit_logits (`tuple(torch.FloatTensor)`, *optional*):
         In training or with `output_exit_logits=True`: every branch's logits, in `config.exit_layers` order.
     exit_losses (`torch.FloatTensor` of shape `(num_exits,)`, *optional*):
-        With `labels` in training or with `output_exit_logits=True`: each branch's CTC loss, for logging.
+        With `labels`: each branch's loss under the strategy, for logging.
     """
 
     loss: torch.FloatTensor | None = None
@@ -217,6 +219,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         `exit_branch` has no place for. Weights whose shapes do not fit the config are an error naming keys and shapes.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("config") is None:
+            kwargs.update(HubertEEConfig.implied_early_exit(kwargs))
         hub_kwargs = {
             key: kwargs[key]
             for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
@@ -292,6 +296,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
                     f"HuBERT-EE: {pretrained_model_name_or_path} has trained exit branches after encoder layers "
                     f"{dropped} that exit_layers={model.config.exit_layers} leaves out; they are not loaded."
                 )
+        # transformers builds the loaded parameters anew, all trainable: the frozen backbone of `two-stage` and
+        # `distill` must be frozen again, or an optimizer over `model.parameters()` would update it.
+        model.apply_exit_training_strategy()
         return (model, loading_info) if output_loading_info else model
 
     # ------------------------------------------------------------------ input checks
@@ -677,6 +684,14 @@ class HubertEEForCTC(HubertPreTrainedModel):
             )
         return loss, stacked.detach()
 
+    def _evaluation_loss(self, logits, exit_logits, labels, logit_lengths):
+        """The loss of an inference-mode forward with labels: the training strategy's, so that the Trainer's
+        `eval_loss` measures what training lowers (under `two-stage`/`distill` only the branches learn, and the final
+        head's loss would never move); the final head's CTC loss when there is no branch to train."""
+        if exit_logits or self.config.exit_training_strategy == "joint":
+            return self._strategy_loss(logits, exit_logits, labels, logit_lengths)
+        return self._ctc_loss(logits, labels, logit_lengths), logits.new_zeros(0)
+
     # ------------------------------------------------------------------ public API
 
     def _resolve_settings(self, overrides) -> dict:
@@ -686,6 +701,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 f"Unknown argument(s) {sorted(unknown)}; per-call early-exit settings are {list(PER_CALL_EXIT_SETTINGS)}."
             )
         given = {key: value for key, value in overrides.items() if value is not None}
+        given.update(HubertEEConfig.implied_early_exit(given))
         self.config.validate_exit_settings(**given)
         return {key: given.get(key, getattr(self.config, key)) for key in PER_CALL_EXIT_SETTINGS}
 
@@ -712,7 +728,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
         Training mode (or `output_exit_logits`): full depth, `logits` are the final head's, `loss` follows
         `config.exit_training_strategy`. Inference: each utterance leaves at its own exit (see
-        `HubertEEConfig.exit_criterion`), `exit_layer` says where.
+        `HubertEEConfig.exit_criterion`), `exit_layer` says where; with `labels`, every branch also runs on every
+        row to give `loss` (the strategy's, as in training) and `exit_losses`.
         """
         for name in ("output_attentions", "output_hidden_states"):
             if kwargs.pop(name, None):
@@ -742,9 +759,19 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 loss=loss, logits=logits, exit_layer=exit_layer, exit_logits=exit_logits, exit_losses=exit_losses
             )
 
+        loss = exit_losses = None
+        if labels is not None:
+            if finite is not None:
+                self._raise_if_not_finite(finite)
+                finite = None
+            final_logits, exit_logits = self._all_exits_pass(input_values, attention_mask, None)
+            loss, exit_losses = self._evaluation_loss(final_logits, exit_logits, labels, logit_lengths)
+            if not settings["early_exit"]:  # the answer is the final head's, already computed
+                exit_layer = torch.full((input_values.shape[0],), self.config.num_hidden_layers, dtype=torch.long,
+                                        device=final_logits.device)
+                return HubertEECTCOutput(loss=loss, logits=final_logits, exit_layer=exit_layer, exit_losses=exit_losses)
         logits, exit_layer = self._early_exit_pass(input_values, attention_mask, settings, frame_lengths, finite)
-        loss = self._ctc_loss(logits, labels, logit_lengths) if labels is not None else None
-        return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer)
+        return HubertEECTCOutput(loss=loss, logits=logits, exit_layer=exit_layer, exit_losses=exit_losses)
 
     def _inference_view(self) -> "HubertEEForCTC":
         """This model as eval mode runs it, without changing its mode: itself when in eval mode, else a copy of the
@@ -785,7 +812,65 @@ class HubertEEForCTC(HubertPreTrainedModel):
         return HubertEEGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
 
 
+class HubertEEAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
+    """transformers' `automatic-speech-recognition` pipeline, passing the per-call early-exit settings on.
+
+    For a CTC model transformers' pipeline runs `model(input_values, attention_mask)` and drops every other
+    argument, so `asr(x, exit_threshold=0.6)` would silently run at the config's setting. This one takes the
+    settings of `HubertEEForCTC.generate` at the top level (`asr(x, exit_threshold=0.6)`) or in `generate_kwargs`,
+    at the call or when the pipeline is built; naming one turns early exit on, as for `generate`. Any other
+    generation argument is refused: CTC decoding here is greedy, there is nothing else to set.
+    `pipeline("automatic-speech-recognition", model=<folder or Hub id>, trust_remote_code=True)` builds it (the
+    config's `custom_pipelines`); for a model object, pass `pipeline_class=model.asr_pipeline_class`.
+    """
+
+    def _sanitize_parameters(self, chunk_length_s=None, stride_length_s=None, ignore_warning=None,
+                             decoder_kwargs=None, return_timestamps=None, return_language=None, **kwargs):
+        settings = dict(kwargs.pop("generate_kwargs", None) or {})
+        twice = sorted(set(settings) & set(kwargs))
+        if twice:
+            raise ValueError(f"{twice} given both directly and in generate_kwargs: give each setting once.")
+        settings.update(kwargs)
+        unknown = sorted(set(settings) - set(PER_CALL_EXIT_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"HuBERT-EE's speech recognition pipeline does not take {unknown}: its decoding is greedy CTC, and "
+                f"its only settings are the early-exit ones {list(PER_CALL_EXIT_SETTINGS)} (directly or in "
+                "generate_kwargs)."
+            )
+        settings = {key: value for key, value in settings.items() if value is not None}
+        settings.update(HubertEEConfig.implied_early_exit(settings))
+        self.model.config.validate_exit_settings(**settings)
+        preprocess, forward, postprocess = super()._sanitize_parameters(
+            chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, ignore_warning=ignore_warning,
+            decoder_kwargs=decoder_kwargs, return_timestamps=return_timestamps, return_language=return_language,
+        )  # fmt: skip
+        if settings:
+            forward["exit_settings"] = settings
+        return preprocess, forward, postprocess
+
+    def _forward(self, model_inputs, return_timestamps=False, exit_settings=None):
+        # transformers' CTC branch of `_forward`, with the settings passed to the model
+        attention_mask = model_inputs.pop("attention_mask", None)
+        stride = model_inputs.pop("stride", None)
+        model_inputs.pop("num_frames", None)
+        is_last = model_inputs.pop("is_last")
+        logits = self.model(model_inputs.pop(self.model.main_input_name), attention_mask=attention_mask,
+                            **(exit_settings or {})).logits
+        out = {"logits": logits} if self.type == "ctc_with_lm" else {"tokens": logits.argmax(dim=-1)}
+        if stride is not None:  # windows of chunked audio: their context, in frames, for `postprocess`
+            ratio = 1 / self._align_to
+            out["stride"] = rescale_stride([stride], ratio)[0] if isinstance(stride, tuple) else rescale_stride(
+                stride, ratio)
+        return {"is_last": is_last, **out, **model_inputs}
+
+
+HubertEEForCTC.asr_pipeline_class = HubertEEAutomaticSpeechRecognitionPipeline
+
 HubertEEConfig.register_for_auto_class()
 HubertEEForCTC.register_for_auto_class("AutoModelForCTC")
 
-__all__ = ["HubertEEForCTC", "HubertEECTCOutput", "HubertEEGenerateOutput", "HubertEEExitBranch"]
+__all__ = [
+    "HubertEEForCTC", "HubertEECTCOutput", "HubertEEGenerateOutput", "HubertEEExitBranch",
+    "HubertEEAutomaticSpeechRecognitionPipeline",
+]
