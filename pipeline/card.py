@@ -106,7 +106,8 @@ def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: st
 
 def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hubert-ee", dataset_name: str =
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
-               plot_name: str | None = None, comparison: str = "") -> str:
+               plot_name: str | None = None, comparison: str = "", history: dict | None = None,
+               curve_name: str | None = None) -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results."""
     config = HubertEEConfig.from_pretrained(str(model_folder))
     point = operating_point(result, config)
@@ -149,6 +150,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     lines += ["## Results (in-domain test split)", "", markdown_report(result).split("\n", 1)[1].strip(), ""]
     if plot_name:
         lines += [f"![WER against speedup]({plot_name})", ""]
+    if history:
+        lines += training_history_lines(history, curve_name)
     if comparison.strip():
         lines += ["## Exit-training strategies compared", "",
                   "Every candidate trained on the same backbone, evaluated on the same test utterances "
@@ -159,7 +162,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                   "The model was trained on synthetic speech only. On real read speech:", "",
                   markdown_report(ood).split("\n", 1)[1].strip(), ""]
     lines += ["## Limitations", "",
-              "- Trained on synthetic English speech (espeak-ng and flite voices, with noise and speed augmentation), "
+              "- Trained on synthetic English speech (espeak-ng, flite and festival voices, with augmentation), "
               "not on human recordings: accuracy on real speech is far lower (see above when reported).",
               "- Greedy CTC decoding without a language model; upper-case characters and apostrophes only.",
               "- Speedups are wall-clock ratios against the same model at full depth, measured in the same run; they "
@@ -191,6 +194,29 @@ def card_with_operating_point(card: str, config: HubertEEConfig, note: str) -> s
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n" + body
 
 
+def training_history_lines(history: dict, curve_name: str | None = None) -> list[str]:
+    """The card's "Training history" section: every session (`hubert-ee history`), the totals, the learning curve."""
+    from .history import totals
+
+    total = totals(history)
+    lines = ["## Training history", "",
+             f"{total['sessions']} training session(s) so far, {total['steps']:,} optimiser steps, "
+             f"{total['speech_hours']:g} hours of speech processed in all; each session continued the last one's "
+             "backbone. Dev CER: the final head on the same 200 dev utterances.", "",
+             "| session | date | steps | hours of speech | dev CER (%) at its end | what it did |",
+             "|---:|---|---:|---:|---:|---|"]
+    for session in history["sessions"]:
+        dev = session.get("dev") or [{}]
+        cer = dev[-1].get("cer")
+        lines.append(f"| {session['session']} | {session.get('date', '')} | {session.get('steps', 0):,} | "
+                     f"{session.get('speech_hours', 0):g} | {'' if cer is None else f'{cer:.2f}'} | "
+                     f"{session.get('note', '')} |")
+    lines.append("")
+    if curve_name:
+        lines += [f"![learning curve: dev CER against hours of speech]({curve_name})", ""]
+    return lines
+
+
 def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Path | None = None, **kwargs) -> Path:
     """Write the card to `model_folder/README.md` (what the Hub shows) and, when given, a copy to `output`; returns
     the README's path. Both are written whole or not at all, after their paths are checked."""
@@ -202,6 +228,13 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
     ood_path = kwargs.pop("ood_json", None)
     if ood_path:
         kwargs["ood"] = json.loads(Path(ood_path).read_text())
+    history_path, curve = kwargs.pop("history_json", None), kwargs.pop("curve", None)
+    if history_path:
+        kwargs["history"] = json.loads(Path(history_path).read_text())
+    if curve:
+        copied = model_folder / Path(curve).name
+        write_bytes(check_output_path(copied, "the learning curve's copy"), Path(curve).read_bytes())
+        kwargs["curve_name"] = Path(curve).name
     plot = kwargs.pop("plot", None)
     if plot:
         copied = model_folder / Path(plot).name
@@ -222,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comparison", default=None,
                         help="Markdown table from `hubert-ee compare --markdown` (the candidates the model was chosen "
                              "from), shown in the card.")
+    parser.add_argument("--history", default=None,
+                        help="Training history JSON (`hubert-ee history`): sessions, steps and hours, shown in the card.")
+    parser.add_argument("--curve", default=None, help="Learning-curve PNG (`hubert-ee history --plot`) for the card.")
     parser.add_argument("--repo-id", default="ORG/hubert-ee", help="Hub repository id used in the usage snippets.")
     parser.add_argument("--dataset-name", default="synthetic-english-speech", help="Name of the training data.")
     parser.add_argument("--output", default=None, type=output_file,
@@ -234,6 +270,6 @@ def run(args) -> int:
     comparison = Path(args.comparison).read_text() if args.comparison else ""
     readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, plot=args.plot,
                         repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands,
-                        comparison=comparison)
+                        comparison=comparison, history_json=args.history, curve=args.curve)
     print(f"wrote {readme}" + (f" and {args.output}" if args.output else ""))
     return 0

@@ -122,7 +122,9 @@ card() {
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
   $HUBERT_EE card --model "$MODEL" --eval "$RESULTS/default_model_test.json" \
     --ood-eval "$RESULTS/default_model_real_speech.json" --plot "$RESULTS/default_model_test.png" \
-    --commands "$OUT/commands.sh" --comparison "$RESULTS/default_model_strategies.md" --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
+    --commands "$OUT/commands.sh" --comparison "$RESULTS/default_model_strategies.md" \
+    --history "$RESULTS/training_history.json" \
+    --curve "$RESULTS/learning_curve.png" --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
 }
 examples() {
   rm -rf "$OUT/examples" "$EXAMPLES/clips" "$EXAMPLES/test-subset"

@@ -126,3 +126,19 @@ def test_push_without_network_prints_one_line_and_exits_2():
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: could not reach the Hugging Face Hub (ConnectError")
     assert "files from" in result.stdout
+
+
+def test_the_card_records_every_training_session_and_the_totals():
+    from hubert_ee.card import training_history_lines
+
+    history = {"sessions": [
+        {"session": 0, "date": "2026-11-01", "steps": 0, "speech_hours": 34, "note": "from scratch",
+         "dev": [{"step": 0, "speech_hours": 34, "cer": 46.15, "wer": 92.2}]},
+        {"session": 1, "date": "2026-11-29", "steps": 1800, "speech_hours": 15.08, "note": "continued",
+         "dev": [{"step": 600, "speech_hours": 5, "cer": 45.7, "wer": 93}, {"step": 1800, "speech_hours": 15.08,
+                                                                              "cer": 40.35, "wer": 89}]},
+    ]}  # fmt: skip
+    text = "\n".join(training_history_lines(history, "learning_curve.png"))
+    assert "2 training session(s) so far, 1,800 optimiser steps, 49.08 hours of speech" in text
+    assert "| 1 | 2026-11-29 | 1,800 | 15.08 | 40.35 | continued |" in text
+    assert "![learning curve: dev CER against hours of speech](learning_curve.png)" in text
