@@ -62,7 +62,7 @@ def replacing(path: str | Path, mode: str = "w", encoding: str | None = "utf-8")
     removed and `path` is left as it was. Parent folders are created."""
     with _staged(path, mode, encoding) as (handle, temporary, target):
         yield handle
-    os.replace(temporary, target)
+    _replace(temporary, target)
     _sync_folder(target.parent)
 
 
@@ -97,7 +97,7 @@ def write_texts(files: dict[str | Path, str]) -> list[Path]:
             staged.append((temporary, target))
         # leaving the stack closes and syncs every temporary file (or removes them all on an error)
     for temporary, target in staged:
-        os.replace(temporary, target)
+        _replace(temporary, target)
     for folder in {target.parent for _, target in staged}:
         _sync_folder(folder)
     return [target for _, target in staged]
@@ -118,6 +118,15 @@ def _staged(path: str | Path, mode: str, encoding: str | None):
             yield handle, temporary, target
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _replace(temporary: Path, target: Path) -> None:
+    """Rename `temporary` over `target`; on failure (e.g. `target` became a folder) the temporary file goes."""
+    try:
+        os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

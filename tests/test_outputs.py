@@ -69,6 +69,13 @@ def test_files_written_together_change_none_when_one_fails(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "config.json"]
 
 
+def test_a_write_that_cannot_be_renamed_into_place_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "taken").mkdir()  # the path became a folder after it was checked
+    with pytest.raises(IsADirectoryError):
+        write_text(tmp_path / "taken", "results")
+    assert [path.name for path in tmp_path.iterdir()] == ["taken"] and not any((tmp_path / "taken").iterdir())
+
+
 def test_output_paths_that_cannot_be_written_are_named(tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(OutputPathError, match=r"--json .* is a folder"):
