@@ -18,15 +18,15 @@ import zipfile
 from pathlib import Path
 
 from safetensors import safe_open
+from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCHEDULER_NAME, TRAINER_STATE_NAME
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["checkpoint_problem", "newest_complete_checkpoint", "resume_checkpoint"]
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# What a resume reads besides the weights (transformers' trainer.py names); the RNG states keep it bit-identical.
-STATE_FILE = "trainer_state.json"
-REQUIRED = {"the optimizer state": ("optimizer.pt", "optimizer.bin"), "the scheduler state": ("scheduler.pt",),
+# What a resume reads besides the weights; the RNG states (one per process under torchrun) keep it bit-identical.
+REQUIRED = {"the optimizer state": (OPTIMIZER_NAME, OPTIMIZER_NAME_BIN), "the scheduler state": (SCHEDULER_NAME,),
             "the RNG state": ("rng_state.pth", "rng_state_0.pth")}
 TORCH_FILE_PATTERNS = ("*.pt", "*.pth", "*.bin")
 
@@ -35,11 +35,11 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     """Why the Trainer checkpoint `folder` cannot be resumed from (a file missing or cut short), or None."""
     folder = Path(folder)
     try:
-        json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return f"it has no {STATE_FILE} (written last: the save did not finish)"
+        return f"it has no {TRAINER_STATE_NAME} (written last: the save did not finish)"
     except ValueError:
-        return f"its {STATE_FILE} is cut short"
+        return f"its {TRAINER_STATE_NAME} is cut short"
     for what, names in REQUIRED.items():
         if not any((folder / name).is_file() for name in names):
             return f"{what} ({' or '.join(names)}) is missing"
