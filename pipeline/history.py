@@ -19,6 +19,7 @@ import datetime
 import json
 from pathlib import Path
 
+from .outputs import output_file, write_text
 from .plots import pyplot, save_figure
 
 __all__ = ["read_run", "add_session", "learning_curve", "plot_learning_curve"]
@@ -64,8 +65,7 @@ def add_session(history_path: str | Path, session: int, entry: dict) -> dict:
     sessions = [item for item in history["sessions"] if item["session"] != session]
     sessions.append({"session": session, **entry})
     history["sessions"] = sorted(sessions, key=lambda item: item["session"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(history, indent=2) + "\n")
+    write_text(path, json.dumps(history, indent=2) + "\n")
     return history
 
 
@@ -102,7 +102,8 @@ def plot_learning_curve(history: dict, path: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--history", required=True, help="The history JSON file (created if absent).")
+    parser.add_argument("--history", required=True, type=output_file,
+                        help="The history JSON file (created if absent).")
     parser.add_argument("--session", type=int, default=None, help="Session number of the entry to record.")
     parser.add_argument("--run", default=None, help="A training output folder (its newest checkpoint is read).")
     parser.add_argument("--eval-json", default=None,
@@ -112,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-seconds-per-step", type=float, default=None,
                         help="With --run: speech per step for logs that predate the logged `speech_hours`.")
     parser.add_argument("--note", default="", help="What the session did (init, data, schedule).")
-    parser.add_argument("--plot", default=None, help="Write the learning curve PNG here.")
+    parser.add_argument("--plot", default=None, type=output_file, help="Write the learning curve PNG here.")
 
 
 def _entry_from_eval(eval_json: str, speech_hours: float | None) -> dict:

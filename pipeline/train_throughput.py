@@ -21,7 +21,6 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from .augment import Augmenter
 from .data import DataCollatorCTCWithPadding
 from .export import load_processor
+from .outputs import output_file, write_text
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, normalise
 from .train import load_backbone
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-clips", type=int, default=4000, help="clips read from the corpus")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--json", default=None, type=output_file, help="write the rows here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                   "args": vars(args), "rows": [{**asdict(row), "audio_s_per_s": round(row.audio_s_per_s, 2)}
                                                for row in rows]}  # fmt: skip
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        write_text(args.json, json.dumps(record, indent=2) + "\n")
     return 0
 
 
