@@ -22,7 +22,7 @@ from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCHEDULER_N
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["checkpoint_problem", "newest_complete_checkpoint", "resume_checkpoint"]
+__all__ = ["checkpoint_problem", "checkpoint_step", "newest_complete_checkpoint", "resume_checkpoint"]
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 # What a resume reads besides the weights; the RNG states (one per process under torchrun) keep it bit-identical.
@@ -77,10 +77,18 @@ def _torch_files_problem(folder: Path) -> str | None:
     return None
 
 
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The step a `checkpoint-STEP` folder was saved at."""
+    match = CHECKPOINT_NAME.match(Path(checkpoint).name)
+    if match is None:
+        raise ValueError(f"{checkpoint} is not a Trainer checkpoint folder (checkpoint-STEP)")
+    return int(match.group(1))
+
+
 def newest_complete_checkpoint(folder: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     """(the newest complete checkpoint in `folder` or None, [(checkpoint, problem)] of the newer incomplete ones)."""
     found = [path for path in Path(folder).glob("checkpoint-*") if path.is_dir() and CHECKPOINT_NAME.match(path.name)]
-    found.sort(key=lambda path: int(CHECKPOINT_NAME.match(path.name).group(1)), reverse=True)
+    found.sort(key=checkpoint_step, reverse=True)
     skipped = []
     for path in found:
         problem = checkpoint_problem(path)

@@ -26,9 +26,12 @@ __all__ = ["read_run", "add_session", "learning_curve", "plot_learning_curve"]
 
 
 def _newest_state(run: Path) -> Path:
-    """trainer_state.json of the newest checkpoint of `run` (a training output folder or its checkpoints/)."""
+    """trainer_state.json of the newest checkpoint of `run` (a training output folder or its checkpoints/) that
+    has one."""
+    from .checkpoints import checkpoint_step
+
     folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
-    states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda path: int(path.parent.name.split("-")[-1]))
+    states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda path: checkpoint_step(path.parent))
     if not states:
         raise FileNotFoundError(f"no checkpoint with a trainer_state.json under {folder}")
     return states[-1]

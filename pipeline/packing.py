@@ -13,6 +13,7 @@ The stream is endless and deterministic: pass `p` over the clips uses the genera
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -93,7 +94,6 @@ def is_packable_corpus(path: str | os.PathLike) -> bool:
     info = next(folder.glob("*/dataset_info.json"), None)
     if info is None:
         return False
-    import json
 
     features = json.loads(info.read_text()).get("features", {})
     return features.get("audio") == corpus_features().to_dict()["audio"]

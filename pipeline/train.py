@@ -31,7 +31,7 @@ from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
 from modeling_hubert_ee import HubertEEForCTC
 
 from .augment import AugmentationConfig, Augmenter
-from .checkpoints import resume_checkpoint
+from .checkpoints import checkpoint_step, resume_checkpoint
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
 from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
 from .metrics import load_metric
@@ -169,7 +169,7 @@ class ThroughputMeter:
 
     @contextlib.contextmanager
     def paused(self):
-        """Leave the time spent inside the block out of the throughput (evaluation, checkpoint writing)."""
+        """Leave the time spent inside the block out of the throughput (the Trainer's evaluations)."""
         start = time.monotonic()
         try:
             yield
@@ -362,8 +362,8 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, b
     training_args = _training_arguments(args, eval_dataset is not None)
     # the newest complete checkpoint: the Trainer's own choice (the newest folder) may be a save cut short
     resume = resume_checkpoint(training_args.output_dir) if args.resume else None
-    if packed and resume:
-        train_dataset.start_pass = 1_000 + _checkpoint_step(Path(resume))
+    if packed and resume:  # a pass the run cannot have reached: it made at most one pass per step
+        train_dataset.start_pass = 1 + checkpoint_step(resume)
     trainer = CTCTrainer(
         model=model,
         args=training_args,
@@ -380,13 +380,6 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, b
         metrics.update(trainer.evaluate())
     trainer.log_metrics("all", metrics)
     return metrics, trainer.is_world_process_zero()
-
-
-def _checkpoint_step(checkpoint: Path) -> int:
-    try:
-        return int(checkpoint.name.rsplit("-", 1)[-1])
-    except ValueError:
-        return 0
 
 
 def _clip_store(args, spec: str, processor) -> ClipStore:

@@ -31,6 +31,7 @@ from .data import DataCollatorCTCWithPadding
 from .export import load_processor
 from .outputs import output_file, write_text
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, normalise
+from .text import SAMPLING_RATE
 from .train import load_backbone
 
 
@@ -83,7 +84,7 @@ def timed_step(model, optimizer, batches, bf16: bool) -> tuple[float, float, flo
     start = time.perf_counter()
     batch = next(batches)
     speech = float(batch.pop("speech_seconds"))
-    computed = batch["input_values"].numel() / 16000
+    computed = batch["input_values"].numel() / SAMPLING_RATE
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = model(**batch).loss
     loss.backward()

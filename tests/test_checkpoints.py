@@ -81,3 +81,11 @@ def test_resume_takes_the_newest_complete_checkpoint_and_names_the_skipped_ones(
         assert resume_checkpoint(tmp_path) is None
     assert all("no complete checkpoint is left, starting from scratch" in record.getMessage()
                for record in caplog.records) and len(caplog.records) == 2
+
+
+def test_checkpoint_step_reads_the_folder_name_and_refuses_other_folders(tmp_path):
+    from hubert_ee.checkpoints import checkpoint_step
+
+    assert checkpoint_step(tmp_path / "checkpoint-1200") == 1200
+    with pytest.raises(ValueError, match="not a Trainer checkpoint folder"):
+        checkpoint_step(tmp_path / "checkpoint-last")
