@@ -808,7 +808,7 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
             mask = mask.to(device) if mask is not None else None
             sample_lengths = mask.sum(-1) if mask is not None else torch.full((len(clips),), input_values.shape[1],
                                                                               device=device)
-            lengths = model._get_feat_extract_output_lengths(sample_lengths).to(torch.long)
+            lengths = model.frame_lengths(sample_lengths)
             batches.append((input_values, mask, lengths))
         cases = {"baseline": lambda x, m: baseline(x, attention_mask=m)}
         for threshold in thresholds:

@@ -119,19 +119,6 @@ def load_model_and_processor(spec: str | Path, device: str | torch.device | None
     return model.to(device).eval(), processor
 
 
-def receptive_field(config) -> int:
-    """Samples the convolutional front end needs to emit one frame (utterances shorter than this cannot run)."""
-    field, hop = 1, 1
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        field += (kernel - 1) * hop
-        hop *= stride
-    return field
-
-
-def samples_per_frame(config) -> int:
-    return int(np.prod(config.conv_stride))
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -248,7 +235,7 @@ def evaluate_model(
     pad_id = config.pad_token_id
 
     # ---- data: sorted by length (longest first), too-short utterances left out
-    field = receptive_field(config)
+    field = model.receptive_field()
     audios, references, skipped = [], [], 0
     group_values: dict[str, list[str]] = {column: [] for column in group_by}
     for index in range(len(dataset)):
@@ -281,7 +268,7 @@ def evaluate_model(
             batches, desc="all exits", disable=not progress, leave=False
         ):
             output = model(input_values, attention_mask=attention_mask, output_exit_logits=True)
-            lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long)
+            lengths = model.frame_lengths(attention_mask.sum(-1))
             for head, logits in enumerate([*output.exit_logits, output.logits]):
                 ids = logits.argmax(-1)
                 padding = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]

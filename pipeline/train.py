@@ -136,7 +136,7 @@ class CTCTrainer(Trainer):
         ids = torch.stack([head.argmax(-1) for head in heads], dim=-1)
         if inputs.get("attention_mask") is not None:
             unwrapped = self.accelerator.unwrap_model(model)
-            lengths = unwrapped._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+            lengths = unwrapped.frame_lengths(inputs["attention_mask"].sum(-1))
             padding = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
             ids = ids.masked_fill(padding[..., None], -100)
         return loss, ids, inputs.get("labels")

@@ -44,9 +44,7 @@ from .evaluate import (
     check_threshold_range,
     featurize,
     load_model_and_processor,
-    receptive_field,
     resolve_model_spec,
-    samples_per_frame,
     synchronize,
 )
 from .outputs import output_file, write_json
@@ -176,8 +174,8 @@ def transcribe_files(
     device = _model_device(model)
     feature_extractor = getattr(processor, "feature_extractor", processor)
     rate = int(feature_extractor.sampling_rate)
-    field = receptive_field(model.config)
-    hop = samples_per_frame(model.config)
+    field = model.receptive_field()
+    hop = model.samples_per_frame()
     pad_id = model.config.pad_token_id
 
     results: list[dict[str, Any]] = []
@@ -222,7 +220,7 @@ def transcribe_files(
         synchronize(device)
         elapsed = time.perf_counter() - began
         sequences = output.sequences.cpu()
-        lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long).cpu().tolist()
+        lengths = model.frame_lengths(attention_mask.sum(-1)).cpu().tolist()
         total = sum(segment[2].size for segment in batch)
         for row, (index, number, samples) in enumerate(batch):
             first, last = _kept_frames(windows_of[index], number, int(lengths[row]), hop)

@@ -34,6 +34,8 @@ RESULTS=${RESULTS:-benchmarks/results}
 EXAMPLES=${EXAMPLES:-examples}
 CARD=${CARD:-model_card.md}
 EXIT_MAX_STEPS=${EXIT_MAX_STEPS:-}   # smoke runs: replaces every exit run's step count
+BACKBONE_STEPS=${BACKBONE_STEPS:-4500}     # ~1.2 s a step on 2 otherwise idle cores; the cosine schedule ends here
+BACKBONE_MINUTES=${BACKBONE_MINUTES:-110}  # a safety stop that leaves the session time for the later stages
 BEST=${BEST:-}          # the exit model to ship (a folder name under $OUT/exits); default: chosen by `compare`
 REAL_SPEECH=${REAL_SPEECH:-../shared/data/real-speech-dev}
 mkdir -p "$OUT/logs" "$OUT/eval" "$RESULTS"
@@ -49,7 +51,7 @@ synth() {
 backbone() {
   rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
   $HUBERT_EE train-backbone --init-from "$INIT_FROM" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
-    --pack-seconds 8 --batch-size 4 --learning-rate 1e-3 --warmup-steps 300 --max-steps 1800 --max-minutes 100 \
+    --pack-seconds 8 --batch-size 4 --learning-rate 1e-3 --warmup-steps 300 --max-steps "$BACKBONE_STEPS" --max-minutes "$BACKBONE_MINUTES" \
     --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 \
     --output "$OUT/backbone"
 }

@@ -254,7 +254,7 @@ def test_inference_loss_without_branches_is_the_final_ctc_loss():
     labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
     with torch.no_grad():
         output = model(input_values, attention_mask=attention_mask, labels=labels)
-    lengths = torch.tensor(model._frame_lengths(attention_mask.sum(-1).tolist()))
+    lengths = torch.tensor(model.frame_lengths(attention_mask.sum(-1).tolist()))
     torch.testing.assert_close(output.loss, model._ctc_loss(output.logits, labels, lengths))
 
 
@@ -321,6 +321,20 @@ def test_short_utterance_in_batch_is_named():
     input_values, attention_mask = padded_batch([4000, 60])
     with pytest.raises(ValueError, match=r"utterance\(s\) \[1\]"):
         model(input_values, attention_mask=attention_mask)
+
+
+def test_front_end_geometry_matches_what_the_convolutions_emit():
+    model = make_model()
+    field, hop = model.receptive_field(), model.samples_per_frame()
+    lengths = [field, field + hop - 1, field + hop, 4000]
+    assert model.frame_lengths(lengths) == [1, 1, 2, model.frame_lengths([4000])[0]]
+    assert model.frame_lengths(torch.tensor(lengths)).tolist() == model.frame_lengths(lengths)
+    with torch.no_grad():
+        for samples in lengths:
+            frames = model.hubert.feature_extractor(torch.randn(1, samples)).shape[-1]
+            assert frames == model.frame_lengths([samples])[0]
+    with pytest.raises(ValueError):
+        model(torch.randn(1, field - 1))
 
 
 def test_convert_plain_hubert_checkpoint_logs_one_line(tmp_path, caplog):

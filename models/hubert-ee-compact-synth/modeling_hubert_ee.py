@@ -301,15 +301,38 @@ class HubertEEForCTC(HubertPreTrainedModel):
         model.apply_exit_training_strategy()
         return (model, loading_info) if output_loading_info else model
 
-    # ------------------------------------------------------------------ input checks
+    # ------------------------------------------------------------------ front-end geometry
 
-    def _receptive_field(self) -> int:
-        """Samples the convolutional front end needs to emit one frame."""
+    def receptive_field(self) -> int:
+        """Samples the convolutional front end needs to emit one frame; a shorter utterance cannot run."""
         field, hop = 1, 1
         for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
             field += (kernel - 1) * hop
             hop *= stride
         return field
+
+    def samples_per_frame(self) -> int:
+        """Samples between consecutive frames: the product of the convolution strides."""
+        hop = 1
+        for stride in self.config.conv_stride:
+            hop *= stride
+        return hop
+
+    def frame_lengths(self, sample_lengths):
+        """Frames the front end emits for each utterance length in samples.
+
+        A list of ints gives a list of ints, computed on the host; a tensor gives a long tensor on its device.
+        """
+        if isinstance(sample_lengths, torch.Tensor):
+            return self._get_feat_extract_output_lengths(sample_lengths).to(torch.long)
+        lengths = []
+        for samples in sample_lengths:
+            for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+                samples = (samples - kernel) // stride + 1
+            lengths.append(samples)
+        return lengths
+
+    # ------------------------------------------------------------------ input checks
 
     def _prepare_inputs(self, input_values, attention_mask, labels):
         """Clear errors for bad input, and what the passes need. Returns `(frame_lengths, attention_mask, finite)`:
@@ -351,7 +374,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             finite = None
         else:
             lengths = [input_values.shape[1]] * len(input_values)
-        field = self._receptive_field()
+        field = self.receptive_field()
         too_short = [index for index, length in enumerate(lengths) if length < field]
         if too_short:
             raise ValueError(
@@ -363,8 +386,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
             self._raise_if_not_finite(finite_rows)
         if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
-        frame_lengths = self._frame_lengths(lengths)
-        if attention_mask is not None and min(frame_lengths) == self._frame_lengths([input_values.shape[1]])[0]:
+        frame_lengths = self.frame_lengths(lengths)
+        if attention_mask is not None and min(frame_lengths) == self.frame_lengths([input_values.shape[1]])[0]:
             attention_mask = None
         return frame_lengths, attention_mask, finite
 
@@ -621,15 +644,6 @@ class HubertEEForCTC(HubertPreTrainedModel):
             self._raise_if_not_finite(unread_finite)
         answer(None, self._final_head(hidden_states), num_layers)
         return logits, exit_layer
-
-    def _frame_lengths(self, sample_lengths: list[int]) -> list[int]:
-        """Frames the front end emits per utterance (host-side twin of `_get_feat_extract_output_lengths`)."""
-        lengths = []
-        for samples in sample_lengths:
-            for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
-                samples = (samples - kernel) // stride + 1
-            lengths.append(samples)
-        return lengths
 
     # ------------------------------------------------------------------ losses
 
