@@ -76,12 +76,20 @@ class HubertEEConfig(HubertConfig):
         Share of the KL term in a branch's loss for the `"distill"` strategy, in [0, 1].
     distill_temperature (`float`, *optional*, defaults to 1.0):
         Softmax temperature of teacher and student for the `"distill"` strategy, > 0.
+    output_exit_logits (`bool`, *optional*, defaults to `False`):
+        What `forward` does when a call does not say (as `output_hidden_states` in transformers' models): `True`
+        runs every layer and every branch on every row, also in eval mode, and returns every branch's logits
+        (`exit_logits`) beside the final head's, so that a `Trainer`'s evaluation sees each exit
+        (`hubert_ee.metrics.exit_metrics`). Early exit then never happens in `forward` (the ASR pipeline included):
+        an evaluation setting, not an inference one. `generate` is not affected.
     """
 
     model_type = "hubert_ee"
     # The Trainer gathers every other output of an evaluation step as predictions: without this, `exit_layer` rides
     # along and `np.argmax(pred.predictions, axis=-1)` in a `compute_metrics` fails on a tuple of two shapes.
-    keys_to_ignore_at_inference = ["exit_layer", "exit_logits", "exit_losses"]
+    # `exit_logits` is not listed: an eval-mode forward returns it only when asked (`output_exit_logits`), and then
+    # the predictions are `(logits, exit_logits)` on purpose.
+    keys_to_ignore_at_inference = ["exit_layer", "exit_losses"]
 
     exit_layers: list[int] | None = None
     exit_branch: str = "transformer"
@@ -93,6 +101,7 @@ class HubertEEConfig(HubertConfig):
     exit_loss_weight: float | int = 1.0
     distill_weight: float | int = 0.5
     distill_temperature: float | int = 1.0
+    output_exit_logits: bool = False
 
     @staticmethod
     def implied_early_exit(settings: dict) -> dict:
@@ -187,6 +196,8 @@ class HubertEEConfig(HubertConfig):
             fail("exit_patience", "an integer >= 1")
         if not isinstance(get("early_exit"), bool):
             fail("early_exit", "True or False")
+        if not isinstance(self.output_exit_logits, bool):
+            fail("output_exit_logits", "True or False")
         if self.ctc_loss_reduction not in CTC_LOSS_REDUCTIONS:
             raise ValueError(
                 f"`ctc_loss_reduction` is {self.ctc_loss_reduction!r}, but it must be one of {list(CTC_LOSS_REDUCTIONS)}."

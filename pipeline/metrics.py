@@ -26,7 +26,10 @@ import jiwer
 
 from .text import normalize_text
 
-__all__ = ["EVALUATE_METRIC", "word_error_rate", "char_error_rate", "error_counts", "load_metric"]
+__all__ = [
+    "EVALUATE_METRIC", "word_error_rate", "char_error_rate", "error_counts", "load_metric", "exit_metrics",
+    "head_names", "greedy_head_ids",
+]  # fmt: skip
 
 #: The folder ``evaluate.load`` takes for this module's rates as an ``evaluate`` metric (configs "wer", "cer").
 EVALUATE_METRIC = str(Path(__file__).resolve().parent / "hubert_ee_wer")
@@ -119,3 +122,83 @@ def char_error_rate(
     references.
     """
     return _rate(error_counts(references, hypotheses, "char", normalize))
+
+
+# ---------------------------------------------------------------------------------------------- Trainer metrics
+
+
+def head_names(config) -> list[str]:
+    """The heads a model's evaluation reports, in the order of the last axis of `greedy_head_ids`:
+    `exit_<layer>` for each branch of a HuBERT-EE config, then `final` (a plain `HubertConfig` has only `final`)."""
+    return [f"exit_{layer}" for layer in getattr(config, "exit_layers", None) or ()] + ["final"]
+
+
+def greedy_head_ids(logits, labels=None):
+    """A `Trainer`'s `preprocess_logits_for_metrics`: the greedy CTC ids of every head, `[batch, frames, heads]`.
+
+    `logits` is what the Trainer gathers from a forward: the final head's logits alone, or `(logits, exit_logits)`
+    from a HuBERT-EE model with `output_exit_logits`. Heads come in `head_names` order (exits, then the final
+    head). Ids instead of logits keep what the Trainer gathers over an evaluation set small; `labels` is unused.
+    """
+    import torch
+
+    if isinstance(logits, torch.Tensor):
+        heads = [logits]
+    else:
+        final, *rest = logits
+        heads = [*(rest[0] if rest else ()), final]
+    return torch.stack([head.argmax(-1) for head in heads], dim=-1)
+
+
+def _check_head_ids(ids, names: Sequence[str]):
+    """`ids` itself, or a `ValueError` saying how to get greedy ids of every head where it is something else."""
+    import numpy as np
+
+    if not isinstance(ids, np.ndarray) or ids.ndim != 3 or ids.shape[-1] != len(names):
+        shape = f"of shape {ids.shape}" if isinstance(ids, np.ndarray) else f"of type {type(ids).__name__}"
+        raise ValueError(
+            f"predictions {shape} are not greedy ids [batch, frames, {len(names)}] of the heads "
+            f"{list(names)}: pass preprocess_logits_for_metrics from hubert_ee.metrics.exit_metrics to the Trainer, "
+            "and set model.config.output_exit_logits = True for the exits"
+        )
+    return ids
+
+
+def exit_metrics(processor, config, percent: bool = False):
+    """`(compute_metrics, preprocess_logits_for_metrics)` for a `transformers.Trainer` that reports every exit.
+
+        model.config.output_exit_logits = True          # evaluation returns every branch's logits too
+        compute_metrics, preprocess = exit_metrics(processor, model.config)
+        trainer = Trainer(model, args, ..., compute_metrics=compute_metrics,
+                          preprocess_logits_for_metrics=preprocess)
+        trainer.evaluate()   # eval_wer, eval_cer (final head), eval_wer_exit_<layer>, eval_cer_exit_<layer>
+
+    The rates are this package's `evaluate` metric (`load_metric`: after the project's normaliser), as fractions
+    like `evaluate`'s `wer`/`cer`, or in percent with `percent=True` (as `hubert-ee train` reports them). Labels
+    are decoded without merging repeats (a label sequence is not a CTC path). Padding frames inside a batch are
+    decoded like the others, as in the usual `np.argmax(pred.predictions, axis=-1)`; `hubert-ee train`'s trainer,
+    which sees the attention mask, marks them as padding (-100) first. `config` may be a plain `HubertConfig`
+    (then only `wer`/`cer`).
+    """
+    import numpy as np
+
+    names = head_names(config)
+    tokenizer = processor.tokenizer
+    rates = {name: load_metric(name) for name in ("wer", "cer")}
+    scale = 100.0 if percent else 1.0
+
+    def decode(ids, **options) -> list[str]:
+        return tokenizer.batch_decode(np.where(ids < 0, tokenizer.pad_token_id, ids), **options)
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        ids = _check_head_ids(eval_prediction.predictions, names)
+        references = decode(np.asarray(eval_prediction.label_ids), group_tokens=False)
+        metrics = {}
+        for index, name in enumerate(names):
+            hypotheses = decode(ids[..., index])
+            suffix = "" if name == "final" else f"_{name}"
+            for rate, metric in rates.items():
+                metrics[rate + suffix] = scale * metric.compute(predictions=hypotheses, references=references)
+        return metrics
+
+    return compute_metrics, greedy_head_ids

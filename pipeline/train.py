@@ -22,7 +22,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -34,7 +33,7 @@ from .augment import AugmentationConfig, Augmenter
 from .checkpoints import checkpoint_step, resume_checkpoint
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
 from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
-from .metrics import load_metric
+from .metrics import exit_metrics
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, is_packable_corpus
 from .text import build_processor
 
@@ -86,8 +85,9 @@ class CTCTrainer(Trainer):
     """`Trainer` whose evaluation returns greedy CTC ids of every head instead of full logits, and whose
     length-grouped training order survives `--resume` in the middle of an epoch.
 
-    Predictions are `[batch, frames, heads]` token ids (heads: each exit in `exit_layers` order, then the final
-    head; padding frames are -100), small enough to gather over a whole dev set and enough for WER per exit.
+    Predictions are `[batch, frames, heads]` token ids (heads in `hubert_ee.metrics.head_names` order: each exit,
+    then the final head; padding frames are -100), small enough to gather over a whole dev set and enough for WER
+    per exit; `hubert_ee.metrics.exit_metrics` scores them.
     """
 
     def _get_train_sampler(self, train_dataset=None):
@@ -186,42 +186,6 @@ class ThroughputMeter:
         self.speech = self.total = self.paused_seconds = 0.0
         self.since = now
         return report
-
-
-def head_names(model) -> list[str]:
-    if isinstance(model, HubertEEForCTC):
-        return [f"exit_{layer}" for layer in model.config.exit_layers] + ["final"]
-    return ["final"]
-
-
-def make_compute_metrics(processor, names: list[str]):
-    """`compute_metrics` for `CTCTrainer` predictions: `wer`/`cer` of the final head and `wer_exit_<layer>`, in
-    percent (as every report of this project), from the project's `evaluate` metric (`hubert_ee.metrics`)."""
-    tokenizer = processor.tokenizer
-    rates = {name: load_metric(name) for name in ("wer", "cer")}
-
-    def word_error_rate(references, hypotheses):
-        return 100 * rates["wer"].compute(predictions=hypotheses, references=references)
-
-    def char_error_rate(references, hypotheses):
-        return 100 * rates["cer"].compute(predictions=hypotheses, references=references)
-
-    def compute_metrics(eval_prediction) -> dict[str, float]:
-        ids, labels = eval_prediction.predictions, eval_prediction.label_ids
-        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
-        references = tokenizer.batch_decode(labels, group_tokens=False)
-        metrics = {}
-        for index, name in enumerate(names):
-            head_ids = np.where(ids[..., index] < 0, tokenizer.pad_token_id, ids[..., index])
-            hypotheses = tokenizer.batch_decode(head_ids)
-            if name == "final":
-                metrics["wer"] = word_error_rate(references, hypotheses)
-                metrics["cer"] = char_error_rate(references, hypotheses)
-            else:
-                metrics[f"wer_{name}"] = word_error_rate(references, hypotheses)
-        return metrics
-
-    return compute_metrics
 
 
 # ---------------------------------------------------------------------------------------------- shared set-up
@@ -370,7 +334,7 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, b
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=PackedCTCCollator(unpacked=padding) if packed else padding,
-        compute_metrics=make_compute_metrics(processor, head_names(model)),
+        compute_metrics=exit_metrics(processor, model.config, percent=True)[0],
         callbacks=[WallClockBudget(args.max_minutes)] if getattr(args, "max_minutes", None) is not None else None,
         sampling_rate=processor.feature_extractor.sampling_rate,
     )

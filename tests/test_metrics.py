@@ -55,11 +55,12 @@ def test_length_mismatch():
         word_error_rate(["a", "b"], ["a"])
 
 
-def test_trainer_compute_metrics_decodes_every_head():
-    """`hubert_ee.train.make_compute_metrics`: per-frame ids [batch, frames, heads] with -100 padding, CTC-decoded
-    per head; labels decoded without merging repeats ("HELLO" keeps its double L)."""
+def test_exit_metrics_decodes_every_head():
+    """`exit_metrics`' `compute_metrics`: per-frame ids [batch, frames, heads] with -100 padding, CTC-decoded per
+    head, named after the config's exits; labels decoded without merging repeats ("HELLO" keeps its double L)."""
+    from types import SimpleNamespace
 
-    from hubert_ee.train import make_compute_metrics
+    from hubert_ee.metrics import exit_metrics
 
     processor = build_processor()
     tokenizer = processor.tokenizer
@@ -69,9 +70,27 @@ def test_trainer_compute_metrics_decodes_every_head():
     wrong = [hello[0], hello[1], hello[2], hello[3], hello[4], blank, -100]  # repeats merged: HELO
     ids = np.stack([np.array([wrong]), np.array([frames])], axis=-1)  # heads: exit_2, final
     labels = np.array([hello + [-100]])
-    metrics = make_compute_metrics(processor, ["exit_2", "final"])(EvalPrediction(predictions=ids, label_ids=labels))
-    assert metrics["wer"] == 0.0 and metrics["cer"] == 0.0
-    assert metrics["wer_exit_2"] == 100.0
+    compute_metrics, _ = exit_metrics(processor, SimpleNamespace(exit_layers=[2]), percent=True)
+    metrics = compute_metrics(EvalPrediction(predictions=ids, label_ids=labels))
+    assert metrics == {"wer": 0.0, "cer": 0.0, "wer_exit_2": 100.0, "cer_exit_2": 20.0}
+    fractions, _ = exit_metrics(processor, SimpleNamespace(exit_layers=[2]))
+    assert fractions(EvalPrediction(predictions=ids, label_ids=labels))["cer_exit_2"] == pytest.approx(0.2)
+
+
+def test_greedy_head_ids_stacks_exits_then_the_final_head():
+    """`preprocess_logits_for_metrics` of `exit_metrics`: the Trainer's `(logits, exit_logits)` (or the logits
+    alone) become argmax ids [batch, frames, heads], exits first, in the order `head_names` gives."""
+    import torch
+
+    from hubert_ee.metrics import greedy_head_ids, head_names
+    from tests.conftest import tiny_config
+
+    final, first, second = (torch.randn(2, 5, 7) for _ in range(3))
+    ids = greedy_head_ids((final, (first, second)), None)
+    assert ids.shape == (2, 5, 3)
+    assert torch.equal(ids[..., 0], first.argmax(-1)) and torch.equal(ids[..., 2], final.argmax(-1))
+    assert torch.equal(greedy_head_ids(final, None)[..., 0], final.argmax(-1))
+    assert head_names(tiny_config(exit_layers=[1, 3])) == ["exit_1", "exit_3", "final"]
 
 
 def test_evaluate_metric_gives_the_project_rates_as_fractions_offline():
@@ -79,8 +98,8 @@ def test_evaluate_metric_gives_the_project_rates_as_fractions_offline():
     project's normaliser, fractions like the Hub's `wer`/`cer`; `hubert-ee train` reports the same rates."""
     import evaluate
 
-    from hubert_ee.metrics import EVALUATE_METRIC, load_metric
-    from hubert_ee.train import make_compute_metrics
+    from hubert_ee.metrics import EVALUATE_METRIC, exit_metrics, load_metric
+    from transformers import HubertConfig
 
     wer, cer = evaluate.load(EVALUATE_METRIC), load_metric("cer")
     references, hypotheses = ["the cat sat", "Hello, world!", "it cost $5"], ["the cat sit", "HELLO WORLD", ""]
@@ -96,5 +115,6 @@ def test_evaluate_metric_gives_the_project_rates_as_fractions_offline():
     processor = build_processor()
     ids = np.array([processor.tokenizer("A C").input_ids])
     labels = np.array([processor.tokenizer("A B").input_ids])
-    metrics = make_compute_metrics(processor, ["final"])(EvalPrediction(predictions=ids[..., None], label_ids=labels))
+    compute_metrics, _ = exit_metrics(processor, HubertConfig(), percent=True)  # as `hubert-ee train-backbone`
+    metrics = compute_metrics(EvalPrediction(predictions=ids[..., None], label_ids=labels))
     assert metrics["wer"] == pytest.approx(50.0) and metrics["cer"] == pytest.approx(100 / 3)

@@ -321,10 +321,10 @@ def compute_metrics(pred):
 '''
 
 
-def test_a_users_own_trainer_with_blog_style_collator_and_compute_metrics(tmp_path):
-    """The Hugging Face blog's CTC fine-tuning, as a user writes it, on a HuBERT-EE folder configured like the
-    shipped model (distill, early exit off) and examples/test-subset: `compute_metrics` gets the logits alone, the
-    project's `evaluate` metric loads offline, only the branches learn, and `eval_loss` shows them learning."""
+def blog_style_setup(tmp_path, clips: int = 8, **config):
+    """What the blog's fine-tuning sets up, as a user writes it: a HuBERT-EE folder loaded through the Auto classes
+    with `trust_remote_code`, examples/test-subset through `load_dataset("audiofolder")` and the blog's
+    `prepare_dataset`, collator and `compute_metrics` (with the project's `evaluate` metric, offline)."""
     from dataclasses import dataclass
     from pathlib import Path
 
@@ -337,13 +337,12 @@ def test_a_users_own_trainer_with_blog_style_collator_and_compute_metrics(tmp_pa
     from tests.conftest import tiny_config
 
     torch.manual_seed(0)
-    save_hub_folder(HubertEEForCTC(tiny_config(exit_training_strategy="distill", early_exit=False)),
-                    build_processor(), tmp_path / "model")
+    save_hub_folder(HubertEEForCTC(tiny_config(**config)), build_processor(), tmp_path / "model")
     model = AutoModelForCTC.from_pretrained(tmp_path / "model", trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(tmp_path / "model", trust_remote_code=True)
     subset = Path(__file__).resolve().parents[1] / "examples" / "test-subset"
     data = load_dataset("audiofolder", data_files=[str(subset / "*.flac"), str(subset / "metadata.csv")],
-                        split="train", cache_dir=str(tmp_path / "cache")).select(range(8))
+                        split="train", cache_dir=str(tmp_path / "cache")).select(range(clips))
     data = data.cast_column("audio", Audio(sampling_rate=16000))
 
     def prepare_dataset(batch):
@@ -356,14 +355,24 @@ def test_a_users_own_trainer_with_blog_style_collator_and_compute_metrics(tmp_pa
     namespace = {"dataclass": dataclass, "Wav2Vec2Processor": Wav2Vec2Processor, "np": np, "processor": processor,
                  "wer_metric": evaluate.load(EVALUATE_METRIC)}
     exec(BLOG_COLLATOR_AND_METRICS, namespace)
+    return model, processor, data, namespace["DataCollatorCTCWithPadding"](processor=processor), namespace
+
+
+def blog_training_arguments(tmp_path, steps: int = 10) -> TrainingArguments:
+    return TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4,
+                             per_device_eval_batch_size=4, max_steps=steps, learning_rate=3e-3, warmup_steps=0,
+                             save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+
+
+def test_a_users_own_trainer_with_blog_style_collator_and_compute_metrics(tmp_path):
+    """The Hugging Face blog's CTC fine-tuning, as a user writes it, on a HuBERT-EE folder configured like the
+    shipped model (distill, early exit off) and examples/test-subset: `compute_metrics` gets the logits alone, the
+    project's `evaluate` metric loads offline, only the branches learn, and `eval_loss` shows them learning."""
+    model, processor, data, collator, namespace = blog_style_setup(
+        tmp_path, exit_training_strategy="distill", early_exit=False)
     final_head = model.lm_head.weight.detach().clone()
-    trainer = Trainer(
-        model=model, train_dataset=data, eval_dataset=data, data_collator=namespace["DataCollatorCTCWithPadding"](
-            processor=processor), compute_metrics=namespace["compute_metrics"],
-        args=TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4,
-                               per_device_eval_batch_size=4, max_steps=10, learning_rate=3e-3, warmup_steps=0,
-                               save_strategy="no", report_to="none", disable_tqdm=True, seed=0),
-    )
+    trainer = Trainer(model=model, train_dataset=data, eval_dataset=data, data_collator=collator,
+                      compute_metrics=namespace["compute_metrics"], args=blog_training_arguments(tmp_path))
     before = trainer.evaluate()
     trainer.train()
     after = trainer.evaluate()
@@ -372,3 +381,45 @@ def test_a_users_own_trainer_with_blog_style_collator_and_compute_metrics(tmp_pa
     assert torch.equal(model.lm_head.weight, final_head)  # distill: the final head is frozen
     trainable = {name.split(".")[0] for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert trainable == {"exit_branches"}
+
+
+def test_a_users_own_trainer_reports_every_exit_with_exit_metrics(tmp_path):
+    """A plain `Trainer` with the blog's collator, `output_exit_logits` in the config and
+    `hubert_ee.metrics.exit_metrics`: the evaluation reports WER and CER of the final head and of each exit, the
+    exits' rates move with training while the frozen final head's stay put, and the saved config keeps the field."""
+    from transformers import AutoConfig
+
+    from hubert_ee.metrics import exit_metrics
+
+    model, processor, data, collator, _ = blog_style_setup(
+        tmp_path, exit_training_strategy="distill", early_exit=False, exit_layers=[1, 2])
+    model.config.output_exit_logits = True
+    compute_metrics, preprocess_logits_for_metrics = exit_metrics(processor, model.config)
+    trainer = Trainer(model=model, train_dataset=data, eval_dataset=data, data_collator=collator,
+                      compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                      args=blog_training_arguments(tmp_path, steps=12))
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    rates = ["eval_wer", "eval_cer", "eval_wer_exit_1", "eval_cer_exit_1", "eval_wer_exit_2", "eval_cer_exit_2"]
+    assert set(rates) <= set(after), sorted(after)
+    assert all(isinstance(after[key], float) and after[key] >= 0.0 for key in rates)
+    assert (before["eval_wer"], before["eval_cer"]) == (after["eval_wer"], after["eval_cer"])  # frozen final head
+    exits = [key for key in rates if "exit" in key]
+    assert [before[key] for key in exits] != [after[key] for key in exits], (before, after)
+    trainer.save_model(str(tmp_path / "saved"))
+    assert AutoConfig.from_pretrained(tmp_path / "saved", trust_remote_code=True).output_exit_logits is True
+
+
+def test_exit_metrics_without_exit_logits_says_what_to_set(tmp_path):
+    """`exit_metrics` with a model whose evaluation returns only the final logits (`output_exit_logits` off) fails
+    at the first evaluation with one line naming the setting, instead of reporting the final head alone."""
+    from hubert_ee.metrics import exit_metrics
+
+    model, processor, data, collator, _ = blog_style_setup(tmp_path, clips=4, exit_layers=[1, 2])
+    compute_metrics, preprocess_logits_for_metrics = exit_metrics(processor, model.config)
+    trainer = Trainer(model=model, eval_dataset=data, data_collator=collator, compute_metrics=compute_metrics,
+                      preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                      args=blog_training_arguments(tmp_path))
+    with pytest.raises(ValueError, match=r"\[batch, frames, 3\].*output_exit_logits = True"):
+        trainer.evaluate()

@@ -737,7 +737,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         attention_mask (`torch.LongTensor` of shape `(batch_size, samples)`, *optional*): 1 for real samples.
         labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*): CTC targets, -100 = padding.
         output_exit_logits (`bool`, *optional*): run every layer and every branch on every row and return all
-            branches' logits (`exit_logits`); always the case in training mode.
+            branches' logits (`exit_logits`); always the case in training mode. Defaults to
+            `config.output_exit_logits`.
         early_exit, exit_criterion, exit_threshold, exit_patience: per-call overrides of the config fields.
 
         Training mode (or `output_exit_logits`): full depth, `logits` are the final head's, `loss` follows
@@ -755,6 +756,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
             {"early_exit": early_exit, "exit_criterion": exit_criterion,
              "exit_threshold": exit_threshold, "exit_patience": exit_patience}
         )  # fmt: skip
+        if output_exit_logits is None:
+            output_exit_logits = self.config.output_exit_logits
         frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, labels)
         # Built only for a loss: a host->device copy is a blocking one, which inference need not pay.
         logit_lengths = torch.tensor(frame_lengths, device=input_values.device) if labels is not None else None
