@@ -1189,26 +1189,66 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     of the corpus the same seed gives without it; the summary's
     ``train_cut_by_time_budget`` says whether that happened.
     """
-    from datasets import DatasetDict, load_from_disk
+    from datasets import load_from_disk
 
     t0 = time.time()
     deadline = None if max_minutes is None else time.monotonic() + 60.0 * float(max_minutes)
     engines = tuple(dict.fromkeys(engines))
     if not engines:
         raise ValueError("no engine given")
-    if sentences is not None:
-        if isinstance(sentences, (str, os.PathLike)):
-            text_sources, pool = [f"file:{sentences}"], read_sentences(sentences)
-        else:
-            text_sources, pool = ["sentences"], _clean_sentences(sentences)
-        check_sources(engines, ())
-    else:
-        check_sources(engines, text_sources)
+    text_sources, pool = _text_sources(engines, text_sources, sentences)
     num_proc = max(1, int(num_proc or os.cpu_count() or 1))
     hours = {"train": float(hours_train), "dev": float(hours_dev), "test": float(hours_test)}
     if any(h < 0 for h in hours.values()) or not any(h > 0 for h in hours.values()):
         raise ValueError(f"hours must be >= 0 and not all 0: {hours}")
+    held, train_voices, heldout = _assign_voices(engines, test_voices, hours)
+    if pool is None:
+        pool = load_sentences(text_sources)
+    texts = split_texts(pool, seed, hours)
 
+    out_dir = Path(out_dir)
+    _clear_out_dir(out_dir)
+    cut = _synthesise_splits(
+        out_dir, texts, hours, deadline, voices=train_voices, heldout=heldout, seed=int(seed),
+        augment=bool(augment), heldout_fraction=float(test_heldout_fraction), max_duration=float(max_duration),
+        num_proc=num_proc, progress=progress,
+    )  # fmt: skip
+
+    dsd = load_from_disk(str(out_dir))
+    summary = summarize(dsd)
+    summary.update(
+        seed=int(seed), augment=bool(augment), engines=list(engines),
+        test_voices=[v.key for v in held], text_sources=list(text_sources),
+        texts_per_split={s: len(t) for s, t in texts.items()},
+        train_voices=sorted(v.key for vs in train_voices.values() for v in vs),
+        wall_seconds=round(time.time() - t0, 1), num_proc=num_proc,
+        time_budget_minutes=max_minutes,
+        train_cut_by_time_budget=cut)
+    with open(out_dir / "synth_summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    if verbose:
+        _print_corpus_summary(summary, out_dir, hours["train"], max_minutes, num_proc)
+    dsd.summary = summary
+    return dsd
+
+
+def _text_sources(engines, text_sources, sentences) -> tuple[list[str] | Sequence[str], list[str] | None]:
+    """The text sources a corpus names, and its sentence pool where ``sentences`` gives it (``None``: the pool
+    is loaded from ``text_sources`` later); checks that the engines and sources are installed."""
+    if sentences is None:
+        check_sources(engines, text_sources)
+        return text_sources, None
+    if isinstance(sentences, (str, os.PathLike)):
+        text_sources, pool = [f"file:{sentences}"], read_sentences(sentences)
+    else:
+        text_sources, pool = ["sentences"], _clean_sentences(sentences)
+    check_sources(engines, ())
+    return text_sources, pool
+
+
+def _assign_voices(engines, test_voices, hours: dict):
+    """``(held, train_voices, heldout)``: the held-out ``Voice`` list, and every voice by engine, split into
+    those train and dev use and those only test uses (``test_voices`` of engines not in ``engines`` are ignored)."""
     all_voices = list_voices(engines)
     held: list[Voice] = []
     for spec in test_voices or ():
@@ -1222,12 +1262,12 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     for split in ("train", "dev"):
         if hours[split] > 0 and not train_voices:
             raise ValueError("every voice is held out for test; nothing left for train/dev")
+    return held, train_voices, heldout
 
-    if sentences is None:
-        pool = load_sentences(text_sources)
-    texts = split_texts(pool, seed, hours)
 
-    out_dir = Path(out_dir)
+def _clear_out_dir(out_dir: Path) -> None:
+    """Make way for a corpus at ``out_dir``: an earlier corpus there, or an empty folder, is removed; anything
+    else is refused (``FileExistsError``)."""
     if out_dir.exists():
         if (out_dir / "dataset_dict.json").is_file():
             shutil.rmtree(out_dir)
@@ -1236,6 +1276,14 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
         else:
             raise FileExistsError(f"{out_dir} exists and is not an earlier synthetic corpus")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _synthesise_splits(out_dir: Path, texts: dict, hours: dict, deadline: float | None, **settings) -> bool:
+    """Synthesise every split with hours into Arrow files beside ``out_dir``, then ``save_to_disk`` them there;
+    returns whether the deadline cut the training split. With a deadline dev and test come first, so that only
+    train is cut. ``settings`` are ``_split_rows``' own."""
+    from datasets import DatasetDict
+
     features = corpus_features()
     tmp = Path(tempfile.mkdtemp(prefix=".synth-cache-", dir=out_dir.parent))
     try:
@@ -1243,40 +1291,23 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
         for split in SPLITS if deadline is None else ("dev", "test", "train"):
             if hours[split] <= 0:
                 continue
-            rows = _split_rows(split=split, texts=texts[split], voices=train_voices,
-                               heldout=heldout, seed=int(seed), augment=bool(augment),
-                               heldout_fraction=float(test_heldout_fraction),
-                               max_duration=float(max_duration),
-                               seconds=3600.0 * hours[split], num_proc=num_proc,
-                               progress=progress, deadline=deadline if split == "train" else None,
-                               status=status)
+            rows = _split_rows(split=split, texts=texts[split], seconds=3600.0 * hours[split],
+                               deadline=deadline if split == "train" else None, status=status, **settings)
             splits[split] = _write_split(tmp / f"{split}.arrow", rows, features)
         DatasetDict({s: splits[s] for s in SPLITS if s in splits}).save_to_disk(str(out_dir))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return status["cut"]
 
-    dsd = load_from_disk(str(out_dir))
-    summary = summarize(dsd)
-    summary.update(
-        seed=int(seed), augment=bool(augment), engines=list(engines),
-        test_voices=[v.key for v in held], text_sources=list(text_sources),
-        texts_per_split={s: len(t) for s, t in texts.items()},
-        train_voices=sorted(v.key for vs in train_voices.values() for v in vs),
-        wall_seconds=round(time.time() - t0, 1), num_proc=num_proc,
-        time_budget_minutes=max_minutes,
-        train_cut_by_time_budget=status["cut"])
-    with open(out_dir / "synth_summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if verbose:
-        if summary["train_cut_by_time_budget"]:
-            print(f"--max-minutes {max_minutes:g}: the training split was cut at "
-                  f"{summary['splits']['train']['hours']:.3f} of {hours['train']:g} hours")
-        print(format_summary(summary))
-        audio_s = summary["total_hours"] * 3600
-        print(f"synthesised {audio_s:.0f} s of audio in {summary['wall_seconds']:.0f} s "
-              f"with {num_proc} processes -> {out_dir}")
-    dsd.summary = summary
-    return dsd
+
+def _print_corpus_summary(summary: dict, out_dir: Path, hours_train: float, max_minutes, num_proc: int) -> None:
+    if summary["train_cut_by_time_budget"]:
+        print(f"--max-minutes {max_minutes:g}: the training split was cut at "
+              f"{summary['splits']['train']['hours']:.3f} of {hours_train:g} hours")
+    print(format_summary(summary))
+    audio_s = summary["total_hours"] * 3600
+    print(f"synthesised {audio_s:.0f} s of audio in {summary['wall_seconds']:.0f} s "
+          f"with {num_proc} processes -> {out_dir}")
 
 
 def load_corpus(path: str | os.PathLike):
