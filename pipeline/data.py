@@ -495,62 +495,66 @@ def load_speech_dataset(
     """
     spec = os.fspath(spec)
     path = Path(spec).expanduser()
-    base_dir: Path | None = None
-    from_hub = False
-
     if path.exists():
-        if not path.is_dir():
-            raise ValueError(
-                f"{spec} is a file; expected a dataset folder (save_to_disk output or an "
-                f"audiofolder with metadata.csv) or a Hub dataset id"
-            )
-        if any((path / m).exists() for m in _SAVED_DATASET_MARKERS):
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, DatasetDict):
-                ds = _pick_split(loaded, split, str(path))
-            else:
-                if split is not None:
-                    logger.info("%s holds a single Dataset; ignoring split=%r", spec, split)
-                ds = loaded
-            base_dir = path
-            source = str(path)
-        else:
-            folder = path
-            if not any((path / m).exists() for m in _AUDIOFOLDER_METADATA):
-                if split is not None and any((path / split / m).exists() for m in _AUDIOFOLDER_METADATA):
-                    folder = path / split
-                else:
-                    raise ValueError(
-                        f"{spec} is neither a saved dataset (no {' / '.join(_SAVED_DATASET_MARKERS)}) "
-                        f"nor an audiofolder (no metadata.csv / metadata.jsonl"
-                        + (f", nor {split}/metadata.csv" if split else "")
-                        + ")"
-                    )
-            ds = _load_audiofolder(folder, text_column, max_samples)
-            text_column = "text"  # already renamed
-            base_dir = folder
-            source = str(folder)
+        ds, base_dir, source, text_column = _load_local(path, spec, split, text_column, max_samples)
+        from_hub = False
     elif _looks_like_path(spec):
         raise FileNotFoundError(f"Dataset path does not exist: {spec}")
     else:
         ds = _load_from_hub(spec, config, split)
-        from_hub = True
-        source = f"Hub dataset {spec!r}"
+        base_dir, source, from_hub = None, f"Hub dataset {spec!r}", True
 
     if max_samples is not None and len(ds) > max_samples:
         ds = ds.select(range(max(0, int(max_samples))))
-
-    tcol = _find_text_column(ds.column_names, text_column, source)
-    if tcol != "text":
-        if "text" in ds.column_names:
-            ds = ds.remove_columns("text")
-        ds = ds.rename_column(tcol, "text")
-
+    ds = _rename_text_column(ds, text_column, source)
     ds = _decode_dataset(ds, sampling_rate, base_dir, source, use_dataset_cache=from_hub, num_proc=num_proc,
                          keep_going=unreadable is not None)
     if unreadable is not None:
         ds = _drop_unreadable(ds, unreadable)
     return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
+
+
+def _load_local(path: Path, spec: str, split: str | None, text_column: str | None, max_samples: int | None):
+    """``(dataset, base_dir, source, text_column)`` of an existing folder: a ``save_to_disk`` folder or an
+    audiofolder (whose transcript column comes back already renamed to ``text``); anything else is a
+    ``ValueError`` saying what the folder lacks."""
+    if not path.is_dir():
+        raise ValueError(
+            f"{spec} is a file; expected a dataset folder (save_to_disk output or an "
+            f"audiofolder with metadata.csv) or a Hub dataset id"
+        )
+    if any((path / m).exists() for m in _SAVED_DATASET_MARKERS):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, DatasetDict):
+            ds = _pick_split(loaded, split, str(path))
+        else:
+            if split is not None:
+                logger.info("%s holds a single Dataset; ignoring split=%r", spec, split)
+            ds = loaded
+        return ds, path, str(path), text_column
+    folder = path
+    if not any((path / m).exists() for m in _AUDIOFOLDER_METADATA):
+        if split is not None and any((path / split / m).exists() for m in _AUDIOFOLDER_METADATA):
+            folder = path / split
+        else:
+            raise ValueError(
+                f"{spec} is neither a saved dataset (no {' / '.join(_SAVED_DATASET_MARKERS)}) "
+                f"nor an audiofolder (no metadata.csv / metadata.jsonl"
+                + (f", nor {split}/metadata.csv" if split else "")
+                + ")"
+            )
+    return _load_audiofolder(folder, text_column, max_samples), folder, str(folder), "text"
+
+
+def _rename_text_column(ds: Dataset, text_column: str | None, source: str) -> Dataset:
+    """``ds`` with its transcript column (``text_column``, or the one ``_find_text_column`` picks) named ``text``
+    (a ``text`` column that is not the transcript is dropped)."""
+    tcol = _find_text_column(ds.column_names, text_column, source)
+    if tcol != "text":
+        if "text" in ds.column_names:
+            ds = ds.remove_columns("text")
+        ds = ds.rename_column(tcol, "text")
+    return ds
 
 
 def _drop_unreadable(ds: Dataset, unreadable: list[dict[str, str]]) -> Dataset:
