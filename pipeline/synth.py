@@ -108,10 +108,10 @@ Storage (no torchcodec / FFmpeg needed)
     accepts ``datasets.Audio`` rows (decoded dicts, or ``{"bytes", "path"}``
     with ``decode=False``, decoded with soundfile).  Float32 costs 64 kB per
     second (about 230 MB per hour); the splits are written batch by batch
-    straight to Arrow (64 rows at a time, audio as one numpy buffer: a
-    ``Dataset.from_generator`` of numpy rows converts every sample through
-    Python, ~200 s of audio per second, slower than 16 synthesis processes) so
-    memory use does not grow with the corpus.
+    straight to Arrow (64 rows at a time, audio as one numpy buffer, because
+    a ``Dataset.from_generator`` of numpy rows converts every sample through
+    Python, which would take longer than the synthesis) so memory use does
+    not grow with the corpus.
 
 Determinism
     Every utterance's text, voice, settings, augmentation and noise come from
@@ -188,9 +188,9 @@ ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8",
 ESPEAK_RATE = (130, 200)   # words per minute (-s)
 ESPEAK_PITCH = (30, 70)    # 0-99 (-p)
 
-# Flite voices built into Debian's flite 2.2 and their approximate mean F0 (Hz),
-# measured on their default output; the F0 target is scaled around it.  rms
-# ignores int_f0_target_mean (measured), so its F0 is left alone (None).
+# Flite voices built into Debian's flite 2.2 and the approximate mean F0 (Hz)
+# of their default output; the F0 target is scaled around it.  rms ignores
+# int_f0_target_mean, so its F0 is left alone (None).
 FLITE_VOICES = {"kal16": 90.0, "awb": 125.0, "rms": None, "slt": 172.0}
 FLITE_STRETCH = (0.85, 1.2)
 FLITE_F0_FACTOR = (0.85, 1.2)

@@ -47,8 +47,9 @@ BACKBONE_PRESETS = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 8, 2),
                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2),
-    # The shipped default model's size: trains ~1.7x faster than "small" on CPU (measured on 2 cores, 4 s clips)
-    # because the convolutional front end is narrower; the front end stays at ~22 % of a 5 s forward pass.
+    # The shipped default model's size: its convolutional front end is narrower than "small"'s, so it trains
+    # faster on a CPU while the front end stays a small share of a forward pass (BENCHMARKS.md, "Training
+    # throughput").
     "compact": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=4, intermediate_size=768,
                     conv_dim=(32, 64, 64, 128, 128, 128, 128), conv_stride=(5, 2, 2, 2, 2, 2, 2),
                     conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,

@@ -98,7 +98,7 @@ def measure(model_path: str, dataset: str, configurations: list[tuple[str, str, 
     """Each configuration runs as a block (its warm-up, then its timed steps); blocks take turns over two rounds.
 
     Blocks rather than alternating steps: switching precision or batch shapes on every step defeats the CPU
-    kernels' caches and slows every configuration several-fold.
+    kernels' caches and slows every configuration (BENCHMARKS.md, "Training throughput").
     """
     processor = load_processor(model_path)
     store = ClipStore.from_corpus(dataset, "train", processor.tokenizer, max_samples=max_clips)

@@ -100,9 +100,9 @@ def test_trainer_really_lowers_exit_losses_and_resumes(backbone, tiny_corpus, tm
 
 def test_resume_skips_a_checkpoint_cut_short_and_continues_from_the_newest_complete_one(backbone, tiny_corpus,
                                                                                        tmp_path, caplog):
-    """A crash while checkpoint-4 was being saved (weights cut short, no trainer_state.json yet): `--resume` used to
-    end in safetensors' "invalid header length" without a path. It must name the checkpoint it skips and resume
-    from checkpoint-2, ending where the uninterrupted run ended."""
+    """A crash while checkpoint-4 was being saved (weights cut short, no trainer_state.json yet): `--resume` names
+    the checkpoint it skips (not safetensors' "invalid header length" without a path), resumes from checkpoint-2
+    and ends where the uninterrupted run ended."""
     import shutil
 
     from safetensors.torch import load_file
