@@ -137,7 +137,10 @@ class CTCTrainer(Trainer):
         ids = torch.stack([head.argmax(-1) for head in heads], dim=-1)
         if inputs.get("attention_mask") is not None:
             unwrapped = self.accelerator.unwrap_model(model)
-            lengths = unwrapped.frame_lengths(inputs["attention_mask"].sum(-1))
+            samples = inputs["attention_mask"].sum(-1)
+            # a plain HubertForCTC (train-backbone) has no `frame_lengths`: transformers' own method gives the same
+            lengths = (unwrapped.frame_lengths(samples) if is_early_exit
+                       else unwrapped._get_feat_extract_output_lengths(samples))
             padding = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
             ids = ids.masked_fill(padding[..., None], -100)
         return loss, ids, inputs.get("labels")
