@@ -10,7 +10,6 @@ followed by markdown; `huggingface_hub.ModelCard` parses it.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -18,8 +17,15 @@ import yaml
 
 from configuration_hubert_ee import HubertEEConfig
 
-from .evaluate import markdown_report
-from .outputs import check_output_path, output_file, write_bytes, write_texts
+from .operating_point import (
+    CALIBRATED_METRIC,
+    MEASURED_LINE,
+    SETTING_LINE,
+    operating_point,
+    operating_point_setting,
+)
+from .outputs import check_output_path, write_bytes, write_texts
+from .results import markdown_report
 
 CITATION = """@inproceedings{yoon2024hubertee,
   title     = {HuBERT-EE: Early Exiting HuBERT for Efficient Speech Recognition},
@@ -28,39 +34,6 @@ CITATION = """@inproceedings{yoon2024hubertee,
   year      = {2024},
   note      = {arXiv:2204.06328}
 }"""
-
-
-def operating_point(result: dict, config: HubertEEConfig) -> dict | None:
-    """The sweep row that matches the config's stored criterion/threshold (what `calibrate` wrote), if any."""
-    if not config.early_exit:
-        return None
-    for row in result["sweep"]:
-        if row["criterion"] != config.exit_criterion:
-            continue
-        if config.exit_criterion == "patience" and row.get("patience") == config.exit_patience:
-            return row
-        if config.exit_criterion != "patience" and row.get("threshold") is not None and abs(
-            row["threshold"] - config.exit_threshold
-        ) < 1e-9:
-            return row
-    return None
-
-
-# The card's lines about the operating point, and its metric there: `calibrate` rewrites them when it changes the
-# config, so that a card never describes another setting than the config beside it.
-SETTING_LINE = "- shipped operating point: "
-MEASURED_LINE = "- at that point on the test split: "
-CALIBRATED_METRIC = "WER (early exit, calibrated)"
-
-
-def operating_point_setting(config: HubertEEConfig) -> str:
-    """The config's stored early-exit setting, as the card states it."""
-    if not config.early_exit:
-        return "early exit disabled (full depth)"
-    return f"`exit_criterion={config.exit_criterion!r}`, " + (
-        f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
-        else f"`exit_threshold={config.exit_threshold}`"
-    )
 
 
 def example_override(result: dict, config: HubertEEConfig) -> tuple[str, str]:
@@ -171,29 +144,6 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     return "\n".join(lines)
 
 
-def card_with_operating_point(card: str, config: HubertEEConfig, note: str) -> str | None:
-    """`card` (as `build_card` writes it) stating `config`'s operating point, followed by `note` (where it comes
-    from); None when `card` has no operating-point line (not a `hubert-ee card` card).
-
-    The test-split measurement of the previous point (its line, and its metric in the model-index) goes: it
-    belongs to another setting. `hubert-ee card` with a new evaluation puts the new point's numbers back."""
-    front, separator, body = card.partition("\n---\n") if card.startswith("---\n") else ("", "", card)
-    lines = body.split("\n")
-    setting = [index for index, line in enumerate(lines) if line.startswith(SETTING_LINE)]
-    if not setting:
-        return None
-    lines[setting[0]] = f"{SETTING_LINE}{operating_point_setting(config)} ({note})"
-    body = "\n".join(line for line in lines if not line.startswith(MEASURED_LINE))
-    if not separator:
-        return body
-    metadata = yaml.safe_load(front.removeprefix("---\n")) or {}
-    for model in metadata.get("model-index") or []:
-        for result in model.get("results") or []:
-            result["metrics"] = [metric for metric in result.get("metrics") or []
-                                 if metric.get("name") != CALIBRATED_METRIC]
-    return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n" + body
-
-
 def training_history_lines(history: dict, curve_name: str | None = None) -> list[str]:
     """The card's "Training history" section: every session (`hubert-ee history`), the totals, the learning curve."""
     from .history import totals
@@ -244,25 +194,6 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
     card = build_card(model_folder, result, **kwargs)
     write_texts({readme: card, **({output: card} if output is not None else {})})
     return readme
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="The HuBERT-EE model folder the card describes.")
-    parser.add_argument("--eval", required=True, help="`hubert-ee evaluate` JSON on the in-domain test split.")
-    parser.add_argument("--ood-eval", default=None, help="Optional evaluate JSON on out-of-domain (real) speech.")
-    parser.add_argument("--commands", default=None, help="Text file with the exact commands that made the model.")
-    parser.add_argument("--plot", default=None, help="PNG plot (from evaluate --plot) to show in the card.")
-    parser.add_argument("--comparison", default=None,
-                        help="Markdown table from `hubert-ee compare --markdown` (the candidates the model was chosen "
-                             "from), shown in the card.")
-    parser.add_argument("--history", default=None,
-                        help="Training history JSON (`hubert-ee history`): sessions, steps and hours, shown in the card.")
-    parser.add_argument("--curve", default=None, help="Learning-curve PNG (`hubert-ee history --plot`) for the card.")
-    parser.add_argument("--repo-id", default="ORG/hubert-ee", help="Hub repository id used in the usage snippets.")
-    parser.add_argument("--dataset-name", default="synthetic-english-speech", help="Name of the training data.")
-    parser.add_argument("--output", default=None, type=output_file,
-                        help="Also write a copy of the card to this file (e.g. model_card.md). The card itself always "
-                             "goes to MODEL/README.md, what the Hub shows; nothing else is written unless named here.")
 
 
 def run(args) -> int:

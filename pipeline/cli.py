@@ -20,27 +20,33 @@ import importlib
 import logging
 import sys
 
-# subcommand -> (module, function adding its arguments, function running it, one-line help)
+from . import arguments
+
+# subcommand -> (module running it, function running it, function adding its arguments, one-line help). The
+# arguments come from `hubert_ee.arguments` (light: no torch), except for the two stages named by module
+# ("synth", "benchmark"), whose flags live beside them; a stage module is imported only to run it.
 COMMANDS = {
-    "synth": ("synth", "add_synth_arguments", "run_synth", "Build a synthetic English speech corpus offline."),
-    "train-backbone": ("train", "add_backbone_arguments", "run_backbone",
+    "synth": ("synth", "run_synth", "synth.add_synth_arguments", "Build a synthetic English speech corpus offline."),
+    "train-backbone": ("train", "run_backbone", "add_backbone_arguments",
                        "Train a plain HubertForCTC from scratch with CTC (the Trainer)."),
-    "train": ("train", "add_exit_arguments", "run_exits",
+    "train": ("train", "run_exits", "add_exit_arguments",
               "Convert a HubertForCTC checkpoint to HuBERT-EE and train its exit branches (the Trainer)."),
-    "evaluate": ("evaluate", "add_arguments", "run",
+    "evaluate": ("evaluate", "run", "add_evaluate_arguments",
                  "WER of every exit, threshold sweeps with measured speedup, and the oracle."),
-    "compare": ("compare", "add_arguments", "run",
+    "compare": ("compare", "run", "add_compare_arguments",
                 "Compare several `hubert-ee evaluate` results in one table (and one plot)."),
-    "calibrate": ("calibrate", "add_arguments", "run",
+    "calibrate": ("calibrate", "run", "add_calibrate_arguments",
                   "Choose the fastest criterion/threshold within a WER budget and store it in the config (and card) "
                   "of the model folder that --model names."),
-    "transcribe": ("transcribe", "add_arguments", "run", "Transcribe audio files or folders with early exit."),
-    "benchmark": ("benchmark", "add_arguments", "run", "Latency/throughput against HubertForCTC on the same weights."),
-    "card": ("card", "add_arguments", "run",
+    "transcribe": ("transcribe", "run", "add_transcribe_arguments",
+                   "Transcribe audio files or folders with early exit."),
+    "benchmark": ("benchmark", "run", "benchmark.add_arguments",
+                  "Latency/throughput against HubertForCTC on the same weights."),
+    "card": ("card", "run", "add_card_arguments",
              "Write the model card (MODEL/README.md) from evaluation JSON (no hand-typed numbers)."),
-    "history": ("history", "add_arguments", "run",
+    "history": ("history", "run", "add_history_arguments",
                 "Record a training session's dev evaluations and draw the learning curve across sessions."),
-    "push": ("push", "add_arguments", "run", "Upload a Hub-ready model folder to the Hugging Face Hub."),
+    "push": ("push", "run", "add_push_arguments", "Upload a Hub-ready model folder to the Hugging Face Hub."),
 }  # fmt: skip
 
 
@@ -56,28 +62,49 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser(commands=None) -> argparse.ArgumentParser:
-    """The `hubert-ee` parser. Only the subcommands in `commands` (all when None) get their flags, which means
-    importing their stage (torch, transformers, datasets...); the others are listed with their one-line help, so
-    `hubert-ee --help` and each `hubert-ee COMMAND --help` import no more than they show."""
+    """The `hubert-ee` parser. Only the subcommands in `commands` (all when None) get their flags; the others are
+    listed with their one-line help. Flags come from `hubert_ee.arguments`, so building the parser imports no stage
+    (synth's and benchmark's flags live in their modules: naming those imports them)."""
     parser = argparse.ArgumentParser(
         prog="hubert-ee", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show informational log messages.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, add_name, run_name, help_text) in COMMANDS.items():
+    for name, (module_name, run_name, add_name, help_text) in COMMANDS.items():
         if commands is not None and name not in commands:
             subparsers.add_parser(name, help=help_text, description=help_text)
             continue
         try:
-            module = importlib.import_module(f"{__package__}.{module_name}")
+            add = _arguments_function(add_name)
         except ModuleNotFoundError as error:  # a stage whose optional dependency is missing stays listed
             sub = subparsers.add_parser(name, help=f"{help_text} (unavailable: {error})")
             sub.set_defaults(handler=lambda args, error=error: _unavailable(error))
             continue
         sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)
-        getattr(module, add_name)(sub)
-        sub.set_defaults(handler=getattr(module, run_name))
+        add(sub)
+        sub.set_defaults(handler=_runner(module_name, run_name))
     return parser
+
+
+def _arguments_function(name: str):
+    """`add_x` of `hubert_ee.arguments`, or `module.add_x` of a stage that keeps its own flags."""
+    if "." not in name:
+        return getattr(arguments, name)
+    module_name, function = name.split(".")
+    return getattr(importlib.import_module(f"{__package__}.{module_name}"), function)
+
+
+def _runner(module_name: str, run_name: str):
+    """The stage's run function, its module imported only when the command runs."""
+
+    def run(args):
+        try:
+            module = importlib.import_module(f"{__package__}.{module_name}")
+        except ModuleNotFoundError as error:
+            return _unavailable(error)
+        return getattr(module, run_name)(args)
+
+    return run
 
 
 def _command_named(argv: list[str]) -> list[str]:
@@ -100,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         message = _error_line(error)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"hubert-ee {args.command}: error: {message}", file=sys.stderr)
         return 2
     return code if isinstance(code, int) else 0  # a stage may return its result object
 

@@ -11,14 +11,14 @@ mismatch is reported as an error rather than compared.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-from .outputs import output_file, write_text
+from .arguments import UsageError
+from .operating_point import choose_operating_point
+from .outputs import write_text
 from .plots import pyplot, save_figure
 
-__all__ = ["comparison_markdown", "plot_comparison", "add_arguments", "run"]
+__all__ = ["comparison_markdown", "plot_comparison", "run"]
 
 
 def _check_comparable(results: dict[str, dict]) -> None:
@@ -36,8 +36,6 @@ def _check_comparable(results: dict[str, dict]) -> None:
 
 def comparison_markdown(results: dict[str, dict], budgets: tuple[float, ...] = (0.5, 2.0)) -> str:
     """A markdown table comparing `evaluate_model` results (name -> result)."""
-    from .calibrate import choose_operating_point  # calibrate's evaluate imports torch: not for `compare --help`
-
     if not results:
         raise ValueError("nothing to compare: give at least one NAME=EVAL.json")
     _check_comparable(results)
@@ -91,41 +89,11 @@ def plot_comparison(results: dict[str, dict], path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
-def _named_result(text: str) -> tuple[str, dict]:
-    name, separator, file = text.partition("=")
-    if not separator or not name or not file:
-        raise argparse.ArgumentTypeError(f"expected NAME=EVAL.json, got {text!r}")
-    path = Path(file)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{file} does not exist")
-    try:
-        result = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"{file} is not JSON: {error}") from None
-    missing = {"final_wer", "exits", "sweep", "oracle", "num_hidden_layers"} - set(result)
-    if missing:
-        raise argparse.ArgumentTypeError(f"{file} is not `hubert-ee evaluate` output: it lacks {sorted(missing)}")
-    return name, result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", type=_named_result, metavar="NAME=EVAL.json",
-                        help="A name for the table and a `hubert-ee evaluate --json` file.")
-    parser.add_argument("--budgets", default="0.5,2",
-                        help="Comma-separated WER budgets in absolute points (default: 0.5,2).")
-    parser.add_argument("--markdown", default=None, type=output_file, help="Also write the table to this file.")
-    parser.add_argument("--plot", default=None, type=output_file,
-                        help="Also write a PNG of every model's sweep to this file.")
-
-
 def run(args) -> int:
-    try:
-        budgets = tuple(float(part) for part in args.budgets.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"--budgets must be comma-separated numbers, got {args.budgets!r}") from None
+    budgets = tuple(args.budgets)
     results = dict(args.results)
     if len(results) != len(args.results):
-        raise ValueError("each NAME must be given once")
+        raise UsageError("each NAME must be given once")
     table = comparison_markdown(results, budgets)
     print(table)
     if args.markdown:

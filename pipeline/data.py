@@ -37,6 +37,7 @@ import soundfile as sf
 import datasets
 from datasets import Audio, Dataset, DatasetDict, Features, List, Value
 
+from .loading import is_local_path
 from .text import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ __all__ = [
     "load_speech_dataset",
     "network_error_types",
     "prepare_for_ctc",
+    "decode_audio",
     "read_audio_file",
     "to_mono_float32",
     "wav_truncation",
@@ -111,11 +113,11 @@ def _resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 def to_mono_float32(
     samples: Any,
     orig_sampling_rate: int,
-    sampling_rate: int = 16000,
+    sampling_rate: int | None = 16000,
     source: str = "<array>",
     channels_first: bool | None = None,
 ) -> np.ndarray:
-    """Turn decoded samples into a finite mono float32 vector at ``sampling_rate``.
+    """Turn decoded samples into a finite mono float32 vector at ``sampling_rate`` (None: left at its own rate).
 
     ``samples`` may be 1-D (mono) or 2-D; 2-D arrays are taken as ``(frames, channels)``
     (soundfile's layout), or as ``(channels, frames)`` when ``channels_first`` is true; with
@@ -149,7 +151,8 @@ def to_mono_float32(
         raise AudioReadError(source, f"the audio contains {n_bad} NaN/Inf sample(s)")
     if orig_sampling_rate is None or int(orig_sampling_rate) <= 0:
         raise AudioReadError(source, f"invalid sampling rate {orig_sampling_rate!r}")
-    x = _resample(x, int(orig_sampling_rate), int(sampling_rate))
+    if sampling_rate is not None:
+        x = _resample(x, int(orig_sampling_rate), int(sampling_rate))
     if x.size == 0:
         raise AudioReadError(source, "the audio is too short to resample")
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -163,8 +166,8 @@ def _decode_with_soundfile(fileobj: Any, source: str) -> tuple[np.ndarray, int]:
     return data, sr
 
 
-def read_audio_file(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarray:
-    """Read one audio file into a mono float32 numpy vector at ``sampling_rate``.
+def read_audio_file(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
+    """Read one audio file into a mono float32 numpy vector at ``sampling_rate`` (None: the file's own rate).
 
     Raises :class:`AudioReadError` (a ``ValueError``) naming ``path`` and the reason when the
     file is missing, empty, truncated, corrupt, in an unsupported format, or holds NaN/Inf
@@ -264,59 +267,68 @@ def _undo_arrow_pcm_cast(x: np.ndarray, source: str) -> np.ndarray:
     return (x.astype(np.float64) / scale).astype(np.float32)
 
 
-def _decode_audio_value(value: Any, sampling_rate: int, base_dir: Path | None, source: str) -> tuple[np.ndarray, str | None]:
-    """Decode one value of an ``audio`` column, whatever its storage.
+def decode_audio(value: Any, sampling_rate: int | None = None, base_dir: Path | None = None,
+                 source: str = "<audio>") -> tuple[np.ndarray, int]:
+    """One audio value, whatever its storage, as a mono float32 vector and its sampling rate.
 
-    Returns ``(samples, file_name_or_None)``.  Accepted values: ``{"bytes", "path"}`` (an
-    ``Audio(decode=False)`` item), ``{"array", "sampling_rate"}``, or a path string.
+    Accepted values: ``{"bytes", "path"}`` (an ``Audio(decode=False)`` item, read with soundfile: no torchcodec
+    or FFmpeg needed), ``{"array", "sampling_rate"}``, a torchcodec ``AudioDecoder`` (a decoded ``Audio`` item),
+    or a path (relative paths are looked up in ``base_dir`` too). Resampled to ``sampling_rate``; None keeps the
+    audio's own rate. Raises :class:`AudioReadError` naming ``source`` for what cannot be read.
     """
+    samples, rate, _ = _decode_audio_value(value, sampling_rate, base_dir, source)
+    return samples, rate
+
+
+def _file_rate(path: Path, sampling_rate: int | None) -> int:
+    return int(sampling_rate) if sampling_rate is not None else int(sf.info(str(path)).samplerate)
+
+
+def _local(path: str | os.PathLike, base_dir: Path | None) -> Path:
+    p = Path(path)
+    if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
+        return base_dir / p
+    return p
+
+
+def _decode_audio_value(value: Any, sampling_rate: int | None, base_dir: Path | None, source: str
+                        ) -> tuple[np.ndarray, int, str | None]:
+    """`decode_audio`, also returning the file name the value names (or None)."""
     if isinstance(value, (str, os.PathLike)):
-        p = Path(value)
-        if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
-            p = base_dir / p
-        return read_audio_file(p, sampling_rate), str(value)
-    if isinstance(value, dict):
-        if value.get("array") is not None:
-            sr = value.get("sampling_rate")
-            if sr is None:
-                raise AudioReadError(source, "audio dict has an 'array' but no 'sampling_rate'")
-            arr = _undo_arrow_pcm_cast(np.asarray(value["array"]), source)
-            return to_mono_float32(arr, sr, sampling_rate, source=source), value.get("path")
-        path = value.get("path")
-        name = f"{source} ({path})" if path else source
-        if value.get("bytes") is not None:
-            raw = value["bytes"]
-            if len(raw) == 0:
-                raise AudioReadError(name, "the stored audio is empty (0 bytes)")
-            data, sr = _decode_with_soundfile(io.BytesIO(raw), name)
-            return to_mono_float32(data, sr, sampling_rate, source=name, channels_first=False), path
-        if path:
-            p = Path(path)
-            if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
-                p = base_dir / p
-            return read_audio_file(p, sampling_rate), path
-        raise AudioReadError(source, "audio item has neither 'bytes', 'path' nor 'array'")
-    raise AudioReadError(source, f"unsupported audio value of type {type(value).__name__}")
+        p = _local(value, base_dir)
+        return read_audio_file(p, sampling_rate), _file_rate(p, sampling_rate), str(value)
+    if hasattr(value, "get_all_samples"):  # torchcodec's AudioDecoder: channels first
+        decoded = value.get_all_samples()
+        rate = int(decoded.sample_rate)
+        samples = to_mono_float32(np.asarray(decoded.data), rate, sampling_rate, source=source, channels_first=True)
+        return samples, rate if sampling_rate is None else int(sampling_rate), None
+    if not isinstance(value, dict):
+        raise AudioReadError(source, f"unsupported audio value of type {type(value).__name__}")
+    path = value.get("path")
+    if value.get("array") is not None:
+        rate = value.get("sampling_rate")
+        if rate is None:
+            raise AudioReadError(source, "audio dict has an 'array' but no 'sampling_rate'")
+        arr = _undo_arrow_pcm_cast(np.asarray(value["array"]), source)
+        samples = to_mono_float32(arr, rate, sampling_rate, source=source)
+        return samples, int(rate if sampling_rate is None else sampling_rate), path
+    name = f"{source} ({path})" if path else source
+    if value.get("bytes") is not None:
+        raw = value["bytes"]
+        if len(raw) == 0:
+            raise AudioReadError(name, "the stored audio is empty (0 bytes)")
+        data, rate = _decode_with_soundfile(io.BytesIO(raw), name)
+        samples = to_mono_float32(data, rate, sampling_rate, source=name, channels_first=False)
+        return samples, int(rate if sampling_rate is None else sampling_rate), path
+    if path:
+        p = _local(path, base_dir)
+        return read_audio_file(p, sampling_rate), _file_rate(p, sampling_rate), path
+    raise AudioReadError(source, "audio item has neither 'bytes', 'path' nor 'array'")
 
 
 # ---------------------------------------------------------------------------------------------
 # Dataset loading
 # ---------------------------------------------------------------------------------------------
-
-def _looks_like_path(spec: str) -> bool:
-    """Heuristic: does a non-existent ``spec`` look like a file-system path, not a Hub id?
-
-    Hub ids are ``name`` or ``owner/name``; anything absolute, starting with ``.`` or ``~``,
-    using backslashes or with more than one ``/`` is a path.
-    """
-    if spec.startswith(("/", ".", "~")) or "\\" in spec or spec.endswith("/"):
-        return True
-    if spec.count("/") > 1:
-        return True
-    if Path(spec).suffix.lower() in {".csv", ".jsonl", ".json", ".arrow", ".parquet", ".wav", ".flac"}:
-        return True
-    return False
-
 
 def _find_text_column(column_names: Sequence[str], text_column: str | None, where: str) -> str:
     if text_column is not None:
@@ -414,7 +426,7 @@ def _decode_dataset(
     def _decode(example: dict[str, Any], idx: int) -> dict[str, Any]:
         item = f"row {idx} of {source}"
         try:
-            arr, fname = _decode_audio_value(example["audio"], sampling_rate, base_dir, item)
+            arr, _, fname = _decode_audio_value(example["audio"], sampling_rate, base_dir, item)
         except AudioReadError as e:
             # Name the row as well as the file, so the culprit is easy to find.
             where = e.source if e.source.startswith("row ") else f"{e.source} ({item})"
@@ -498,7 +510,7 @@ def load_speech_dataset(
     if path.exists():
         ds, base_dir, source, text_column = _load_local(path, spec, split, text_column, max_samples)
         from_hub = False
-    elif _looks_like_path(spec):
+    elif is_local_path(spec):
         raise FileNotFoundError(f"Dataset path does not exist: {spec}")
     else:
         ds = _load_from_hub(spec, config, split)

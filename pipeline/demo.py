@@ -138,7 +138,9 @@ def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None)
 
 def shipped_model_demo(model_folder: Path, examples: Path, output: Path, max_subset: int | None) -> int:
     from .data import load_speech_dataset
-    from .evaluate import evaluate_model, load_model_and_processor, markdown_report
+    from .evaluate import evaluate_model
+    from .loading import load_model_and_processor
+    from .results import markdown_report
 
     config = json.loads((model_folder / "config.json").read_text())
     size_mb = sum(path.stat().st_size for path in model_folder.iterdir() if path.is_file()) / 1e6

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoProcessor, HubertForCTC, Wav2Vec2Processor
+from transformers import HubertForCTC
 
 from modeling_hubert_ee import HubertEEForCTC
 
 from . import CODE_FILES, register_auto_classes
+from .loading import check_vocab_matches, load_processor
+
+__all__ = ["convert_checkpoint", "save_hub_folder", "remove_stale_weights", "check_vocab_matches", "load_processor"]
 
 # Every stage that loads a model imports this module: the Auto classes know HuBERT-EE from here on.
 register_auto_classes()
@@ -65,27 +68,6 @@ def _is_plain_hubert(source: str | Path) -> bool:
 
     config_dict, _ = HubertEEConfig.get_config_dict(str(source))
     return config_dict.get("model_type") != HubertEEConfig.model_type
-
-
-def load_processor(source: str | Path) -> Wav2Vec2Processor:
-    """The tokenizer + feature extractor saved beside a checkpoint, with a clear error when they are absent."""
-    try:
-        return AutoProcessor.from_pretrained(str(source))
-    except (OSError, ValueError, TypeError) as error:
-        raise FileNotFoundError(
-            f"No processor (tokenizer + feature extractor) could be loaded from {source}: a CTC checkpoint needs "
-            f"vocab.json, tokenizer_config.json and preprocessor_config.json beside the weights ({error})."
-        ) from error
-
-
-def check_vocab_matches(model, processor) -> None:
-    """The tokenizer must cover exactly the model's CTC outputs, or transcripts come out as garbage."""
-    tokenizer_size = len(processor.tokenizer)
-    if tokenizer_size != model.config.vocab_size:
-        raise ValueError(
-            f"Tokenizer has {tokenizer_size} tokens but the model's CTC head has vocab_size="
-            f"{model.config.vocab_size}: they must match."
-        )
 
 
 WEIGHT_FILE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",

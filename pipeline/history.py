@@ -14,12 +14,11 @@ trainer state is gone; the entry then says so in its `source`.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 from pathlib import Path
 
-from .outputs import output_file, write_text
+from .outputs import write_text
 from .plots import pyplot, save_figure
 
 __all__ = ["read_run", "add_session", "learning_curve", "plot_learning_curve"]
@@ -102,21 +101,6 @@ def plot_learning_curve(history: dict, path: str | Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend()
     return save_figure(figure, path)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--history", required=True, type=output_file,
-                        help="The history JSON file (created if absent).")
-    parser.add_argument("--session", type=int, default=None, help="Session number of the entry to record.")
-    parser.add_argument("--run", default=None, help="A training output folder (its newest checkpoint is read).")
-    parser.add_argument("--eval-json", default=None,
-                        help="Instead of --run: a `hubert-ee evaluate` JSON on the dev split (final-head CER/WER).")
-    parser.add_argument("--speech-hours", type=float, default=None,
-                        help="With --eval-json: hours of speech that session trained on.")
-    parser.add_argument("--speech-seconds-per-step", type=float, default=None,
-                        help="With --run: speech per step for logs that predate the logged `speech_hours`.")
-    parser.add_argument("--note", default="", help="What the session did (init, data, schedule).")
-    parser.add_argument("--plot", default=None, type=output_file, help="Write the learning curve PNG here.")
 
 
 def _entry_from_eval(eval_json: str, speech_hours: float | None) -> dict:

@@ -6,7 +6,6 @@ What is uploaded is decided and checked here (`files_to_upload`); the upload its
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -60,15 +59,6 @@ def push(folder: str | Path, repo_id: str, private: bool = False, token: str | N
     commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                                allow_patterns=files, commit_message=commit_message)
     return str(getattr(commit, "commit_url", commit))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="Hub-ready folder (from `hubert-ee train`, with README.md "
-                                                         "from `hubert-ee card`).")
-    parser.add_argument("--repo-id", required=True, help="Target repository, ORG/NAME.")
-    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
-    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
-    parser.add_argument("--dry-run", action="store_true", help="Only list the files that would be uploaded.")
 
 
 def run(args) -> int:

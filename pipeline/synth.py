@@ -149,6 +149,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .arguments import str_list
 from .text import SAMPLING_RATE, normalize_text
 
 __all__ = [
@@ -1318,33 +1319,13 @@ def load_corpus(path: str | os.PathLike):
 
 
 def decode_audio(example) -> tuple[np.ndarray, int]:
-    """``(waveform as 1-D float32 numpy array, sampling_rate)`` of one row.
+    """``(waveform as 1-D float32 numpy array, sampling_rate)`` of one row (``{"audio": ...}``) or of its
+    ``audio`` value, in any storage `hubert_ee.data.decode_audio` reads; multi-channel audio is averaged to mono,
+    nothing is resampled."""
+    from .data import decode_audio as decode_value  # datasets comes with data: only for who decodes
 
-    Accepts a whole row (``{"audio": ...}``) or its ``audio`` value, stored as
-    this corpus does (``{"array", "sampling_rate"}``), as a decoded
-    ``datasets.Audio`` dict, or as an undecoded one (``{"bytes", "path"}``,
-    read with soundfile -- no torchcodec or FFmpeg).  Multi-channel audio is
-    averaged to mono; nothing is resampled.
-    """
     audio = example["audio"] if isinstance(example, dict) and "audio" in example else example
-    if hasattr(audio, "get_all_samples"):  # torchcodec AudioDecoder
-        samples = audio.get_all_samples()
-        x = np.asarray(samples.data, dtype=np.float32)
-        return (x.mean(axis=0) if x.ndim == 2 else x), int(samples.sample_rate)
-    if isinstance(audio, dict) and audio.get("array") is not None:
-        x = np.asarray(audio["array"], dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=0) if x.shape[0] < x.shape[1] else x.mean(axis=1)
-        return x, int(audio["sampling_rate"])
-    if isinstance(audio, dict) and (audio.get("bytes") is not None or audio.get("path")):
-        import io
-
-        import soundfile as sf
-
-        src = io.BytesIO(audio["bytes"]) if audio.get("bytes") is not None else audio["path"]
-        x, sr = sf.read(src, dtype="float32", always_2d=True)
-        return x.mean(axis=1), int(sr)
-    raise ValueError(f"cannot decode audio value of type {type(audio).__name__}")
+    return decode_value(audio)
 
 
 # --------------------------------------------------------------------------
@@ -1388,11 +1369,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def _csv(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(v.strip() for v in value if v.strip() and v.strip().lower() != "none")
+    """A comma list of engines or voices; the word 'none' names none."""
+    return tuple(item for item in str_list(value) if item.lower() != "none")
 
 
 def run_synth(args: argparse.Namespace):

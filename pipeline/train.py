@@ -13,7 +13,6 @@ Evaluation during training reports WER at every exit and at the final head.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -26,13 +25,14 @@ import torch
 from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from configuration_hubert_ee import EXIT_BRANCHES, EXIT_TRAINING_STRATEGIES
 from modeling_hubert_ee import HubertEEForCTC
 
 from .augment import AugmentationConfig, Augmenter
 from .checkpoints import checkpoint_step, resume_checkpoint
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
-from .export import check_vocab_matches, convert_checkpoint, load_processor, remove_stale_weights, save_hub_folder
+from .export import convert_checkpoint, remove_stale_weights, save_hub_folder
+from .inference import greedy_ids
+from .loading import check_vocab_matches, load_processor
 from .metrics import exit_metrics
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, is_packable_corpus
 from .text import build_processor
@@ -134,15 +134,9 @@ class CTCTrainer(Trainer):
         if prediction_loss_only:
             return loss, None, None
         heads = [*(outputs.exit_logits or ()), outputs.logits] if is_early_exit else [outputs.logits]
-        ids = torch.stack([head.argmax(-1) for head in heads], dim=-1)
-        if inputs.get("attention_mask") is not None:
-            unwrapped = self.accelerator.unwrap_model(model)
-            samples = inputs["attention_mask"].sum(-1)
-            # a plain HubertForCTC (train-backbone) has no `frame_lengths`: transformers' own method gives the same
-            lengths = (unwrapped.frame_lengths(samples) if is_early_exit
-                       else unwrapped._get_feat_extract_output_lengths(samples))
-            padding = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
-            ids = ids.masked_fill(padding[..., None], -100)
+        unwrapped = self.accelerator.unwrap_model(model)
+        mask = inputs.get("attention_mask")
+        ids = torch.stack([greedy_ids(unwrapped, head, mask, fill=-100) for head in heads], dim=-1)
         return loss, ids, inputs.get("labels")
 
 
@@ -383,60 +377,6 @@ def _load_train_split(args, processor, config):
     )  # fmt: skip
 
 
-def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True,
-                      help="Training data: a save_to_disk folder (e.g. from `hubert-ee synth`), an audiofolder "
-                           "(metadata.csv with file_name,transcription) or a Hub dataset id (needs --dataset-config).")
-    data.add_argument("--dataset-config", default=None, help="Hub dataset configuration, e.g. 'clean'.")
-    data.add_argument("--train-split", default="train", help="Split to train on (default: train).")
-    data.add_argument("--eval-split", default="dev",
-                      help="Split to evaluate on during training (default: dev; 'none' to skip evaluation).")
-    data.add_argument("--max-train-samples", type=int, default=None, help="Use at most this many training clips.")
-    data.add_argument("--max-eval-samples", type=int, default=None, help="Use at most this many evaluation clips.")
-    data.add_argument("--pack-seconds", type=float, default=None, metavar="S",
-                      help="Pack training clips into rows of S seconds (several clips each, no padding, no attention "
-                           "mask), augmented anew on every pass; needs --max-steps (default: one clip per row, "
-                           "length-grouped batches, no augmentation).")
-    data.add_argument("--more-train-data", action="append", metavar="DATASET",
-                      help="With --pack-seconds: another corpus (same forms as --dataset) whose --train-split is "
-                           "trained on too; repeat for more.")
-    data.add_argument("--no-augment", action="store_true",
-                      help="With --pack-seconds: no on-the-fly speed/volume/reverberation/telephone/noise effects.")
-    data.add_argument("--num-proc", type=int, default=1,
-                      help="Processes for audio decoding and feature preparation (large corpora: use the cores).")
-    run = parser.add_argument_group("optimisation")
-    run.add_argument("--output", required=True,
-                     help="Output folder: the final Hub-ready model; Trainer checkpoints go to OUTPUT/checkpoints.")
-    run.add_argument("--epochs", type=float, default=10.0, help="Training epochs (ignored when --max-steps is set).")
-    run.add_argument("--max-steps", type=int, default=0, help="Stop after this many optimiser steps (0: use --epochs).")
-    run.add_argument("--max-minutes", type=float, default=None,
-                     help="Wall-clock budget of the training loop in minutes (data preparation not counted): after "
-                          "the step that crosses it, training stops, a checkpoint is saved and the final evaluation "
-                          "and save still run. The learning-rate schedule still follows --max-steps (or --epochs), "
-                          "so set --max-steps to about what fits in the budget.")
-    run.add_argument("--batch-size", type=int, default=16, help="Clips per device per step.")
-    run.add_argument("--grad-accum", type=int, default=1, help="Gradient accumulation steps.")
-    run.add_argument("--learning-rate", type=float, default=5e-4, help="Peak learning rate (AdamW).")
-    run.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay.")
-    run.add_argument("--warmup-steps", type=int, default=200, help="Linear warm-up steps before the schedule.")
-    run.add_argument("--lr-scheduler", default="cosine", help="transformers scheduler name (default: cosine).")
-    run.add_argument("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm.")
-    run.add_argument("--logging-steps", type=int, default=50, help="Log the training loss every N steps.")
-    run.add_argument("--eval-steps", type=int, default=500, help="Evaluate every N steps (0: only at the end).")
-    run.add_argument("--save-steps", type=int, default=500, help="Write a resumable checkpoint every N steps.")
-    run.add_argument("--seed", type=int, default=42, help="Random seed (model init, data order).")
-    run.add_argument("--resume", action="store_true",
-                     help="Resume from the newest complete checkpoint in OUTPUT/checkpoints (starts fresh if there is "
-                          "none); newer ones that a crash left incomplete are skipped, each named with its problem.")
-    run.add_argument("--precision", choices=PRECISIONS, default="auto",
-                     help="auto: bf16 autocast where the device computes bf16 natively (CUDA with bf16, CPUs with "
-                          "AVX512-BF16 or AMX), fp32 elsewhere; fp32 or bf16 force one (default: auto).")
-    run.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
-    run.add_argument("--dataloader-workers", type=int, default=0, help="DataLoader worker processes.")
-    run.add_argument("--no-progress", action="store_true", help="Hide the Trainer's progress bars.")
-
-
 def _eval_split(args):
     return None if str(args.eval_split).lower() in ("none", "") else args.eval_split
 
@@ -466,24 +406,6 @@ def build_backbone_config(preset: str, vocab_size: int, **overrides) -> HubertCo
     settings.update(BACKBONE_PRESETS[preset])  # a preset may choose the layer-norm variant too
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return HubertConfig(**settings)
-
-
-def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_training_arguments(parser)
-    arch = parser.add_argument_group("architecture")
-    arch.add_argument("--preset", default="small", choices=sorted(BACKBONE_PRESETS),
-                      help="Backbone size (default: small, 12 layers, ~10M parameters).")
-    arch.add_argument("--init-from", default=None, metavar="MODEL",
-                      help="Start from the weights of this checkpoint (a HubertForCTC or HuBERT-EE folder or Hub id, "
-                           "e.g. models/hubert-ee-compact-synth) instead of a random --preset model; its architecture "
-                           "and tokenizer are kept, and the optimizer starts fresh (use --warmup-steps).")
-    arch.add_argument("--mask-time-prob", type=float, default=None,
-                      help="SpecAugment: share of frames masked in time during training (default: the preset's or "
-                           "the checkpoint's).")
-    arch.add_argument("--num-hidden-layers", type=int, default=None, help="Override the preset's layer count.")
-    arch.add_argument("--hidden-size", type=int, default=None, help="Override the preset's hidden size.")
-    arch.add_argument("--intermediate-size", type=int, default=None, help="Override the preset's FFN size.")
-    arch.add_argument("--num-attention-heads", type=int, default=None, help="Override the preset's head count.")
 
 
 def load_backbone(source: str, mask_time_prob: float | None = None) -> HubertForCTC:
@@ -539,39 +461,11 @@ def run_backbone(args) -> int:
 # ---------------------------------------------------------------------------------------------- train (exits)
 
 
-def _layers(text: str | None):
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--exit-layers must be comma-separated integers, got {text!r}") from None
-
-
-def add_exit_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_training_arguments(parser)
-    exits = parser.add_argument_group("exits")
-    exits.add_argument("--model", required=True,
-                       help="A HubertForCTC checkpoint (folder or Hub id, e.g. facebook/hubert-large-ls960-ft) to "
-                            "convert, or a HuBERT-EE folder to continue training.")
-    exits.add_argument("--exit-layers", default=None,
-                       help="Comma-separated 1-based encoder layers that get a branch (default: spread evenly).")
-    exits.add_argument("--exit-branch", default=None, choices=EXIT_BRANCHES, help="Branch type (default: transformer).")
-    exits.add_argument("--strategy", default="two-stage", choices=EXIT_TRAINING_STRATEGIES,
-                       help="two-stage: frozen backbone, branches learn; joint: everything learns; distill: frozen "
-                            "backbone, branches learn from labels and the final head's posteriors.")
-    exits.add_argument("--exit-loss-weight", type=float, default=None, help="joint: weight of the mean branch loss.")
-    exits.add_argument("--distill-weight", type=float, default=None, help="distill: share of the KL term in [0, 1].")
-    exits.add_argument("--distill-temperature", type=float, default=None, help="distill: softmax temperature.")
-    exits.add_argument("--random-branch-init", action="store_true",
-                       help="Initialise new branches randomly instead of from the layer after them and the final head.")
-
-
 def run_exits(args) -> int:
     torch.manual_seed(args.seed)
     processor = load_processor(args.model)
     overrides = {
-        "exit_layers": _layers(args.exit_layers), "exit_branch": args.exit_branch,
+        "exit_layers": args.exit_layers, "exit_branch": args.exit_branch,
         "exit_training_strategy": args.strategy, "exit_loss_weight": args.exit_loss_weight,
         "distill_weight": args.distill_weight, "distill_temperature": args.distill_temperature,
         "ctc_zero_infinity": True,

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .arguments import add_train_throughput_arguments, throughput_configurations
 from .augment import Augmenter
 from .data import DataCollatorCTCWithPadding
 from .export import load_processor
-from .outputs import output_file, write_text
+from .outputs import write_text
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, normalise
 from .text import SAMPLING_RATE
 from .train import load_backbone
@@ -143,29 +144,14 @@ def markdown(rows: list[ThroughputRow]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint whose backbone is trained (HubertForCTC or HuBERT-EE)")
-    parser.add_argument("--dataset", required=True, help="a `hubert-ee synth` corpus (its train split is used)")
-    parser.add_argument("--configurations", default="packed:fp32,padded:fp32,packed:bf16",
-                        help="comma-separated BATCHING:PRECISION[:compiled] (packed|padded : fp32|bf16; compiled: "
-                             "torch.compile, its compilation left out of the timing by the warm-up steps)")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration first")
-    parser.add_argument("--row-seconds", type=float, default=8.0, help="packed row length")
-    parser.add_argument("--rows-per-batch", type=int, default=4, help="packed rows per batch")
-    parser.add_argument("--max-clips", type=int, default=4000, help="clips read from the corpus")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, type=output_file, help="write the rows here")
+    add_train_throughput_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    configurations = []
-    for item in args.configurations.split(","):
-        batching, precision, *rest = item.strip().split(":")
-        if batching not in ("packed", "padded") or precision not in ("fp32", "bf16") or rest not in ([], ["compiled"]):
-            parser.error(f"--configurations: {item!r} is not BATCHING:PRECISION[:compiled] "
-                         "(packed|padded : fp32|bf16)")
-        configurations.append((batching, precision, bool(rest)))
+    try:
+        configurations = throughput_configurations(args.configurations)
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"--configurations: {error}")
     rows = measure(args.model, args.dataset, configurations, args.steps, args.warmup, args.row_seconds,
                    args.rows_per_batch, args.max_clips, args.seed)
     print(markdown(rows))

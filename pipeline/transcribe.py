@@ -25,9 +25,8 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,30 +34,17 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from .arguments import BASE_AUDIO_EXTENSIONS, UsageError, check_threshold_range
 from .data import AudioReadError, read_audio_file, wav_truncation
-from .evaluate import (
-    UsageError,
-    add_device_argument,
-    add_model_argument,
-    batch_decode,
-    check_threshold_range,
-    featurize,
-    load_model_and_processor,
-    resolve_model_spec,
-    synchronize,
-)
-from .outputs import output_file, write_json
+from .inference import decode, featurize, frame_lengths, timed
+from .loading import load_model_and_processor, model_device, resolve_model_spec
+from .outputs import write_json
 
-__all__ = [
-    "AUDIO_EXTENSIONS", "UNREADABLE_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "add_arguments",
-    "run",
-]
-
-_BASE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
+__all__ = ["AUDIO_EXTENSIONS", "UNREADABLE_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "run"]
 
 
 def _audio_extensions() -> tuple[str, ...]:
-    extensions = _BASE_EXTENSIONS
+    extensions = BASE_AUDIO_EXTENSIONS
     try:
         if "MP3" in sf.available_formats():
             extensions += (".mp3",)
@@ -128,11 +114,109 @@ def _kept_frames(windows: list[tuple[int, int]], index: int, frames: int, hop: i
     return int(keep[0]), int(keep[-1]) + 1
 
 
-def _model_device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+@dataclasses.dataclass
+class Segment:
+    """One window of one file, transcribed in some batch."""
+
+    result: int  # index of the file's result
+    window: int  # index of the window in the file's windows
+    samples: np.ndarray
+
+
+@dataclasses.dataclass
+class FileProgress:
+    """What the batches have produced so far for one readable file."""
+
+    windows: list[tuple[int, int]]
+    pieces: list = dataclasses.field(default_factory=list)  # per window: the kept frame ids
+    layers: list = dataclasses.field(default_factory=list)  # per window: its exit layer
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self.pieces = [None] * len(self.windows)
+        self.layers = [None] * len(self.windows)
+
+
+def check_settings(model, batch_size: int, chunk_length_s: float, stride_length_s: float, overrides: dict) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not chunk_length_s > 2 * stride_length_s or stride_length_s < 0:
+        raise ValueError(
+            f"need chunk_length_s > 2 x stride_length_s >= 0, got chunk_length_s={chunk_length_s}, "
+            f"stride_length_s={stride_length_s}"
+        )
+    model.config.validate_exit_settings(**overrides)
+
+
+def read_inputs(model, paths, rate: int, max_length_s: float, chunk_length_s: float, stride_length_s: float
+                ) -> tuple[list[dict[str, Any]], dict[int, FileProgress], list[Segment]]:
+    """Read every input: a result per file (an `error` for what cannot be transcribed, a `warning` for a truncated
+    WAV file), the windows of each readable file, and the segments to batch."""
+    field = model.receptive_field()
+    results: list[dict[str, Any]] = []
+    files: dict[int, FileProgress] = {}
+    segments: list[Segment] = []
+    for path, error in expand_inputs(paths):
+        index = len(results)
+        if error is None:
+            try:
+                audio = read_audio_file(path, rate)
+            except AudioReadError as failure:
+                error = failure.reason
+        if error is None and audio.size < field:
+            error = (f"audio too short: {audio.size} samples at {rate} Hz, the model needs at least {field} "
+                     f"({1000 * field / rate:.0f} ms)")
+        if error is not None:
+            results.append({"path": path, "error": error})
+            continue
+        results.append({"path": path, "duration_s": audio.size / rate})
+        truncation = wav_truncation(path)
+        if truncation:
+            results[-1]["warning"] = f"{truncation}; the transcript covers only those"
+        windows = [(0, audio.size)]
+        if audio.size > max_length_s * rate:
+            windows = plan_windows(audio.size, int(round(chunk_length_s * rate)), int(round(stride_length_s * rate)))
+        files[index] = FileProgress(windows)
+        segments.extend(Segment(index, number, audio[start:end]) for number, (start, end) in enumerate(windows))
+    return results, files, segments
+
+
+def run_batches(model, processor, segments: list[Segment], files: dict[int, FileProgress], batch_size: int,
+                overrides: dict) -> None:
+    """Transcribe the segments, longest first, in batches; each window keeps the frames of its centre region, and
+    each file gets its share (by samples) of its batches' wall time."""
+    device = model_device(model)
+    hop = model.samples_per_frame()
+    segments = sorted(segments, key=lambda segment: -segment.samples.size)
+    for start in range(0, len(segments), batch_size):
+        batch = segments[start : start + batch_size]
+        input_values, attention_mask = featurize(processor, [segment.samples for segment in batch], device)
+        elapsed, output = timed(lambda: model.generate(input_values, attention_mask, **overrides), device)
+        sequences = output.sequences.cpu()
+        lengths = frame_lengths(model, attention_mask).cpu().tolist()
+        total = sum(segment.samples.size for segment in batch)
+        for row, segment in enumerate(batch):
+            file = files[segment.result]
+            first, last = _kept_frames(file.windows, segment.window, int(lengths[row]), hop)
+            file.pieces[segment.window] = sequences[row, first:last]
+            file.layers[segment.window] = int(output.exit_layer[row])
+            file.seconds += elapsed * segment.samples.size / total
+
+
+def finish_result(result: dict[str, Any], file: FileProgress, processor, pad_id: int) -> None:
+    """Stitch a file's windows, CTC-decode them once, and fill in its transcript, exit layer and time."""
+    ids = torch.cat(file.pieces) if file.pieces else torch.zeros(0, dtype=torch.long)
+    if ids.numel() == 0:
+        ids = torch.full((1,), pad_id, dtype=torch.long)
+    layers = file.layers
+    result.update(
+        text=decode(processor, ids[None])[0],
+        exit_layer=layers[0] if len(layers) == 1 else round(float(np.mean(layers)), 2),
+        time_ms=1000.0 * file.seconds,
+        num_chunks=len(layers),
+    )
+    if len(layers) > 1:
+        result["chunk_exit_layers"] = layers
 
 
 def transcribe_files(
@@ -156,125 +240,20 @@ def transcribe_files(
     `{"path", "error"}`. Settings left at None use the model config's values. See the
     module docstring for batching, timing and long audio.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not chunk_length_s > 2 * stride_length_s or stride_length_s < 0:
-        raise ValueError(
-            f"need chunk_length_s > 2 x stride_length_s >= 0, got chunk_length_s={chunk_length_s}, "
-            f"stride_length_s={stride_length_s}"
-        )
     overrides = {
         key: value
         for key, value in (("early_exit", early_exit), ("exit_criterion", exit_criterion),
                            ("exit_threshold", exit_threshold), ("exit_patience", exit_patience))
         if value is not None
     }
-    model.config.validate_exit_settings(**overrides)
+    check_settings(model, batch_size, chunk_length_s, stride_length_s, overrides)
     model.eval()
-    device = _model_device(model)
-    feature_extractor = getattr(processor, "feature_extractor", processor)
-    rate = int(feature_extractor.sampling_rate)
-    field = model.receptive_field()
-    hop = model.samples_per_frame()
-    pad_id = model.config.pad_token_id
-
-    results: list[dict[str, Any]] = []
-    segments = []  # (result index, window index, samples)
-    windows_of: dict[int, list[tuple[int, int]]] = {}
-    for path, error in expand_inputs(paths):
-        index = len(results)
-        if error is not None:
-            results.append({"path": path, "error": error})
-            continue
-        try:
-            audio = read_audio_file(path, rate)
-        except AudioReadError as failure:
-            results.append({"path": path, "error": failure.reason})
-            continue
-        if audio.size < field:
-            results.append({"path": path, "error": f"audio too short: {audio.size} samples at {rate} Hz, the model "
-                                                    f"needs at least {field} ({1000 * field / rate:.0f} ms)"})
-            continue
-        results.append({"path": path, "duration_s": audio.size / rate})
-        truncation = wav_truncation(path)
-        if truncation:
-            results[-1]["warning"] = f"{truncation}; the transcript covers only those"
-        if audio.size > max_length_s * rate:
-            windows = plan_windows(audio.size, int(round(chunk_length_s * rate)), int(round(stride_length_s * rate)))
-        else:
-            windows = [(0, audio.size)]
-        windows_of[index] = windows
-        for number, (start, end) in enumerate(windows):
-            segments.append((index, number, audio[start:end]))
-
-    pieces: dict[int, list] = {index: [None] * len(windows) for index, windows in windows_of.items()}
-    layers: dict[int, list] = {index: [None] * len(windows) for index, windows in windows_of.items()}
-    seconds: dict[int, float] = {index: 0.0 for index in windows_of}
-    segments.sort(key=lambda segment: -segment[2].size)
-    for start in range(0, len(segments), batch_size):
-        batch = segments[start : start + batch_size]
-        input_values, attention_mask = featurize(processor, [segment[2] for segment in batch], device)
-        synchronize(device)
-        began = time.perf_counter()
-        output = model.generate(input_values, attention_mask, **overrides)
-        synchronize(device)
-        elapsed = time.perf_counter() - began
-        sequences = output.sequences.cpu()
-        lengths = model.frame_lengths(attention_mask.sum(-1)).cpu().tolist()
-        total = sum(segment[2].size for segment in batch)
-        for row, (index, number, samples) in enumerate(batch):
-            first, last = _kept_frames(windows_of[index], number, int(lengths[row]), hop)
-            pieces[index][number] = sequences[row, first:last]
-            layers[index][number] = int(output.exit_layer[row])
-            seconds[index] += elapsed * samples.size / total
-
-    for index in windows_of:
-        ids = torch.cat(pieces[index]) if pieces[index] else torch.zeros(0, dtype=torch.long)
-        if ids.numel() == 0:
-            ids = torch.full((1,), pad_id, dtype=torch.long)
-        text = batch_decode(processor, ids[None])[0]
-        result = results[index]
-        chunk_layers = layers[index]
-        result.update(
-            text=text,
-            exit_layer=chunk_layers[0] if len(chunk_layers) == 1 else round(float(np.mean(chunk_layers)), 2),
-            time_ms=1000.0 * seconds[index],
-            num_chunks=len(chunk_layers),
-        )
-        if len(chunk_layers) > 1:
-            result["chunk_exit_layers"] = chunk_layers
+    rate = int(getattr(processor, "feature_extractor", processor).sampling_rate)
+    results, files, segments = read_inputs(model, paths, rate, max_length_s, chunk_length_s, stride_length_s)
+    run_batches(model, processor, segments, files, batch_size, overrides)
+    for index, file in files.items():
+        finish_result(results[index], file, processor, model.config.pad_token_id)
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `hubert-ee transcribe`."""
-    add_model_argument(parser)
-    parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
-                        help="Audio files, or folders searched recursively for "
-                        + ", ".join(AUDIO_EXTENSIONS) + " files.")
-    parser.add_argument("--json", default=None, type=output_file,
-                        help="Also write the results (and errors) as JSON to this file.")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="Files (or 20 s windows of long files) per batch (default: 8). Use 1 for per-file "
-                        "latencies in time_ms.")
-    parser.add_argument("--exit-criterion", choices=["confidence", "entropy", "patience"], default=None,
-                        help="Exit criterion (default: the model config's exit_criterion). Giving any --exit-* option "
-                        "turns early exit on, even where the model's config has it off.")
-    parser.add_argument("--exit-threshold", type=float, default=None,
-                        help="Threshold of the criterion: minimum confidence in [0, 1], or maximum mean entropy in "
-                        "nats (default: the model config's exit_threshold).")
-    parser.add_argument("--exit-patience", type=int, default=None,
-                        help="Agreeing consecutive exits needed by the patience criterion (default: the config's).")
-    parser.add_argument("--no-early-exit", action="store_true",
-                        help="Run the full model (every layer, final head), as plain HubertForCTC does.")
-    parser.add_argument("--max-length-s", type=float, default=30.0,
-                        help="Audio longer than this many seconds is transcribed in overlapping windows (default: 30).")
-    parser.add_argument("--chunk-length-s", type=float, default=20.0,
-                        help="Window length in seconds for long audio (default: 20).")
-    parser.add_argument("--stride-length-s", type=float, default=2.0,
-                        help="Context in seconds on each side of a window boundary, i.e. windows overlap by twice "
-                        "this (default: 2).")
-    add_device_argument(parser)
 
 
 def _settings_from_args(args) -> dict[str, Any]:
@@ -294,21 +273,17 @@ def _settings_from_args(args) -> dict[str, Any]:
 
 
 def run(args) -> int:
-    """`hubert-ee transcribe`: 0 if every file was transcribed, 1 if some failed, 2 if none succeeded (or on a
-    usage / model-loading error)."""
+    """`hubert-ee transcribe`: 0 if every file was transcribed, 1 if some failed, 2 if none succeeded. Usage and
+    model-loading errors raise (`cli.main`: one line, exit code 2)."""
     settings = _settings_from_args(args)
-    try:
-        model_spec = resolve_model_spec(args.model)
-        if args.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-        model, processor = load_model_and_processor(model_spec, args.device)
-        if args.exit_threshold is not None:
-            check_threshold_range(args.exit_criterion or model.config.exit_criterion, [args.exit_threshold],
-                                  "--exit-threshold")
-        results = transcribe_files(model, processor, args.inputs, **settings)
-    except (UsageError, OSError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model_spec = resolve_model_spec(args.model)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model, processor = load_model_and_processor(model_spec, args.device)
+    if args.exit_threshold is not None:
+        check_threshold_range(args.exit_criterion or model.config.exit_criterion, [args.exit_threshold],
+                              "--exit-threshold")
+    results = transcribe_files(model, processor, args.inputs, **settings)
     num_layers = model.config.num_hidden_layers
     for result in results:
         if "error" in result:

@@ -63,7 +63,8 @@ def cmd_eval(args) -> int:
     from transformers import HubertForCTC
 
     from hubert_ee.data import load_speech_dataset
-    from hubert_ee.export import load_processor
+    from hubert_ee.inference import featurize, greedy_decode
+    from hubert_ee.loading import load_processor
 
     t0 = time.time()
     corpus = Path(args.corpus)
@@ -73,7 +74,6 @@ def cmd_eval(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = HubertForCTC.from_pretrained(args.model).to(device).eval()
     processor = load_processor(args.model)
-    fe, tok = processor.feature_extractor, processor.tokenizer
     result: dict = {"model": str(args.model), "corpus": str(corpus), "device": device,
                     "metric": "greedy CTC, final head; WER/CER in percent, corpus level, after normalize_text",
                     "heldout_voices": sorted(held), "splits": {}}
@@ -95,14 +95,10 @@ def cmd_eval(args) -> int:
         with torch.inference_mode():
             for start in range(0, len(order), args.batch_size):
                 index = [int(i) for i in order[start:start + args.batch_size]]
-                batch = fe([arrays[i] for i in index], sampling_rate=fe.sampling_rate, padding=True,
-                           return_attention_mask=True, return_tensors="pt")
-                mask = batch["attention_mask"].to(device)
-                logits = model(batch["input_values"].to(device), attention_mask=mask).logits
-                lengths = model._get_feat_extract_output_lengths(mask.sum(-1)).tolist()
-                ids = logits.argmax(-1).cpu().numpy()
-                for row_index, frame_ids, length in zip(index, ids, lengths):
-                    hyps[row_index] = tok.decode(frame_ids[: int(length)].tolist())
+                values, mask = featurize(processor, [arrays[i] for i in index], device)
+                logits = model(values, attention_mask=mask).logits
+                for row_index, text in zip(index, greedy_decode(model, processor, logits, mask)):
+                    hyps[row_index] = text
         refs = [r["text"] for r in rows]
         keys = [f"{r['engine']}:{r['voice']}" for r in rows]
 

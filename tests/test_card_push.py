@@ -124,7 +124,7 @@ def test_push_without_network_prints_one_line_and_exits_2():
                              "someone/hubert-ee"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("error: could not reach the Hugging Face Hub (ConnectError")
+    assert result.stderr.startswith("hubert-ee push: error: could not reach the Hugging Face Hub (ConnectError")
     assert "files from" in result.stdout
 
 

@@ -47,4 +47,4 @@ def test_training_flags_show_their_defaults(capsys):
 def test_an_error_the_user_can_act_on_is_one_line(tmp_path, capsys):
     assert main(["push", "--model", str(tmp_path / "nowhere"), "--repo-id", "me/x", "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: --model") and "nowhere" in err
+    assert err.count("\n") == 1 and err.startswith("hubert-ee push: error: --model") and "nowhere" in err

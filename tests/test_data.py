@@ -349,3 +349,25 @@ def test_parallel_decoding_gives_the_same_audio_and_the_same_errors(audiofolder:
     (audiofolder / "audio" / "a.wav").write_bytes(b"RIFF not really a wav file")
     with pytest.raises(AudioReadError, match="a.wav"):
         load_speech_dataset(str(audiofolder), num_proc=2)
+
+
+def test_decode_audio_reads_every_storage_at_its_own_rate_or_resampled(tmp_path):
+    """One decoder for every storage of an audio value: bytes, a path, an array, a torchcodec decoder."""
+    import io as _io
+    from types import SimpleNamespace
+
+    from hubert_ee.data import decode_audio
+
+    x = (0.1 * np.sin(np.arange(800) / 5)).astype(np.float32)
+    buffer = _io.BytesIO()
+    sf.write(buffer, np.stack([x, x], axis=1), 8000, format="WAV", subtype="FLOAT")
+    sf.write(tmp_path / "a.wav", x, 8000, subtype="FLOAT")
+    decoder = SimpleNamespace(get_all_samples=lambda: SimpleNamespace(data=np.stack([x, x]), sample_rate=8000))
+    for value in ({"bytes": buffer.getvalue(), "path": None}, str(tmp_path / "a.wav"), {"path": "a.wav"},
+                  {"array": x, "sampling_rate": 8000}, decoder):
+        samples, rate = decode_audio(value, base_dir=tmp_path)
+        assert rate == 8000 and np.allclose(samples, x, atol=1e-6), value
+        samples, rate = decode_audio(value, 16000, base_dir=tmp_path)
+        assert rate == 16000 and abs(samples.size - 1600) <= 2
+    with pytest.raises(AudioReadError, match="neither 'bytes', 'path' nor 'array'"):
+        decode_audio({})

@@ -25,7 +25,7 @@ def test_a_full_disk_midway_leaves_every_previous_file_as_it_was(tmp_path):
     code = f"""
 import json, sys
 from pathlib import Path
-from hubert_ee.evaluate import write_json
+from hubert_ee.outputs import write_json
 from hubert_ee.outputs import write_texts
 from hubert_ee.plots import pyplot, save_figure
 folder = Path({str(tmp_path)!r})

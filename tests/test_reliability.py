@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from hubert_ee.cli import main
 from hubert_ee.data import to_mono_float32
-from hubert_ee.evaluate import featurize
+from hubert_ee.inference import featurize
 from hubert_ee.export import check_vocab_matches, save_hub_folder
 from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
@@ -330,7 +330,7 @@ def test_truncated_weights_name_the_file_and_say_it_is_incomplete(tmp_path, hub_
                     ["train", "--model", str(folder), "--dataset", str(tmp_path), "--output", str(tmp_path / "run")]):
         assert main(command) == 2, command
         error = capsys.readouterr().err.strip()
-        assert error.count("\n") == 0 and error.startswith("error: ") and "is incomplete" in error, (command, error)
+        assert error.count("\n") == 0 and error.startswith("hubert-ee ") and ": error: " in error and "is incomplete" in error, (command, error)
 
 
 def test_a_truncated_shard_is_named(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import HubertForCTC, Trainer, TrainingArguments
+from transformers import HubertConfig, HubertForCTC, Trainer, TrainingArguments
 
 from hubert_ee.cli import main
 from hubert_ee.data import DataCollatorCTCWithPadding
@@ -423,3 +423,24 @@ def test_exit_metrics_without_exit_logits_says_what_to_set(tmp_path):
                       args=blog_training_arguments(tmp_path))
     with pytest.raises(ValueError, match=r"\[batch, frames, 3\].*output_exit_logits = True"):
         trainer.evaluate()
+
+
+def test_evaluation_of_a_plain_backbone_with_an_attention_mask_blanks_its_padding(tmp_path):
+    """`train-backbone` evaluates a plain `HubertForCTC`: its predictions come through the same greedy decode as
+    HuBERT-EE's (padding frames -100), although it has no `frame_lengths` of its own."""
+    from hubert_ee.train import CTCTrainer
+
+    processor = build_processor()
+    torch.manual_seed(0)
+    config = HubertConfig(vocab_size=len(processor.tokenizer), hidden_size=16, num_hidden_layers=2,
+                          num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
+                          conv_kernel=(10, 4), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+                          feat_extract_norm="layer", pad_token_id=0)
+    model = HubertForCTC(config).eval()
+    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
+                                                             use_cpu=True))
+    inputs = {"input_values": torch.randn(2, 800), "attention_mask": torch.tensor([[1] * 800, [1] * 300 + [0] * 500]),
+              "labels": torch.tensor([[5, 6], [5, -100]])}
+    _, ids, _ = trainer.prediction_step(model, inputs, prediction_loss_only=False)
+    short = int(model._get_feat_extract_output_lengths(torch.tensor(300)))
+    assert ids.shape[-1] == 1 and (ids[1, short:, 0] == -100).all() and (ids[1, :short, 0] >= 0).all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from hubert_ee.cli import main as cli_main
 from hubert_ee import transcribe
-from hubert_ee.evaluate import featurize
+from hubert_ee.inference import featurize
 from hubert_ee.export import save_hub_folder
 from hubert_ee.text import build_processor
 from hubert_ee.transcribe import _kept_frames, expand_inputs, plan_windows, transcribe_files
@@ -179,11 +178,3 @@ def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
     assert cli_main(["transcribe", str(inputs / "a.wav")]) == 2
     assert "no --model given, and there is no default model" in capsys.readouterr().err
-
-
-def test_every_flag_has_help():
-    parser = argparse.ArgumentParser()
-    transcribe.add_arguments(parser)
-    for action in parser._actions:
-        if action.dest != "help":
-            assert action.help, action.dest

@@ -1,0 +1,184 @@
+"""The operating point: the early-exit setting a model folder stores, chosen from an evaluation and stated in its card.
+
+`choose_operating_point` picks it from a `hubert-ee evaluate` result (what `calibrate` and `compare` report),
+`write_operating_point` stores it in a model folder's `config.json` and, when the folder has a card written by
+`hubert-ee card`, in the card's operating-point line (both files at once), and `operating_point` finds the
+evaluation's row for a config's stored setting (what the card reports).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .outputs import check_output_path, write_texts
+
+if TYPE_CHECKING:
+    from configuration_hubert_ee import HubertEEConfig
+
+__all__ = [
+    "SETTING_LINE", "MEASURED_LINE", "CALIBRATED_METRIC", "choose_operating_point", "describe_choice",
+    "operating_point", "operating_point_setting", "card_with_operating_point", "write_operating_point",
+]
+
+def operating_point(result: dict, config: HubertEEConfig) -> dict | None:
+    """The sweep row that matches the config's stored criterion/threshold (what `calibrate` wrote), if any."""
+    if not config.early_exit:
+        return None
+    for row in result["sweep"]:
+        if row["criterion"] != config.exit_criterion:
+            continue
+        if config.exit_criterion == "patience" and row.get("patience") == config.exit_patience:
+            return row
+        if config.exit_criterion != "patience" and row.get("threshold") is not None and abs(
+            row["threshold"] - config.exit_threshold
+        ) < 1e-9:
+            return row
+    return None
+
+
+# The card's lines about the operating point, and its metric there: `calibrate` rewrites them when it changes the
+# config, so that a card never describes another setting than the config beside it.
+SETTING_LINE = "- shipped operating point: "
+MEASURED_LINE = "- at that point on the test split: "
+CALIBRATED_METRIC = "WER (early exit, calibrated)"
+
+
+def operating_point_setting(config: HubertEEConfig) -> str:
+    """The config's stored early-exit setting, as the card states it."""
+    if not config.early_exit:
+        return "early exit disabled (full depth)"
+    return f"`exit_criterion={config.exit_criterion!r}`, " + (
+        f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
+        else f"`exit_threshold={config.exit_threshold}`"
+    )
+
+
+WER_TOLERANCE = 1e-9  # float noise in "WER <= final_wer + max_wer_increase"
+
+
+def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: float = 1.0) -> dict[str, Any]:
+    """Pick the operating point from an `evaluate_model` result.
+
+    Among the `sweep` rows with `wer <= final_wer + max_wer_increase` (absolute percentage points),
+    `speedup > min_speedup` and some utterance exiting early (`mean_exit_layer < num_hidden_layers`), the one
+    with the largest `speedup`; ties go to the lower WER, then to the earlier row.
+
+    Returns `{"early_exit", "exit_criterion", "exit_threshold", "exit_patience", "wer", "speedup",
+    "mean_exit_layer", "final_wer", "max_wer", "row"}`. For a confidence/entropy row `exit_patience` is None (keep
+    the config's), for a patience row `exit_threshold` is None. When no row qualifies: `early_exit=False`, the
+    criterion fields None, `wer = final_wer`, `speedup = 1.0`, `mean_exit_layer = num_hidden_layers`, `row=None`.
+    """
+    if max_wer_increase < 0:
+        raise ValueError(f"max_wer_increase must be >= 0 (percentage points), got {max_wer_increase}")
+    final_wer = float(result["final_wer"])
+    max_wer = final_wer + float(max_wer_increase)
+    num_layers = result.get("num_hidden_layers")
+    qualifying = [
+        (index, row) for index, row in enumerate(result.get("sweep") or [])
+        if row["wer"] <= max_wer + WER_TOLERANCE and row["speedup"] > min_speedup
+        # a setting under which no utterance exits cannot be faster: a measured speedup > 1 there is timing noise
+        and not (num_layers and row["mean_exit_layer"] >= num_layers)
+    ]
+    choice: dict[str, Any] = {"final_wer": final_wer, "max_wer": max_wer}
+    if not qualifying:
+        choice.update(
+            early_exit=False, exit_criterion=None, exit_threshold=None, exit_patience=None, wer=final_wer,
+            speedup=1.0, mean_exit_layer=float(result.get("num_hidden_layers", 0)) or None, row=None,
+        )
+        return choice
+    _, row = min(qualifying, key=lambda item: (-item[1]["speedup"], item[1]["wer"], item[0]))
+    patience_row = row["criterion"] == "patience"
+    choice.update(
+        early_exit=True,
+        exit_criterion=row["criterion"],
+        exit_threshold=None if patience_row else float(row["threshold"]),
+        exit_patience=int(row["patience"]) if patience_row else None,
+        wer=float(row["wer"]),
+        speedup=float(row["speedup"]),
+        mean_exit_layer=float(row["mean_exit_layer"]),
+        row=dict(row),
+    )
+    return choice
+
+
+def write_operating_point(folder: str | Path, choice: dict, note: str = "chosen by `hubert-ee calibrate`"
+                          ) -> dict[str, Any]:
+    """Write `choice` (from `choose_operating_point`) into `folder/config.json`; returns the fields written.
+
+    Only the early-exit fields of config.json change (validated first; every other field, `auto_map` included, is
+    kept as it is). When `folder/README.md` is a card written by `hubert-ee card`, its operating-point line is
+    updated too, followed by `note` (`card_with_operating_point`). Both files are replaced at once,
+    each through a temporary file in the folder, so a failed write leaves the folder as it was; the code files
+    are not touched. Fields the choice leaves at None (the unused threshold or patience, or everything when early
+    exit is off) keep their values.
+    """
+    from configuration_hubert_ee import HubertEEConfig
+
+    folder = Path(folder)
+    config_path = check_output_path(folder / "config.json", "the model's config")
+    config = HubertEEConfig.from_pretrained(str(folder))
+    fields: dict[str, Any] = {"early_exit": bool(choice["early_exit"])}
+    for name in ("exit_criterion", "exit_threshold", "exit_patience"):
+        if choice.get(name) is not None:
+            fields[name] = choice[name]
+    config.validate_exit_settings(**fields)
+    for name, value in fields.items():
+        setattr(config, name, value)
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    files = {config_path: json.dumps({**saved, **fields}, indent=2, sort_keys=True) + "\n"}
+    card_path = folder / "README.md"
+    if card_path.is_file():
+        card = card_with_operating_point(card_path.read_text(encoding="utf-8"), config, note)
+        if card is None:
+            print(f"note: {card_path} is not a card written by `hubert-ee card` (no operating-point line): left "
+                  "unchanged", file=sys.stderr)
+        else:
+            files[check_output_path(card_path, "the model's card")] = card
+    write_texts(files)
+    return fields
+
+
+def describe_choice(choice: dict, num_layers: int | None = None) -> str:
+    if not choice["early_exit"]:
+        return (
+            f"no early-exit setting is both faster than the full model and within WER {choice['max_wer']:.2f} % "
+            f"(final head {choice['final_wer']:.2f} %): early exit switched off (early_exit=False)"
+        )
+    if choice["exit_criterion"] == "patience":
+        setting = f"patience criterion, exit_patience={choice['exit_patience']}"
+    else:
+        setting = f"{choice['exit_criterion']} criterion, exit_threshold={choice['exit_threshold']:g}"
+    layers = f"/{num_layers}" if num_layers else ""
+    return (
+        f"{setting}: expected WER {choice['wer']:.2f} % (final head {choice['final_wer']:.2f} %, "
+        f"{choice['wer'] - choice['final_wer']:+.2f} points), expected speedup {choice['speedup']:.2f}x (measured), "
+        f"mean exit layer {choice['mean_exit_layer']:.2f}{layers}"
+    )
+
+
+def card_with_operating_point(card: str, config: HubertEEConfig, note: str) -> str | None:
+    """`card` (as `build_card` writes it) stating `config`'s operating point, followed by `note` (where it comes
+    from); None when `card` has no operating-point line (not a `hubert-ee card` card).
+
+    The test-split measurement of the previous point (its line, and its metric in the model-index) goes: it
+    belongs to another setting. `hubert-ee card` with a new evaluation puts the new point's numbers back."""
+    front, separator, body = card.partition("\n---\n") if card.startswith("---\n") else ("", "", card)
+    lines = body.split("\n")
+    setting = [index for index, line in enumerate(lines) if line.startswith(SETTING_LINE)]
+    if not setting:
+        return None
+    lines[setting[0]] = f"{SETTING_LINE}{operating_point_setting(config)} ({note})"
+    body = "\n".join(line for line in lines if not line.startswith(MEASURED_LINE))
+    if not separator:
+        return body
+    metadata = yaml.safe_load(front.removeprefix("---\n")) or {}
+    for model in metadata.get("model-index") or []:
+        for result in model.get("results") or []:
+            result["metrics"] = [metric for metric in result.get("metrics") or []
+                                 if metric.get("name") != CALIBRATED_METRIC]
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n" + body

@@ -1,0 +1,194 @@
+"""An evaluation's result: the typed record `hubert-ee evaluate` returns and writes, and its reports.
+
+`EvaluationResult` documents the JSON schema once; `markdown_report`, `plot_tradeoff` and `print_summary` read
+either an `EvaluationResult` or the JSON loaded back from a file (`card`, `compare` and `history` read those).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Iterator
+
+from .plots import pyplot, save_figure
+
+__all__ = ["EvaluationResult", "markdown_report", "plot_tradeoff", "print_summary", "setting_label"]
+
+TIMING_METHOD = "sum of perf_counter times per batch, early_exit=False vs early exit, interleaved"
+WER_NOTE = "corpus-level WER and CER in percent after hubert_ee.text.normalize_text"
+
+
+@dataclasses.dataclass
+class EvaluationResult(Mapping):
+    """What `hubert_ee.evaluate.evaluate_model` measured; `to_json()` is what `hubert-ee evaluate --json` writes.
+
+    JSON schema (WER/CER: corpus-level percentages after `hubert_ee.text.normalize_text`):
+
+    * `model`, `dataset`: names; `num_utterances` evaluated, `num_skipped_too_short` (shorter than the receptive
+      field); `num_hidden_layers`; `exit_layers`.
+    * `final_wer`, `final_cer`: the final head's.
+    * `exits`: `[{"layer", "wer", "cer"}]`, every exit forced, then the final head (`layer == num_hidden_layers`).
+    * `sweep`: `[{"criterion", "threshold", ["patience"], "wer", "cer", "mean_exit_layer", "layers_skipped",
+      "speedup", "ideal_speedup", "baseline_seconds", "early_exit_seconds"}]`, one row per setting; `threshold`
+      is null for a patience row, which has `patience`.
+    * `oracle`: the same measurement fields as a sweep row, for the earliest agreeing exit.
+    * `groups` (only with `group_by`): column -> `[{"value", "utterances", "final_wer", "final_cer", "exits":
+      [{"layer", "wer"}], "oracle_mean_exit_layer", "sweep": [{setting, "wer", "cer", "mean_exit_layer"}]}]`.
+    * `timing`: `{"device", "batch_size", "repeats", "method"}`; `wer_note`.
+    * `unreadable` (only when files were left out): `[{"path", "error"}]`.
+
+    Speedups: `speedup = baseline_seconds / early_exit_seconds`, where the baseline is the same model run with
+    `early_exit=False` (every layer, the final head) on the same batches, interleaved; `baseline_seconds` keeps
+    that name in the JSON. (`hubert-ee benchmark`'s baseline is another one: `HubertForCTC` on the same weights.)
+    `ideal_speedup = num_hidden_layers / mean_exit_layer`, `layers_skipped = 1 - mean_exit_layer /
+    num_hidden_layers`.
+
+    The record reads like its JSON form too (`result["final_wer"]`), so code written for a loaded file takes
+    either.
+    """
+
+    model: str
+    dataset: str
+    num_utterances: int
+    num_skipped_too_short: int
+    num_hidden_layers: int
+    exit_layers: list[int]
+    final_wer: float
+    final_cer: float
+    exits: list[dict[str, Any]]
+    sweep: list[dict[str, Any]]
+    oracle: dict[str, Any]
+    groups: dict[str, list[dict[str, Any]]] | None = None
+    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    wer_note: str = WER_NOTE
+    unreadable: list[dict[str, str]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: every field in declaration order, `groups` and `unreadable` only when present."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        for optional in ("groups", "unreadable"):
+            if not data[optional]:
+                del data[optional]
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_json()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_json())
+
+    def __len__(self) -> int:
+        return len(self.to_json())
+
+
+def setting_label(row: dict) -> str:
+    if row["criterion"] == "patience":
+        return f"patience {row.get('patience')}"
+    return f"{row['criterion']} {row['threshold']:g}"
+
+
+def markdown_report(result: dict) -> str:
+    """A markdown summary of an `evaluate_model` result: per-exit WERs, the sweep and the oracle."""
+    num_layers = result["num_hidden_layers"]
+    lines = [
+        "# HuBERT-EE evaluation",
+        "",
+        f"- model: `{result.get('model')}`",
+        f"- dataset: `{result.get('dataset')}` ({result['num_utterances']} utterances)",
+        f"- encoder layers: {num_layers}; exits after layers {result['exit_layers']}",
+        f"- final head WER: {result['final_wer']:.2f} %"
+        + (f", CER: {result['final_cer']:.2f} %" if "final_cer" in result else ""),
+        "",
+        ("WER and CER" if "final_cer" in result else "WER")
+        + ": corpus-level, in percent, after `hubert_ee.text.normalize_text`. Speedup: wall-clock time of the full "
+        "model (`early_exit=False`) divided by that of early exit, on the same batches, interleaved.",
+        "",
+    ]
+    # Results written before CER was reported have no "cer" fields: their tables keep their old columns.
+    cer = "final_cer" in result
+
+    def rates(row):
+        return f"{row['wer']:.2f} |" + (f" {row['cer']:.2f} |" if cer else "")
+
+    rate_heads, rate_rule = ("WER (%) | CER (%) |", "---:|---:|") if cer else ("WER (%) |", "---:|")
+    lines += ["## Each exit forced", "", "| layer | " + rate_heads, "|---:|" + rate_rule]
+    for row in result["exits"]:
+        name = f"{row['layer']} (final head)" if row["layer"] == num_layers else str(row["layer"])
+        lines.append(f"| {name} | " + rates(row))
+    lines += [
+        "",
+        "## Early-exit sweep",
+        "",
+        "| criterion | threshold / patience | " + rate_heads + " mean exit layer | layers skipped | speedup |",
+        "|---|---:|" + rate_rule + "---:|---:|---:|",
+    ]
+    for row in result["sweep"]:
+        setting = f"patience {row['patience']}" if row["criterion"] == "patience" else f"{row['threshold']:g}"
+        lines.append(
+            f"| {row['criterion']} | {setting} | " + rates(row) + f" {row['mean_exit_layer']:.2f} | "
+            f"{100 * row.get('layers_skipped', 1 - row['mean_exit_layer'] / num_layers):.1f} % | "
+            f"{row['speedup']:.2f}x |"
+        )
+    oracle = result["oracle"]
+    lines += [
+        "",
+        "## Oracle",
+        "",
+        "Each utterance leaves at the earliest exit whose transcript equals the final head's.",
+        "",
+        "| " + rate_heads + " mean exit layer | speedup |",
+        "|" + rate_rule + "---:|---:|",
+        "| " + rates(oracle) + f" {oracle['mean_exit_layer']:.2f} | {oracle['speedup']:.2f}x |",
+        "",
+    ]
+    for column, entries in (result.get("groups") or {}).items():
+        lines += [
+            f"## By `{column}`",
+            "",
+            "Final head and oracle per group; each sweep setting per group is in the JSON (`groups`).",
+            "",
+            f"| {column} | utterances | final WER (%) | final CER (%) | oracle mean exit layer |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {entry['value']} | {entry['utterances']} | {entry['final_wer']:.2f} | {entry['final_cer']:.2f} "
+                  f"| {entry['oracle_mean_exit_layer']:.2f} |" for entry in entries]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_tradeoff(result: dict, path: str | Path) -> Path:
+    """PNG of WER against speedup: one curve per criterion, the oracle and the final head (speedup 1)."""
+    figure, axes = pyplot().subplots(figsize=(7, 4.5))
+    markers = {"confidence": "o", "entropy": "s", "patience": "^"}
+    for criterion in ("confidence", "entropy", "patience"):
+        rows = sorted((row for row in result["sweep"] if row["criterion"] == criterion), key=lambda r: r["speedup"])
+        if rows:
+            axes.plot([r["speedup"] for r in rows], [r["wer"] for r in rows], marker=markers[criterion],
+                      label=criterion)
+    oracle = result["oracle"]
+    oracle_label = "oracle"
+    axes.scatter([oracle["speedup"]], [oracle["wer"]], marker="*", s=180, color="gold", edgecolor="black",
+                 zorder=3, label=oracle_label)
+    axes.scatter([1.0], [result["final_wer"]], marker="D", s=60, color="black", zorder=3, label="final head (no exit)")
+    axes.set_xlabel("speedup over the full model (x)")
+    axes.set_ylabel("WER (%)")
+    axes.set_title(f"HuBERT-EE: WER vs speedup ({result.get('dataset')}, {result['num_utterances']} utterances)",
+                   fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    return save_figure(figure, path)
+
+
+def print_summary(result: dict, file=None) -> None:
+    file = file or sys.stdout
+    print(f"final head WER {result['final_wer']:.2f} %, CER {result['final_cer']:.2f} % on "
+          f"{result['num_utterances']} utterances", file=file)
+    best = max(result["sweep"], key=lambda row: row["speedup"], default=None)
+    if best is not None:
+        print(f"fastest setting: {setting_label(best)}: WER {best['wer']:.2f} %, speedup {best['speedup']:.2f}x",
+              file=file)
+    oracle = result["oracle"]
+    print(f"oracle: WER {oracle['wer']:.2f} %, mean exit layer {oracle['mean_exit_layer']:.2f}, "
+          f"speedup {oracle['speedup']:.2f}x (ideal {oracle['ideal_speedup']:.2f}x)", file=file)

@@ -1,0 +1,58 @@
+"""Tests of hubert_ee.loading: model specs, the local-path rule, devices, and loading a model with its processor."""
+
+import subprocess
+import sys
+
+import pytest
+
+from hubert_ee import loading
+from hubert_ee.arguments import UsageError
+
+
+@pytest.mark.parametrize("spec", ["./model", "~/model", "/abs/model", "a/b/c", "models\\x", "runs/", "data.csv",
+                                  "clips/a.wav", "corpus.parquet"])
+def test_paths_are_local(spec):
+    assert loading.is_local_path(spec)
+
+
+@pytest.mark.parametrize("spec", ["hubert-ee", "facebook/hubert-large-ls960-ft", "openslr/librispeech_asr"])
+def test_hub_ids_are_not_local(spec):
+    assert not loading.is_local_path(spec)
+
+
+def test_the_default_model_is_used_without_model_and_its_absence_is_a_usage_error(monkeypatch):
+    import hubert_ee
+
+    assert loading.resolve_model_spec("me/model") == "me/model"
+    monkeypatch.setattr(hubert_ee, "DEFAULT_MODEL", "some/folder")
+    assert loading.resolve_model_spec(None) == "some/folder"
+    monkeypatch.setattr(hubert_ee, "DEFAULT_MODEL", None)
+    with pytest.raises(UsageError, match="no --model given"):
+        loading.resolve_model_spec(None)
+
+
+def test_resolve_device():
+    import torch
+
+    assert loading.resolve_device("cpu") == torch.device("cpu")
+    assert loading.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert loading.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_missing_model_folder_is_named_not_tried_on_the_hub(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"model folder {tmp_path / 'nope'} does not exist"):
+        loading.load_model_and_processor(tmp_path / "nope", "cpu")
+
+
+def test_a_folder_without_processor_files_says_which_files_are_needed(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vocab.json, tokenizer_config.json and preprocessor_config.json"):
+        loading.load_processor(tmp_path)
+
+
+def test_loading_imports_no_stage():
+    """The path from a model spec to a model goes through loading alone: no evaluate, no export."""
+    script = ("import sys, hubert_ee.loading; "
+              "stages = [m for m in ('hubert_ee.evaluate', 'hubert_ee.export', 'torch') if m in sys.modules]; "
+              "assert not stages, stages")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
