@@ -12,8 +12,9 @@ Method
     * Latency is reported at batch 1 (`latency_ms`), throughput (utterances/s) at larger batches.
 
 Workloads
-    `trained` (`trained`): a trained HuBERT-EE folder on a test set at the given thresholds.
-    `forced` (`forced`): random-weight HuBERT-base / HuBERT-large shapes with exits forced to a layer distribution.
+    `trained` (module `trained`): a trained HuBERT-EE folder on a test set at the given thresholds.
+    `forced` (module `forced`): random-weight HuBERT-base / HuBERT-large shapes with exits forced to a layer
+    distribution.
 
 Ideal speedup and efficiency (`cost_model`)
     From component costs measured in the same interleaved repetitions as the full forwards (each component call
