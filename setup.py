@@ -13,7 +13,7 @@ setup(
     # The two model files stay top-level modules: they are the files that travel to the Hub beside the weights.
     py_modules=["configuration_hubert_ee", "modeling_hubert_ee"],
     # The tooling in pipeline/ installs as `hubert_ee`: a top-level package named `pipeline` would collide.
-    packages=["hubert_ee"],
+    packages=["hubert_ee", "hubert_ee.benchmark"],
     package_dir={"hubert_ee": "pipeline"},
     package_data={"hubert_ee": ["hubert_ee_wer/*.py"]},  # the `evaluate` metric, a folder evaluate.load() takes
     install_requires=[

@@ -251,6 +251,9 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="The HuBERT-EE model folder the card describes.")
     parser.add_argument("--eval", required=True, help="`hubert-ee evaluate` JSON on the in-domain test split.")
     parser.add_argument("--ood-eval", default=None, help="Optional evaluate JSON on out-of-domain (real) speech.")
+    parser.add_argument("--peer-eval", default=None,
+                        help="Optional JSON of a peer recogniser on the --ood-eval utterances "
+                             "(recipes/pocketsphinx_peer.py), shown beside the model's scores.")
     parser.add_argument("--commands", default=None, help="Text file with the exact commands that made the model.")
     parser.add_argument("--plot", default=None, help="PNG plot (from evaluate --plot) to show in the card.")
     parser.add_argument("--comparison", default=None,

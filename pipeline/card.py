@@ -17,6 +17,7 @@ import yaml
 
 from configuration_hubert_ee import HubertEEConfig
 
+from .arguments import UsageError
 from .operating_point import (
     CALIBRATED_METRIC,
     MEASURED_LINE,
@@ -80,7 +81,7 @@ def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: st
 def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hubert-ee", dataset_name: str =
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
                plot_name: str | None = None, comparison: str = "", history: dict | None = None,
-               curve_name: str | None = None) -> str:
+               curve_name: str | None = None, peer: dict | None = None) -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results."""
     config = HubertEEConfig.from_pretrained(str(model_folder))
     point = operating_point(result, config)
@@ -131,9 +132,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                   "(`hubert-ee compare`); the shipped model is the row chosen from this table.", "",
                   comparison.strip(), ""]
     if ood is not None:
-        lines += ["## Out of domain: real human speech", "",
-                  "The model was trained on synthetic speech only. On real read speech:", "",
-                  markdown_report(ood).split("\n", 1)[1].strip(), ""]
+        lines += out_of_domain_lines(ood, peer)
     lines += ["## Limitations", "",
               "- Trained on synthetic English speech (espeak-ng, flite and festival voices, with augmentation), "
               "not on human recordings: accuracy on real speech is far lower (see above when reported).",
@@ -142,6 +141,22 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
               "depend on hardware, batch size and how early utterances exit.", "",
               "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
+
+
+def out_of_domain_lines(ood: dict, peer: dict | None = None) -> list[str]:
+    """The card's section on real human speech; with `peer` (a peer recogniser's scores on the same utterances, as
+    `recipes/pocketsphinx_peer.py` writes them), a row for what a user would otherwise pick."""
+    lines = ["## Out of domain: real human speech", "",
+             "The model was trained on synthetic speech only. On real read speech:", "",
+             markdown_report(ood).split("\n", 1)[1].strip(), ""]
+    if peer is not None:
+        lines += [f"The same {peer['utterances']} utterances, scored the same way (WER/CER in percent after the "
+                  "same text normalisation):", "",
+                  "| recogniser | WER | CER |", "|---|---:|---:|",
+                  f"| this model, full depth | {ood['final_wer']:.2f} | "
+                  + (f"{ood['final_cer']:.2f} |" if "final_cer" in ood else "- |"),
+                  f"| {peer['recogniser']} | {peer['wer']:.2f} | {peer['cer']:.2f} |", ""]
+    return lines
 
 
 def training_history_lines(history: dict, curve_name: str | None = None) -> list[str]:
@@ -175,9 +190,13 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
     if output is not None:
         check_output_path(output, "--output")
     result = json.loads(Path(eval_json).read_text())
-    ood_path = kwargs.pop("ood_json", None)
+    ood_path, peer_path = kwargs.pop("ood_json", None), kwargs.pop("peer_json", None)
     if ood_path:
         kwargs["ood"] = json.loads(Path(ood_path).read_text())
+    if peer_path:
+        if not ood_path:
+            raise UsageError("--peer-eval needs --ood-eval: the peer's scores are shown beside the model's on that set")
+        kwargs["peer"] = json.loads(Path(peer_path).read_text())
     history_path, curve = kwargs.pop("history_json", None), kwargs.pop("curve", None)
     if history_path:
         kwargs["history"] = json.loads(Path(history_path).read_text())
@@ -199,7 +218,8 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
 def run(args) -> int:
     commands = Path(args.commands).read_text() if args.commands else ""
     comparison = Path(args.comparison).read_text() if args.comparison else ""
-    readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, plot=args.plot,
+    readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, peer_json=args.peer_eval,
+                        plot=args.plot,
                         repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands,
                         comparison=comparison, history_json=args.history, curve=args.curve)
     print(f"wrote {readme}" + (f" and {args.output}" if args.output else ""))

@@ -44,7 +44,8 @@ import torch
 
 from .arguments import DEFAULT_PATIENCES, DEFAULT_THRESHOLDS, UsageError, check_threshold_range
 from .forced_exits import forced_exit_targets, prepare_forced_targets
-from .inference import decode, featurize, greedy_decode, timed
+from .inference import decode, featurize, greedy_decode
+from .timing import interleaved_times
 from .loading import load_model_and_processor, model_device, resolve_model_spec
 from .metrics import char_error_rate, word_error_rate
 from .outputs import write_json, write_text
@@ -183,25 +184,20 @@ def oracle_exits(head_texts: list[list[str]], exit_layers: list[int], num_layers
 
 def race(model, data: EvaluationData, repeats: int, candidate) -> tuple[float, float, list]:
     """Time `candidate(indices, input_values, attention_mask)` against the baseline, the same model with
-    `early_exit=False`, on every batch, interleaved (the order alternates per batch and repeat, which cancels
-    drift: clocks, caches, thermal state). Returns both total times and the candidate's first output per batch."""
-    device = model_device(model)
-    baseline_time = candidate_time = 0.0
-    outputs = []
+    `early_exit=False`, on every batch, interleaved (`hubert_ee.timing.interleaved_times`). Returns both total times
+    and the candidate's first output per batch, as `(indices, output)` in batch order."""
+    outputs = {}
+
+    def keep_candidate_output(name, index, output):
+        if name == "candidate":
+            outputs[index] = (data.batches[index][0], output)
+
+    cases = {"baseline": lambda indices, values, mask: model.generate(values, mask, early_exit=False),
+             "candidate": candidate}
     with torch.inference_mode():
-        for number, (indices, input_values, attention_mask) in enumerate(data.batches):
-            for repeat in range(repeats):
-                candidate_first = (number + repeat) % 2 == 1
-                for is_candidate in ((True, False) if candidate_first else (False, True)):
-                    if not is_candidate:
-                        baseline_time += timed(
-                            lambda: model.generate(input_values, attention_mask, early_exit=False), device)[0]
-                        continue
-                    seconds, output = timed(lambda: candidate(indices, input_values, attention_mask), device)
-                    candidate_time += seconds
-                    if repeat == 0:
-                        outputs.append((indices, output))
-    return baseline_time, candidate_time, outputs
+        times = interleaved_times(cases, model_device(model), repeats, inputs=data.batches,
+                                  on_first_output=keep_candidate_output)
+    return sum(times["baseline"]), sum(times["candidate"]), [outputs[index] for index in range(len(data.batches))]
 
 
 def warm_up(model, data: EvaluationData) -> None:

@@ -8,13 +8,12 @@ pad (blank) id, then `processor.batch_decode` merges repeats and drops blanks (`
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["featurize", "frame_lengths", "greedy_ids", "decode", "greedy_decode", "synchronize", "timed"]
+__all__ = ["featurize", "frame_lengths", "greedy_ids", "decode", "greedy_decode"]
 
 
 def featurize(processor, audios: Sequence[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,16 +66,3 @@ def greedy_decode(model, processor, logits: torch.Tensor, attention_mask: torch.
     return decode(processor, greedy_ids(model, logits, attention_mask))
 
 
-def synchronize(device) -> None:
-    """Wait for the device's queued work, so that a host clock measures it."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(call, device):
-    """`(seconds, result)` of `call()`, the device's work included."""
-    synchronize(device)
-    start = time.perf_counter()
-    result = call()
-    synchronize(device)
-    return time.perf_counter() - start, result

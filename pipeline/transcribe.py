@@ -36,8 +36,9 @@ import torch
 
 from .arguments import BASE_AUDIO_EXTENSIONS, UsageError, check_threshold_range
 from .data import AudioReadError, read_audio_file, wav_truncation
-from .inference import decode, featurize, frame_lengths, timed
+from .inference import decode, featurize, frame_lengths
 from .loading import load_model_and_processor, model_device, resolve_model_spec
+from .timing import timed
 from .outputs import write_json
 
 __all__ = ["AUDIO_EXTENSIONS", "UNREADABLE_EXTENSIONS", "expand_inputs", "plan_windows", "transcribe_files", "run"]

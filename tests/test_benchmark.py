@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from hubert_ee import benchmark, forced_exits
+from hubert_ee.benchmark import cli, forced
+from hubert_ee.arguments import UsageError
 from modeling_hubert_ee import HubertEEForCTC
 from tests.conftest import padded_batch, tiny_config
 
@@ -22,7 +24,7 @@ REQUIRED_ROW_KEYS = {"device", "dtype", "batch_size", "workload", "arch", "exit_
 
 def _tiny_model(**overrides):
     torch.manual_seed(0)
-    return forced_exits.install_forced_exits(HubertEEForCTC(tiny_config(**overrides)).eval())
+    return HubertEEForCTC(tiny_config(**overrides)).eval()
 
 
 @pytest.mark.parametrize("with_mask", [False, True], ids=["no-mask", "padded"])
@@ -238,30 +240,35 @@ def test_profile_mode_writes_breakdown_and_tables(tmp_path):
 
 
 def test_module_imports_stay_light():
-    """Top-level imports of `benchmark` and of the `forced_exits` and `outputs` it uses: torch, transformers,
-    numpy, the standard library and the model files only (the GPU machine may lack datasets/jiwer/soundfile); the
-    trained workload imports the rest lazily."""
+    """Top-level imports of every `benchmark` module and of the light homes it uses (`forced_exits`, `outputs`,
+    `arguments`, `loading`, `timing`): torch,
+    transformers, numpy, the standard library and the model files only (the GPU machine may lack
+    datasets/jiwer/soundfile); the trained workload imports the rest lazily."""
     import ast
     import sys
     from pathlib import Path
 
-    from hubert_ee import outputs
+    from hubert_ee import arguments, loading, outputs, timing
 
     allowed = {"torch", "transformers", "numpy", "configuration_hubert_ee", "modeling_hubert_ee", "__future__"}
-    for module in (benchmark, forced_exits, outputs):
-        tree = ast.parse(Path(module.__file__).read_text())
-        for node in tree.body:
+    files = sorted(Path(benchmark.__file__).parent.glob("*.py"))
+    assert {file.stem for file in files} >= {"instrumentation", "cost_model", "forced", "trained", "report", "cli"}
+    for file in files + [Path(module.__file__) for module in (forced_exits, outputs, arguments, loading, timing)]:
+        in_package = file.parent.name == "benchmark"
+        for node in ast.parse(file.read_text()).body:
             if isinstance(node, ast.Import):
                 names = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:  # within the package: only the light forced-exit helpers and the file writer
-                    assert module is benchmark and node.module in ("forced_exits", "outputs"), ast.dump(node)
+                if node.level:  # a sibling in the package, or one of the light homes
+                    light = ("forced_exits", "outputs", "arguments", "loading", "timing")
+                    assert (in_package and node.level == 1) or node.module in light, (
+                        file.name, ast.dump(node))
                     continue
                 names = [node.module.split(".")[0]]
             else:
                 continue
             for name in names:
-                assert name in allowed or name in sys.stdlib_module_names, (module.__name__, name)
+                assert name in allowed or name in sys.stdlib_module_names, (file.name, name)
 
 
 def test_python_dash_m_entry_point():
@@ -275,25 +282,25 @@ def test_python_dash_m_entry_point():
 
 
 @pytest.mark.parametrize("choice, expected", [("on", True), ("off", False)])
-def test_overlap_option_applies_during_the_run_and_is_restored(tmp_path, monkeypatch, choice, expected):
+def test_overlap_option_applies_to_the_benchmarked_models_only(tmp_path, monkeypatch, choice, expected):
     seen = []
     original = HubertEEForCTC._early_exit_pass
 
     def recording(self, *args, **kwargs):
-        seen.append(self._overlap_exit_decisions)
+        seen.append(self.overlap_exit_decisions)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(HubertEEForCTC, "_early_exit_pass", recording)
-    before = HubertEEForCTC._overlap_exit_decisions
     args = _args(tmp_path, "--workloads", "forced", "--batch-sizes", "1", "--exit-distribution", "3:1",
                  "--overlap-exit-decisions", choice)
     assert benchmark.run(args) == 0
     assert seen and set(seen) == {expected}
-    assert HubertEEForCTC._overlap_exit_decisions is before
+    assert _tiny_model().overlap_exit_decisions is False  # a setting of the run's models, not of the process
+    assert "overlap_exit_decisions" not in vars(HubertEEForCTC)
     assert json.loads((tmp_path / "bench.json").read_text())["meta"]["overlap_exit_decisions"] == choice
 
 
-def test_plot_of_a_run_and_of_earlier_reports(tmp_path):
+def test_plot_of_a_run_and_of_earlier_reports(tmp_path, capsys):
     args = _args(tmp_path, "--workloads", "forced", "--batch-sizes", "1,4", "--exit-distribution", "3:1",
                  "--plot", str(tmp_path / "run.png"))
     assert benchmark.run(args) == 0
@@ -302,19 +309,20 @@ def test_plot_of_a_run_and_of_earlier_reports(tmp_path):
     assert benchmark.main(["--plot-from", str(tmp_path / "bench.json"), "--plot", str(again)]) == 0
     assert again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(SystemExit, match="bad.json: not a benchmark --json report"):
-        benchmark.main(["--plot-from", str(tmp_path / "bad.json"), "--plot", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="needs --plot"):
-        benchmark.main(["--plot-from", str(tmp_path / "bench.json")])
+    with pytest.raises(UsageError, match="bad.json: not a benchmark --json report"):
+        benchmark.run(benchmark.add_arguments(argparse.ArgumentParser()).parse_args(
+            ["--plot-from", str(tmp_path / "bad.json"), "--plot", str(tmp_path / "x.png")]))
+    assert benchmark.main(["--plot-from", str(tmp_path / "bench.json")]) == 2
+    assert capsys.readouterr().err == "hubert-ee benchmark: error: --plot-from needs --plot OUT.png\n"
 
 
 def test_forced_cases_put_their_targets_on_the_device_before_timing(monkeypatch):
     """A list or CPU tensor of targets is copied to the GPU inside every timed forward (a hidden host sync charged
     to early exit): the cases must prepare them once, when built, and hand the prepared tensor over."""
-    model = forced_exits.install_forced_exits(_tiny_model())
+    model = _tiny_model()
     baseline = benchmark.baseline_from(model)
     prepared, handed = [], []
-    real_prepare, real_context = benchmark.prepare_forced_targets, benchmark.forced_exit_targets
+    real_prepare, real_context = forced.prepare_forced_targets, forced.forced_exit_targets
 
     def recording_prepare(*args, **kwargs):
         prepared.append(real_prepare(*args, **kwargs))
@@ -324,11 +332,11 @@ def test_forced_cases_put_their_targets_on_the_device_before_timing(monkeypatch)
         handed.append(targets)
         return real_context(model_, targets)
 
-    monkeypatch.setattr(benchmark, "prepare_forced_targets", recording_prepare)
-    monkeypatch.setattr(benchmark, "forced_exit_targets", recording_context)
+    monkeypatch.setattr(forced, "prepare_forced_targets", recording_prepare)
+    monkeypatch.setattr(forced, "forced_exit_targets", recording_context)
     input_values = torch.randn(4, 4000)
     distributions = {"d": benchmark.parse_distribution("1:0.5,final:0.5", 4, model.config.exit_layers)}
-    cases, _ = benchmark._forced_cases(model, baseline, input_values, distributions, False, {})
+    cases, _ = forced.forced_cases(model, baseline, input_values, distributions, False, {})
     built = len(prepared)
     assert built == 1
     with torch.inference_mode():
@@ -339,7 +347,7 @@ def test_forced_cases_put_their_targets_on_the_device_before_timing(monkeypatch)
 
 
 def test_cuda_without_cudnn_benchmark_is_noted(tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmark, "_devices", lambda spec: [torch.device("cuda")])
+    monkeypatch.setattr(cli, "_devices", lambda spec: [torch.device("cuda")])
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
     args = _args(tmp_path, "--workloads", "trained", "--model", "unused")  # no --dataset: nothing runs
@@ -404,5 +412,5 @@ def test_compiled_run_compiles_both_models_and_the_components_alike(tmp_path, mo
 
 def test_compile_mode_needs_the_inductor_backend(tmp_path):
     args = _args(tmp_path, "--workloads", "forced", "--compile", "reduce-overhead", "--compile-backend", "cudagraphs")
-    with pytest.raises(SystemExit, match="mode of the inductor backend"):
+    with pytest.raises(UsageError, match="mode of the inductor backend"):
         benchmark.run(args)

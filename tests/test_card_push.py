@@ -59,6 +59,22 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     assert "## Exit-training strategies compared" in text and "| two-stage-linear | 12.50 |" in text
 
 
+def test_card_shows_a_peer_recogniser_beside_the_model_on_real_speech(hub_folder, tmp_path, capsys):
+    eval_json, ood_json, peer_json = tmp_path / "eval.json", tmp_path / "ood.json", tmp_path / "peer.json"
+    eval_json.write_text(json.dumps(RESULT))
+    ood_json.write_text(json.dumps({**RESULT, "final_wer": 101.77, "num_utterances": 173}))
+    peer_json.write_text(json.dumps({"recogniser": "PocketSphinx 5", "utterances": 173, "wer": 47.03, "cer": 23.45}))
+    assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--ood-eval", str(ood_json),
+                 "--peer-eval", str(peer_json)]) == 0
+    text = (hub_folder / "README.md").read_text()
+    section = text[text.index("## Out of domain: real human speech"):text.index("## Limitations")]
+    assert "| this model, full depth | 101.77 | - |" in section
+    assert "| PocketSphinx 5 | 47.03 | 23.45 |" in section and "The same 173 utterances" in section
+    capsys.readouterr()
+    assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--peer-eval", str(peer_json)]) == 2
+    assert "--peer-eval needs --ood-eval" in capsys.readouterr().err
+
+
 def test_card_writes_only_the_model_folder_unless_output_is_named(hub_folder, tmp_path, monkeypatch, capsys):
     """Run from the repository root without --output, `hubert-ee card` used to replace the shipped model_card.md."""
     eval_json = tmp_path / "eval.json"

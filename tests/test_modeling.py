@@ -65,16 +65,17 @@ def test_batch_equals_one_by_one(stable_layer_norm, criterion):
 
 
 @pytest.mark.parametrize("criterion", ["confidence", "entropy", "patience"])
-def test_overlapped_exit_decisions_give_identical_results(criterion, monkeypatch):
+def test_overlapped_exit_decisions_give_identical_results(criterion):
     """The CUDA path (next layer queued before the host reads the decision), run on CPU: same exits, same ids."""
     model = make_model(exit_criterion=criterion)
+    overlapping = make_model(exit_criterion=criterion)
+    overlapping.overlap_exit_decisions = True
+    assert not model.overlap_exit_decisions  # a per-instance switch, off by default
     input_values, attention_mask = padded_batch(LENGTHS)
     for threshold in thresholds_for(criterion):
         for mask in (attention_mask, None):
-            monkeypatch.setattr(HubertEEForCTC, "_overlap_exit_decisions", False)
             plain = model.generate(input_values, mask, exit_threshold=threshold)
-            monkeypatch.setattr(HubertEEForCTC, "_overlap_exit_decisions", True)
-            overlapped = model.generate(input_values, mask, exit_threshold=threshold)
+            overlapped = overlapping.generate(input_values, mask, exit_threshold=threshold)
             assert torch.equal(plain.exit_layer, overlapped.exit_layer)
             assert torch.equal(plain.sequences, overlapped.sequences)
 
@@ -120,6 +121,50 @@ def test_extreme_thresholds_and_patience_one():
                           exit_patience=1).exit_layer.tolist() == [1] * 4
     patience_3 = model.generate(input_values, attention_mask, exit_criterion="patience", exit_patience=3).exit_layer
     assert set(patience_3.tolist()) <= {3, 4}  # 3 agreeing exits need at least the branch after layer 3
+
+
+def test_exit_decider_is_consulted_at_each_exit_with_its_layer():
+    """`exit_decider` (the hook tooling uses to send rows to chosen layers) replaces the criterion, is told which
+    exit it is at, sees only the rows still running, and is per instance: another model keeps its criterion."""
+    model, other = make_model(), make_model()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    calls = []
+
+    def decider(layer, logits, valid, settings, state):
+        calls.append((layer, logits.shape[0], None if valid is None else valid.shape[0]))
+        leave = [(layer == 2 and row % 2 == 0) for row in range(logits.shape[0])]
+        return torch.tensor(leave)
+
+    model.exit_decider = decider
+    with torch.inference_mode():
+        out = model(input_values, attention_mask=attention_mask, exit_threshold=0.0)  # the criterion would exit at 1
+        plain = other(input_values, attention_mask=attention_mask, exit_threshold=0.0)
+    assert calls == [(1, 4, 4), (2, 4, 4), (3, 2, 2)]
+    assert out.exit_layer.tolist() == [2, 4, 2, 4]
+    assert plain.exit_layer.tolist() == [1] * 4
+    model.exit_decider = None
+    assert model.generate(input_values, attention_mask, exit_threshold=0.0).exit_layer.tolist() == [1] * 4
+
+
+def test_public_pieces_compose_to_the_full_model(stable_layer_norm):
+    """`embed`, the encoder layers and `final_head` are the plain forward, and `exit_settings` resolves a call's
+    settings as `forward` does (naming a threshold turns exits on; unknown names are refused)."""
+    model = make_model(do_stable_layer_norm=stable_layer_norm, early_exit=False)
+    input_values = torch.randn(2, 4000)
+    with torch.no_grad():
+        hidden_states, frame_mask = model.embed(input_values)
+        for layer in model.hubert.encoder.layers:
+            hidden_states = layer(hidden_states, attention_mask=None)
+        logits = model.final_head(hidden_states)
+        expected = model(input_values).logits
+    assert frame_mask is None
+    torch.testing.assert_close(logits, expected)
+    settings = model.exit_settings(exit_threshold=0.6)
+    assert settings == {"early_exit": True, "exit_criterion": model.config.exit_criterion, "exit_threshold": 0.6,
+                        "exit_patience": model.config.exit_patience}
+    assert model.exit_settings()["early_exit"] is False and model.config.exit_threshold != 0.6
+    with pytest.raises(TypeError, match="exit_thresold"):
+        model.exit_settings(exit_thresold=0.6)
 
 
 def test_batch_leaving_at_its_first_exit_returns_that_branch_logits():
@@ -498,7 +543,7 @@ def test_exit_criteria_follow_their_documented_definition(criterion, padded):
     checked = 0
     for threshold in torch.linspace(0.0, 3.5 if criterion == "entropy" else 1.0, 36).tolist():
         settings = {"exit_criterion": criterion, "exit_threshold": threshold}
-        got = model._exit_decision(logits, valid, settings, {}).tolist()
+        got = model.exit_decision(logits, valid, settings, {}).tolist()
         expected, scores = reference_decision(logits, valid, criterion, threshold, blank)
         for row in range(rows):
             if abs(scores[row] - threshold) > 1e-5:  # a tie may round either way
@@ -506,13 +551,13 @@ def test_exit_criteria_follow_their_documented_definition(criterion, padded):
                 checked += 1
         if not padded:  # no padding: an all-true mask and no mask are the same decision
             all_valid = torch.ones(rows, frames, dtype=torch.bool)
-            assert model._exit_decision(logits, all_valid, settings, {}).tolist() == got
+            assert model.exit_decision(logits, all_valid, settings, {}).tolist() == got
     assert checked > 0.9 * rows * 36
     # fp16 logits (a half-precision model) are judged in float32, as float32 logits would be
     settings = {"exit_criterion": criterion, "exit_threshold": 0.7}
     half = logits.half()
-    assert (model._exit_decision(half, valid, settings, {}).tolist()
-            == model._exit_decision(half.float(), valid, settings, {}).tolist())
+    assert (model.exit_decision(half, valid, settings, {}).tolist()
+            == model.exit_decision(half.float(), valid, settings, {}).tolist())
 
 
 @pytest.mark.parametrize("criterion, no_padding, padding",
@@ -521,7 +566,7 @@ def test_exit_criteria_stay_few_kernels(criterion, no_padding, padding):
     """At batch 1 on a GPU an exit's cost is mostly the host launching its kernels (BENCHMARKS.md), so each
     criterion is held to its current count of non-view tensor ops (patience: at the first exit / later ones);
     adding one is a measured decision."""
-    from hubert_ee.benchmark import KernelCounter
+    from hubert_ee.benchmark.instrumentation import KernelCounter
 
     model = make_model()
     logits = torch.randn(2, 30, model.config.vocab_size)
@@ -530,7 +575,7 @@ def test_exit_criteria_stay_few_kernels(criterion, no_padding, padding):
         state = {}
         for limit in limits if isinstance(limits, tuple) else (limits,):
             with torch.inference_mode(), KernelCounter() as counter:
-                model._exit_decision(logits, valid, settings, state)
+                model.exit_decision(logits, valid, settings, state)
             assert counter.kernels <= limit
 
 
@@ -553,7 +598,7 @@ def test_greedy_transcripts_collapse_repeats_drop_blanks_and_ignore_padding():
 
 
 def _transfers(call):
-    from hubert_ee.benchmark import host_transfers
+    from hubert_ee.benchmark.instrumentation import host_transfers
 
     return host_transfers(call)
 
@@ -638,7 +683,7 @@ def test_torch_compile_breaks_the_graph_only_at_exit_reads_and_changes_nothing()
             # every break is the read of an exit's decision; the first is seen twice, from `forward` and from the
             # exit loop that `forward` calls (dynamo resumes a frame that broke inside a call by compiling the
             # callee)
-            assert all("tolist" in reason.reason and reason.user_stack[-1].name == "act_on"
+            assert all("tolist" in reason.reason and reason.user_stack[-1].name == "_early_exit_pass"
                        for reason in explained.break_reasons), (call, explained.break_reasons)
             assert explained.graph_break_count == len(model.config.exit_layers) + 1
         compiled = torch.compile(model, backend="aot_eager")

@@ -33,7 +33,7 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 def test_exits_are_allowed_and_batch_equals_one_by_one(overrides, lengths, seed, overlap):
     torch.manual_seed(seed)
     model = sharpen_branches(HubertEEForCTC(tiny_config(**overrides)).eval(), seed=seed)
-    model._overlap_exit_decisions = overlap  # the CUDA path (decision read one layer later) must agree too
+    model.overlap_exit_decisions = overlap  # the CUDA path (decision read one layer later) must agree too
     input_values, attention_mask = padded_batch(lengths, seed=seed)
     batch = model.generate(input_values, attention_mask)
     allowed = set(overrides["exit_layers"]) | {overrides["num_hidden_layers"]}

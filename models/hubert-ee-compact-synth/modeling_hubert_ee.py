@@ -137,6 +137,140 @@ def _file_being_read(error: Exception) -> str | None:
     return None
 
 
+def _raise_if_mismatched(source, loading_info) -> None:
+    """Raise naming keys and shapes when loaded weights do not fit the shapes the config asks for."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or [])
+    if mismatched:
+        shown = [f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:8]]
+        raise ValueError(
+            f"{source}: {len(mismatched)} weight(s) do not fit the shapes its config asks for (was config.json "
+            f"edited?): {', '.join(shown)}{' ...' if len(mismatched) > 8 else ''}"
+        )
+
+
+def _raise_if_backbone_missing(source, loading_info) -> None:
+    """Raise naming the keys when backbone weights are missing: the checkpoint is not a HuBERT one."""
+    missing = sorted(loading_info["missing_keys"])
+    missing_backbone = [key for key in missing if key.startswith("hubert.") and "masked_spec_embed" not in key]
+    if missing_backbone:
+        raise ValueError(
+            f"{source} is not a HuBERT checkpoint this model can load: backbone weights are missing: "
+            f"{missing_backbone[:8]}{' ...' if len(missing_backbone) > 8 else ''}"
+        )
+
+
+def _raise_if_not_finite(finite_rows) -> None:
+    """`finite_rows`: a host-side list (or a device tensor, read here) of per-utterance finiteness flags."""
+    if isinstance(finite_rows, torch.Tensor):
+        finite_rows = finite_rows.tolist()
+    bad = [row for row, finite in enumerate(finite_rows) if not finite]
+    if bad:
+        raise ValueError(f"`input_values` contains NaN or infinite samples (utterance(s) {bad}).")
+
+
+def _decision_in_flight(leaving):
+    """`(decision, event)`: on CUDA a pinned host copy of `leaving` started without blocking and the event that
+    marks it done; elsewhere `leaving` itself and None."""
+    if leaving.device.type != "cuda":
+        return leaving, None
+    host = torch.empty(leaving.shape, dtype=leaving.dtype, pin_memory=True)
+    host.copy_(leaving, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
+
+
+class _ExitLoopState:
+    """The batch of one early-exit pass while its rows leave (`HubertEEForCTC._early_exit_pass`).
+
+    Holds the running rows' hidden states, attention mask, valid frames and criterion state, which original row
+    each running row is, and the answer so far: `logits` `(batch, frames, vocab)` and `exit_layer` `(batch,)`,
+    allocated at the first answer. Its operations: `act_on` an exit's decision, which `answer`s the rows that
+    leave and `compact`s the batch to the rows that stay.
+    """
+
+    def __init__(self, model, hidden_states, frame_mask, frame_lengths, unread_finite):
+        self.model = model
+        self.hidden_states = hidden_states
+        self.valid = frame_mask  # None: no padding, every frame counts (the criteria then skip their masking)
+        self.mask = model._attention_mask(hidden_states, frame_mask)
+        self.frame_lengths = frame_lengths  # host-side, per original row
+        self.batch_size, self.total_frames = hidden_states.shape[:2]
+        self.device = hidden_states.device
+        self.active_rows = list(range(self.batch_size))  # original row of each row still running
+        self.active = None  # the same on the device, copied from `active_rows` once rows have left
+        self.criterion_state = {}
+        self.logits = None
+        self.exit_layer = None
+        self.unread_finite = unread_finite  # [batch] bool on the device until the first read
+
+    def with_unread_finite(self, leaving):
+        """`leaving`, with the input's finiteness flags appended while they are unread: one read for both."""
+        if self.unread_finite is None:
+            return leaving
+        leaving, self.unread_finite = torch.cat((leaving, self.unread_finite)), None
+        return leaving
+
+    def check_unread_finite(self) -> None:
+        """Read the finiteness flags on their own: no exit was consulted to read them with."""
+        if self.unread_finite is not None:
+            _raise_if_not_finite(self.unread_finite)
+
+    def answer(self, rows, row_logits, layer) -> None:
+        """`row_logits`, from `layer`, answer some running rows: `rows` = (their positions among the running rows,
+        their original rows), device indices; None: every running row."""
+        if self.logits is None and rows is None:  # nobody answered before, so this is the whole batch as it came
+            self.logits = row_logits
+            self.exit_layer = torch.full((self.batch_size,), layer, dtype=torch.long, device=self.device)
+            return
+        if self.logits is None:
+            self.logits = row_logits.new_zeros((self.batch_size, self.total_frames, row_logits.shape[-1]))
+            self.exit_layer = torch.full((self.batch_size,), self.model.config.num_hidden_layers, dtype=torch.long,
+                                         device=self.device)
+        positions, originals = (None, self.active) if rows is None else rows
+        self.logits[originals, : row_logits.shape[1]] = row_logits if positions is None else row_logits[positions]
+        self.exit_layer[originals] = layer
+
+    def act_on(self, layer, branch_logits, decision) -> bool:
+        """Answer the rows that leave and compact the rest; False when no row is left. `decision`: the host-side
+        list of which running rows leave, followed, at the first exit, by the input's finiteness flags."""
+        leaving = decision[: len(self.active_rows)]
+        if len(decision) > len(leaving):
+            _raise_if_not_finite(decision[len(leaving) :])
+        if not any(leaving):
+            return True
+        if all(leaving):
+            self.answer(None, branch_logits, layer)
+            return False
+        leaving_rows = [row for row, left in enumerate(leaving) if left]
+        staying_rows = [row for row, left in enumerate(leaving) if not left]
+        leaving_originals = [self.active_rows[row] for row in leaving_rows]
+        self.active_rows = [self.active_rows[row] for row in staying_rows]
+        # every index the device needs, in one host->device copy: who leaves (position, original row), who stays
+        indices = torch.tensor(leaving_rows + leaving_originals + staying_rows + self.active_rows, device=self.device)
+        gone, kept = len(leaving_rows), len(staying_rows)
+        self.answer((indices[:gone], indices[gone : 2 * gone]), branch_logits, layer)
+        self.active = indices[2 * gone + kept :]
+        self.compact(indices[2 * gone : 2 * gone + kept])
+        return True
+
+    def compact(self, staying) -> None:
+        """Keep the running rows at positions `staying` (device indices), and cut the trailing frames that are
+        padding for every one of them; `active_rows` already names them."""
+        self.hidden_states = self.hidden_states[staying]
+        self.criterion_state = {key: value[staying] for key, value in self.criterion_state.items()}
+        if self.valid is None:  # no padding left: nothing to cut, the (absent) mask stays absent
+            return
+        frames = max(self.frame_lengths[row] for row in self.active_rows)
+        self.hidden_states = self.hidden_states[:, :frames]
+        self.criterion_state = {key: value[:, :frames] if key == "transcripts" else value
+                                for key, value in self.criterion_state.items()}
+        # the host knows whether the rows still running have padding; without any, nothing masks from here on
+        shortest = min(self.frame_lengths[row] for row in self.active_rows)
+        self.valid = self.valid[staying, :frames] if shortest < frames else None
+        self.mask = self.model._attention_mask(self.hidden_states, self.valid)
+
+
 # Serialises `HubertEEForCTC.from_pretrained`, which sets a class attribute for the length of a load.
 _FROM_PRETRAINED_LOCK = threading.RLock()
 
@@ -149,13 +283,18 @@ class HubertEEForCTC(HubertPreTrainedModel):
     # The losses below never use `num_items_in_batch`: the Trainer must scale the loss for gradient accumulation
     # itself, which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
     accepts_loss_kwargs = False
-    # Queue the layer after an exit before waiting for the exit's decision (see `_early_exit_pass`). Off: on an H100
-    # it was slower than waiting in 54 of 56 measured configurations (BENCHMARKS.md), since the queued layer is
-    # wasted on the rows that leave and the wait itself costs little once cuDNN's algorithms are tuned.
-    _overlap_exit_decisions: bool = False
 
     def __init__(self, config: HubertEEConfig):
         super().__init__(config)
+        # Per-instance inference switches (neither is saved with the model):
+        # `exit_decider`: None, or a callable `(layer, logits, valid, settings, state) -> bool [rows]` that the exit
+        # loop consults at each exit instead of `exit_decision` (same arguments, plus `layer`, the 1-based encoder
+        # layer of the exit); tooling uses it to send rows to chosen layers.
+        self.exit_decider = None
+        # `overlap_exit_decisions`: queue the layer after an exit before waiting for the exit's decision (see
+        # `_early_exit_pass`). Off by default: the queued layer is wasted on the rows that leave, and waiting is
+        # the faster of the two on the GPUs measured (BENCHMARKS.md, "Waiting for each exit's decision").
+        self.overlap_exit_decisions = False
         self.hubert = HubertModel(config)
         self.dropout = nn.Dropout(config.final_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
@@ -218,7 +357,34 @@ class HubertEEForCTC(HubertPreTrainedModel):
         checkpoint, missing branch weights are an error naming the keys, and so are branch weights the configured
         `exit_branch` has no place for. Weights whose shapes do not fit the config are an error naming keys and shapes.
         """
+        name = pretrained_model_name_or_path
         output_loading_info = kwargs.pop("output_loading_info", False)
+        # transformers' own size-mismatch error only points at its log: load, then raise naming keys and shapes.
+        check_sizes = not kwargs.pop("ignore_mismatched_sizes", False)
+        kwargs, source_type = cls._load_kwargs(name, kwargs)
+        converting = source_type != HubertEEConfig.model_type
+        model, loading_info = cls._load_guarded(name, model_args, kwargs, converting)
+        if check_sizes:
+            _raise_if_mismatched(name, loading_info)
+        _raise_if_backbone_missing(name, loading_info)
+        if converting:
+            logger.warning(
+                f"HuBERT-EE: loaded backbone and final head from the {source_type!r} checkpoint {name}; initialised "
+                f"new {model.config.exit_branch!r} exit branches after encoder layers {model.config.exit_layers}. "
+                "Train them before relying on early exit."
+            )
+        else:
+            model._check_branch_weights(name, loading_info)
+        # transformers builds the loaded parameters anew, all trainable: the frozen backbone of `two-stage` and
+        # `distill` must be frozen again, or an optimizer over `model.parameters()` would update it.
+        model.apply_exit_training_strategy()
+        return (model, loading_info) if output_loading_info else model
+
+    @classmethod
+    def _load_kwargs(cls, name, kwargs) -> tuple[dict, str | None]:
+        """`from_pretrained`'s kwargs for transformers' loader, and the checkpoint's `model_type`. Early-exit kwargs
+        (`exit_layers=...`) belong to the config; a HuBERT checkpoint's config is converted into a HuBERT-EE one."""
+        kwargs = dict(kwargs)
         if kwargs.get("config") is None:
             kwargs.update(HubertEEConfig.implied_early_exit(kwargs))
         hub_kwargs = {
@@ -226,80 +392,61 @@ class HubertEEForCTC(HubertPreTrainedModel):
             for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
             if key in kwargs
         }
-        config_dict, _ = HubertEEConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+        config_dict, _ = HubertEEConfig.get_config_dict(name, **hub_kwargs)
         source_type = config_dict.get("model_type")
-        converting = source_type != HubertEEConfig.model_type
-        if converting and kwargs.get("config") is None:
+        if source_type != HubertEEConfig.model_type and kwargs.get("config") is None:
             # Build the HuBERT-EE config from the HuBERT one ourselves: the checkpoint's `model_type`/`architectures`
-            # describe the source, not this model, and early-exit kwargs (`exit_layers=...`) belong to the config.
+            # describe the source, not this model.
             field_names = set(HubertEEConfig.__dataclass_fields__)
             config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in field_names}
             source = {key: value for key, value in config_dict.items() if key not in ("model_type", "architectures")}
             kwargs["config"] = HubertEEConfig.from_dict({**source, **config_kwargs})
-        # transformers' own size-mismatch error only points at its log: load, then raise naming keys and shapes.
-        check_sizes = not kwargs.pop("ignore_mismatched_sizes", False)
+        return kwargs, source_type
+
+    @classmethod
+    def _load_guarded(cls, name, model_args, kwargs, converting):
+        """transformers' load (sizes unchecked, loading info returned), with new branches kept out of its missing-key
+        report when converting, and a damaged weight file named."""
         # The class attribute below is what transformers reads; the lock keeps a load in another thread from seeing
         # it (it would drop that load's missing-branch keys, which are an error there).
         with _FROM_PRETRAINED_LOCK:
             previous_ignore = cls._keys_to_ignore_on_load_missing
-            if converting:  # new branches are expected to be missing: keep them out of transformers' load report
+            if converting:
                 cls._keys_to_ignore_on_load_missing = [r"^exit_branches\."]
             try:
-                model, loading_info = super().from_pretrained(
-                    pretrained_model_name_or_path, *model_args, output_loading_info=True,
-                    ignore_mismatched_sizes=True, **kwargs,
+                return super().from_pretrained(
+                    name, *model_args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
                 )
             except Exception as error:
-                _raise_if_weights_unreadable(pretrained_model_name_or_path, error)
+                _raise_if_weights_unreadable(name, error)
                 raise
             finally:
                 cls._keys_to_ignore_on_load_missing = previous_ignore
-        mismatched = sorted(loading_info.get("mismatched_keys") or [])
-        if check_sizes and mismatched:
-            shown = [f"{key} (checkpoint {tuple(saved)}, model {tuple(built)})" for key, saved, built in mismatched[:8]]
+
+    def _check_branch_weights(self, name, loading_info) -> None:
+        """Loaded from a HuBERT-EE checkpoint: every configured branch has its weights and they fit `exit_branch`;
+        trained branches that `exit_layers` leaves out are reported."""
+        missing = sorted(key for key in loading_info["missing_keys"] if key.startswith("exit_branches."))
+        if missing:
             raise ValueError(
-                f"{pretrained_model_name_or_path}: {len(mismatched)} weight(s) do not fit the shapes its config asks "
-                f"for (was config.json edited?): {', '.join(shown)}{' ...' if len(mismatched) > 8 else ''}"
+                f"HuBERT-EE checkpoint {name} lacks exit-branch weights for the configured "
+                f"exit_layers={self.config.exit_layers}: {missing}"
             )
-        missing = sorted(loading_info["missing_keys"])
-        missing_backbone = [key for key in missing if key.startswith("hubert.") and "masked_spec_embed" not in key]
-        if missing_backbone:
+        unexpected = sorted(key for key in loading_info["unexpected_keys"] if key.startswith("exit_branches."))
+        configured = tuple(f"exit_branches.{layer}." for layer in self.config.exit_layers)
+        misfit = [key for key in unexpected if key.startswith(configured)]
+        if misfit:  # e.g. transformer-branch weights under exit_branch="linear": the exits would compute nonsense
             raise ValueError(
-                f"{pretrained_model_name_or_path} is not a HuBERT checkpoint this model can load: backbone weights "
-                f"are missing: {missing_backbone[:8]}{' ...' if len(missing_backbone) > 8 else ''}"
+                f"HuBERT-EE checkpoint {name} has exit-branch weights that the configured "
+                f"exit_branch={self.config.exit_branch!r} has no place for (was `exit_branch` in config.json "
+                f"changed?): {misfit[:8]}{' ...' if len(misfit) > 8 else ''}"
             )
-        if converting:
+        dropped = sorted({int(key.split(".")[1]) for key in unexpected} - set(self.config.exit_layers))
+        if dropped:
             logger.warning(
-                f"HuBERT-EE: loaded backbone and final head from the {source_type!r} checkpoint "
-                f"{pretrained_model_name_or_path}; initialised new {model.config.exit_branch!r} exit branches after "
-                f"encoder layers {model.config.exit_layers}. Train them before relying on early exit."
+                f"HuBERT-EE: {name} has trained exit branches after encoder layers {dropped} that "
+                f"exit_layers={self.config.exit_layers} leaves out; they are not loaded."
             )
-        else:
-            missing_branches = [key for key in missing if key.startswith("exit_branches.")]
-            if missing_branches:
-                raise ValueError(
-                    f"HuBERT-EE checkpoint {pretrained_model_name_or_path} lacks exit-branch weights for the "
-                    f"configured exit_layers={model.config.exit_layers}: {missing_branches}"
-                )
-            unexpected = sorted(key for key in loading_info["unexpected_keys"] if key.startswith("exit_branches."))
-            configured = tuple(f"exit_branches.{layer}." for layer in model.config.exit_layers)
-            misfit = [key for key in unexpected if key.startswith(configured)]
-            if misfit:  # e.g. transformer-branch weights under exit_branch="linear": the exits would compute nonsense
-                raise ValueError(
-                    f"HuBERT-EE checkpoint {pretrained_model_name_or_path} has exit-branch weights that the configured "
-                    f"exit_branch={model.config.exit_branch!r} has no place for (was `exit_branch` in config.json "
-                    f"changed?): {misfit[:8]}{' ...' if len(misfit) > 8 else ''}"
-                )
-            dropped = sorted({int(key.split(".")[1]) for key in unexpected} - set(model.config.exit_layers))
-            if dropped:
-                logger.warning(
-                    f"HuBERT-EE: {pretrained_model_name_or_path} has trained exit branches after encoder layers "
-                    f"{dropped} that exit_layers={model.config.exit_layers} leaves out; they are not loaded."
-                )
-        # transformers builds the loaded parameters anew, all trainable: the frozen backbone of `two-stage` and
-        # `distill` must be frozen again, or an optimizer over `model.parameters()` would update it.
-        model.apply_exit_training_strategy()
-        return (model, loading_info) if output_loading_info else model
 
     # ------------------------------------------------------------------ front-end geometry
 
@@ -341,8 +488,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         and without it nothing downstream masks), and the per-utterance "no NaN/inf sample" flags if they are
         still to be read (else None).
 
-        Reading a value back from a GPU makes the host wait for it, and at batch 1 that wait costs about what an
-        exit's criterion does. So the flags are read together with something that is read anyway: the attention
+        Reading a value back from a GPU makes the host wait for it, and at batch 1 such a wait is a large share of
+        an exit's cost (BENCHMARKS.md). So the flags are read together with something that is read anyway: the attention
         mask's lengths here, or else the first exit's decision in `_early_exit_pass`. Only a pass that reads
         nothing else reads them on their own (`_raise_if_not_finite`)."""
         if not isinstance(input_values, torch.Tensor):
@@ -383,7 +530,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 f"({field / self._sampling_rate * 1000:.0f} ms at {self._sampling_rate} Hz) to emit one frame."
             )
         if finite_rows is not None:
-            self._raise_if_not_finite(finite_rows)
+            _raise_if_not_finite(finite_rows)
         if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
         frame_lengths = self.frame_lengths(lengths)
@@ -391,26 +538,19 @@ class HubertEEForCTC(HubertPreTrainedModel):
             attention_mask = None
         return frame_lengths, attention_mask, finite
 
-    @staticmethod
-    def _raise_if_not_finite(finite_rows) -> None:
-        """`finite_rows`: a host-side list (or a device tensor, read here) of per-utterance finiteness flags."""
-        if isinstance(finite_rows, torch.Tensor):
-            finite_rows = finite_rows.tolist()
-        bad = [row for row, finite in enumerate(finite_rows) if not finite]
-        if bad:
-            raise ValueError(f"`input_values` contains NaN or infinite samples (utterance(s) {bad}).")
-
     @property
     def _sampling_rate(self) -> int:
         return 16000  # HuBERT's rate; the feature extractor owns resampling decisions
 
     # ------------------------------------------------------------------ the encoder, layer by layer
 
-    def _embed(self, input_values, attention_mask, mask_time_indices=None):
+    def embed(self, input_values, attention_mask=None, mask_time_indices=None):
         """Front end and encoder prologue, as `HubertModel.forward` and `HubertEncoder*.forward` run them.
 
-        Returns (hidden states entering layer 1, frame-level bool mask or None). Written out here because the exit
-        loop must own the layer loop that `HubertEncoder.forward` hides.
+        Returns `(hidden_states, frame_mask)`: the hidden states entering encoder layer 1, `(batch, frames,
+        hidden_size)`, and the bool `(batch, frames)` mask of the frames that are not padding (None without
+        `attention_mask`). Written out here because the exit loop must own the layer loop that
+        `HubertEncoder.forward` hides; tooling uses it to time the front end alone.
         """
         extract_features = self.hubert.feature_extractor(input_values).transpose(1, 2)
         frame_mask = None
@@ -444,7 +584,9 @@ class HubertEEForCTC(HubertPreTrainedModel):
                 return hidden_states
         return self.hubert.encoder.layers[index](hidden_states, attention_mask=attention_mask)
 
-    def _final_head(self, hidden_states):
+    def final_head(self, hidden_states):
+        """The final head's CTC logits for the hidden states leaving the last encoder layer (with stable layer
+        norm, the encoder's final LayerNorm first), as `HubertForCTC` computes them."""
         if self.config.do_stable_layer_norm:
             hidden_states = self.hubert.encoder.layer_norm(hidden_states)
         return self.lm_head(self.dropout(hidden_states))
@@ -461,7 +603,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         synced_gpus = self._synced_gpus()
         exit_logits = []
         with torch.set_grad_enabled(torch.is_grad_enabled() and not no_backbone_grad):
-            hidden_states, frame_mask = self._embed(input_values, attention_mask, mask_time_indices)
+            hidden_states, frame_mask = self.embed(input_values, attention_mask, mask_time_indices)
             mask = self._attention_mask(hidden_states, frame_mask)
         for index in range(self.config.num_hidden_layers):
             with torch.set_grad_enabled(torch.is_grad_enabled() and not no_backbone_grad):
@@ -470,16 +612,16 @@ class HubertEEForCTC(HubertPreTrainedModel):
             if branch is not None:
                 exit_logits.append(branch(hidden_states, mask))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not no_backbone_grad):
-            logits = self._final_head(hidden_states)
+            logits = self.final_head(hidden_states)
         return logits, tuple(exit_logits)
 
     # ------------------------------------------------------------------ exit criteria (batched, no host syncs)
     #
-    # Each criterion is written for few kernels: at batch 1 on a GPU every exit consulted costs the host time to
-    # launch its branch and criterion kernels plus one synchronisation, while a HuBERT-base layer is itself only
-    # a few dozen launches. So the float32 cast is folded into the softmax, the mean-versus-threshold test is a
-    # sign test on a sum (no division, no clamp), and `valid` is None when the batch has no padding (every
-    # frame counts, nothing to mask).
+    # Each criterion is written for few kernels: at batch 1 on a GPU an exit consulted costs mostly the host time
+    # to launch its branch and criterion kernels plus one synchronisation, against the launches of a whole encoder
+    # layer (op counts in BENCHMARKS.md). So the float32 cast is folded into the softmax, the mean-versus-threshold
+    # test is a sign test on a sum (no division, no clamp), and `valid` is None when the batch has no padding
+    # (every frame counts, nothing to mask).
 
     def _greedy_transcripts(self, token_ids, valid):
         """Greedy CTC transcripts as left-aligned token rows padded with -1, comparable with `==` across exits."""
@@ -494,13 +636,14 @@ class HubertEEForCTC(HubertPreTrainedModel):
         transcripts = token_ids.new_full((token_ids.shape[0], frames + 1), -1)
         return transcripts.scatter_(1, slots, token_ids)[:, :frames]
 
-    def _exit_decision(self, logits, valid, settings, state):
+    def exit_decision(self, logits, valid, settings, state):
         """Bool [rows]: which rows leave at this branch (the criteria of `HubertEEConfig.exit_criterion`).
 
-        `valid`: bool [rows, frames] of the frames that are not padding, or None when none is. `state` carries the
-        patience criterion's history. A mean over a row's frames is compared with the threshold as the sign of
-        the sum of (value - threshold) over those frames, which is the same test for every row (each has at
-        least one frame) without a division.
+        `logits`: the branch's `(rows, frames, vocab_size)` logits. `valid`: bool [rows, frames] of the frames that
+        are not padding, or None when none is. `settings`: from `exit_settings`. `state`: a dict, empty at a
+        forward's first exit, that carries the patience criterion's history from one exit to the next. A mean over
+        a row's frames is compared with the threshold as the sign of the sum of (value - threshold) over those
+        frames, which is the same test for every row (each has at least one frame) without a division.
         """
         criterion = settings["exit_criterion"]
         if criterion == "patience":
@@ -522,7 +665,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             counted = torch.where(counted.any(-1, keepdim=True), counted, True if valid is None else valid)
             return torch.where(counted, top_prob - threshold, 0.0).sum(-1) >= 0
         log_probs = logits.log_softmax(-1, dtype=torch.float32)
-        # threshold - entropy per frame (torch.special.entr would save a kernel but is twice as slow on CPU)
+        # threshold - entropy per frame (not torch.special.entr: one kernel fewer, but a slower one on CPU)
         margin = (log_probs.exp() * log_probs).sum(-1) + threshold
         if valid is not None:
             margin = torch.where(valid, margin, 0.0)
@@ -535,115 +678,59 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
         One host synchronisation per exit layer (to learn which rows leave); rows that left are removed from the
         hidden states, masks and criterion state, and trailing frames that are padding for every remaining row are
-        cut, so deeper layers only compute for what is still running. Logits at padding frames are not meaningful
-        (as in `HubertForCTC`); frames cut this way are left at 0. `attention_mask` is None unless some row has
-        padding frames, and `frame_lengths` are the host-side frame counts (`_prepare_inputs`).
+        cut, so deeper layers only compute for what is still running (`_ExitLoopState`). Logits at padding frames
+        are not meaningful (as in `HubertForCTC`); frames cut this way are left at 0. `attention_mask` is None
+        unless some row has padding frames, and `frame_lengths` are the host-side frame counts (`_prepare_inputs`).
 
         `finite`: `_prepare_inputs`'s unread finiteness flags. They are read with the first decision (or at the end
         when no exit is consulted), so checking the input adds no wait of its own.
 
-        With `_overlap_exit_decisions` the decision is copied to the host without blocking and the next layer is
+        With `overlap_exit_decisions` the decision is copied to the host without blocking and the next layer is
         queued for every row before the host waits for it: the GPU stays busy during the synchronisation, at the
         price of one layer computed for rows that turn out to leave. Results are the same either way.
         """
         num_layers = self.config.num_hidden_layers
-        batch_size = input_values.shape[0]
-        hidden_states, frame_mask = self._embed(input_values, attention_mask)
-        mask = self._attention_mask(hidden_states, frame_mask)
-        device = hidden_states.device
-        total_frames = hidden_states.shape[1]
-        valid = frame_mask  # None: no padding, every frame counts (the criteria then skip their masking)
-        overlap = self._overlap_exit_decisions
-        active_rows = list(range(batch_size))  # original row of each row still running
-        active = None  # the same on the device, copied from `active_rows` once rows have left
-        exit_layer = None  # [batch] long, allocated with `logits`
-        logits = None  # [batch, frames, vocab], allocated at the first answer
-        state = {}
+        hidden_states, frame_mask = self.embed(input_values, attention_mask)
+        running = _ExitLoopState(self, hidden_states, frame_mask, frame_lengths, finite)
         exits = set(self.config.exit_layers) if settings["early_exit"] else set()
         synced_gpus = self._synced_gpus()
-        pending = None  # (layer, branch logits, host copy of the decision, event): an exit not yet acted on
-        unread_finite = finite  # [batch] bool on the device until the first read
-
-        def answer(rows, row_logits, layer):
-            """`row_logits`, from `layer`, answer some running rows: `rows` = (their positions among the running rows,
-            their original rows), device indices; None: every running row."""
-            nonlocal logits, exit_layer
-            if logits is None and rows is None:  # nobody answered before, so this is the whole batch as it came
-                logits = row_logits
-                exit_layer = torch.full((batch_size,), layer, dtype=torch.long, device=device)
-                return
-            if logits is None:
-                logits = row_logits.new_zeros((batch_size, total_frames, row_logits.shape[-1]))
-                exit_layer = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
-            positions, originals = (None, active) if rows is None else rows
-            logits[originals, : row_logits.shape[1]] = row_logits if positions is None else row_logits[positions]
-            exit_layer[originals] = layer
-
-        def act_on(layer, branch_logits, decision, ready):
-            """Answer the rows that leave and compact the rest; False when no row is left. `decision`: which rows
-            leave (then, at the first exit, the input's finiteness flags), read here, after `ready` when given."""
-            nonlocal active, active_rows, hidden_states, valid, mask, state
-            if ready is not None:
-                ready.synchronize()
-            decision = decision.tolist()  # the one read per exit; decided on the host in Python from here on
-            leaving = decision[: len(active_rows)]
-            if len(decision) > len(leaving):
-                self._raise_if_not_finite(decision[len(leaving) :])
-            if not any(leaving):
-                return True
-            if all(leaving):
-                answer(None, branch_logits, layer)
-                return False
-            leaving_rows = [row for row, left in enumerate(leaving) if left]
-            staying_rows = [row for row, left in enumerate(leaving) if not left]
-            leaving_originals = [active_rows[row] for row in leaving_rows]
-            active_rows = [active_rows[row] for row in staying_rows]
-            # every index the device needs, in one host->device copy: who leaves (position, original row), who stays
-            indices = torch.tensor(leaving_rows + leaving_originals + staying_rows + active_rows, device=device)
-            gone, kept = len(leaving_rows), len(staying_rows)
-            answer((indices[:gone], indices[gone : 2 * gone]), branch_logits, layer)
-            staying, active = indices[2 * gone : 2 * gone + kept], indices[2 * gone + kept :]
-            hidden_states = hidden_states[staying]
-            state = {key: value[staying] for key, value in state.items()}
-            if valid is None:  # no padding left: nothing to cut, the (absent) mask stays absent
-                return True
-            frames = max(frame_lengths[row] for row in active_rows)
-            hidden_states = hidden_states[:, :frames]
-            state = {key: value[:, :frames] if key == "transcripts" else value for key, value in state.items()}
-            # the host knows whether the rows still running have padding; without any, nothing masks from here on
-            valid = valid[staying, :frames] if min(frame_lengths[row] for row in active_rows) < frames else None
-            mask = self._attention_mask(hidden_states, valid)
-            return True
-
+        pending = None  # (layer, branch logits, decision on its way to the host, event): not yet acted on
         for index in range(num_layers):
-            hidden_states = self._run_layer(index, hidden_states, mask, synced_gpus)
+            running.hidden_states = self._run_layer(index, running.hidden_states, running.mask, synced_gpus)
             if pending is not None:  # the layer above was queued before waiting for the previous exit's decision
-                if not act_on(*pending):
-                    return logits, exit_layer
+                decided_layer, branch_logits, decision, ready = pending
                 pending = None
+                if ready is not None:
+                    ready.synchronize()
+                # The one read per exit. It is a statement of its own, so that under torch.compile nothing else is
+                # on the stack at this graph break (not `act_on`, which dynamo cannot rebuild) and tracing resumes.
+                decision = decision.tolist()
+                if not running.act_on(decided_layer, branch_logits, decision):
+                    return running.logits, running.exit_layer
             layer = index + 1
             if layer not in exits:
                 continue
-            branch_logits = self.exit_branches[str(layer)](hidden_states, mask)
-            leaving = self._exit_decision(branch_logits, valid, settings, state)
-            if unread_finite is not None:  # the input check rides on the first read
-                leaving, unread_finite = torch.cat((leaving, unread_finite)), None
-            if overlap and device.type == "cuda":
-                host = torch.empty(leaving.shape, dtype=leaving.dtype, pin_memory=True)
-                host.copy_(leaving, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record()
-                pending = (layer, branch_logits, host, ready)
-            elif overlap:
-                pending = (layer, branch_logits, leaving, None)
-            elif not act_on(layer, branch_logits, leaving, None):  # the one sync per exit layer
-                return logits, exit_layer
-        if pending is not None and not act_on(*pending):
-            return logits, exit_layer
-        if unread_finite is not None:  # no exit was consulted: nothing else to read it with
-            self._raise_if_not_finite(unread_finite)
-        answer(None, self._final_head(hidden_states), num_layers)
-        return logits, exit_layer
+            branch_logits, leaving = self._consult_exit(running, layer, settings)
+            if self.overlap_exit_decisions:
+                pending = (layer, branch_logits, *_decision_in_flight(leaving))
+            else:
+                leaving = leaving.tolist()  # the one read per exit, as above
+                if not running.act_on(layer, branch_logits, leaving):
+                    return running.logits, running.exit_layer
+        # Exits are before the last layer (`HubertEEConfig` checks it), so no decision is pending here.
+        running.check_unread_finite()
+        running.answer(None, self.final_head(running.hidden_states), num_layers)
+        return running.logits, running.exit_layer
+
+    def _consult_exit(self, running, layer, settings):
+        """The branch after `layer` on the running rows, and its decision (on the device): `exit_decider`'s when
+        one is set, else `exit_decision`'s; the input's unread finiteness flags ride along at the first exit."""
+        branch_logits = self.exit_branches[str(layer)](running.hidden_states, running.mask)
+        if self.exit_decider is None:
+            leaving = self.exit_decision(branch_logits, running.valid, settings, running.criterion_state)
+        else:
+            leaving = self.exit_decider(layer, branch_logits, running.valid, settings, running.criterion_state)
+        return branch_logits, running.with_unread_finite(leaving)
 
     # ------------------------------------------------------------------ losses
 
@@ -708,7 +795,10 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
     # ------------------------------------------------------------------ public API
 
-    def _resolve_settings(self, overrides) -> dict:
+    def exit_settings(self, **overrides) -> dict:
+        """The early-exit settings a call runs with: `PER_CALL_EXIT_SETTINGS` from `overrides` where given (not
+        None), else from the config. Naming a criterion or threshold turns early exit on (as for `generate`); bad
+        values raise a `ValueError`, unknown names a `TypeError`. `config` is never changed."""
         unknown = set(overrides) - set(PER_CALL_EXIT_SETTINGS)
         if unknown:
             raise TypeError(
@@ -752,10 +842,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         kwargs.pop("return_dict", None)
         if kwargs:
             raise TypeError(f"HubertEEForCTC.forward got unexpected argument(s) {sorted(kwargs)}.")
-        settings = self._resolve_settings(
-            {"early_exit": early_exit, "exit_criterion": exit_criterion,
-             "exit_threshold": exit_threshold, "exit_patience": exit_patience}
-        )  # fmt: skip
+        settings = self.exit_settings(early_exit=early_exit, exit_criterion=exit_criterion,
+                                      exit_threshold=exit_threshold, exit_patience=exit_patience)
         if output_exit_logits is None:
             output_exit_logits = self.config.output_exit_logits
         frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, labels)
@@ -764,7 +852,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
         if self.training or output_exit_logits:
             if finite is not None:
-                self._raise_if_not_finite(finite)
+                _raise_if_not_finite(finite)
             logits, exit_logits = self._all_exits_pass(input_values, attention_mask, mask_time_indices)
             loss = exit_losses = None
             if labels is not None:
@@ -779,7 +867,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         loss = exit_losses = None
         if labels is not None:
             if finite is not None:
-                self._raise_if_not_finite(finite)
+                _raise_if_not_finite(finite)
                 finite = None
             final_logits, exit_logits = self._all_exits_pass(input_values, attention_mask, None)
             loss, exit_losses = self._evaluation_loss(final_logits, exit_logits, labels, logit_lengths)
@@ -816,7 +904,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         never changes that mode, so threads may share one model. Returns `sequences` (per-frame greedy ids,
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
-        settings = self._resolve_settings(overrides)
+        settings = self.exit_settings(**overrides)
         frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
         logits, exit_layer = self._inference_view()._early_exit_pass(
             input_values, attention_mask, settings, frame_lengths, finite
