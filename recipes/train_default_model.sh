@@ -16,6 +16,7 @@
 #   gate      the candidate (BEST) against the shipped model on the same 200 dev utterances: stop unless it is better
 #   ship      the candidate copied to models/, calibrated on dev for the largest speedup within +0.5 WER
 #   evaluate  the shipped model on the test split and on real human speech (../shared/data/real-speech-dev)
+#   peer      PocketSphinx 5 on the same real speech, scored the same way (not a default stage: run it once)
 #   history   this session's dev curve added to the training history; the learning-curve plot
 #   card      model_card.md (and the model's README.md) from those evaluations
 #   examples  examples/clips (a handful) and examples/test-subset (for `make demo`) from the test split
@@ -121,6 +122,10 @@ evaluate() {
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$REAL_SPEECH" "${SWEEP[@]}" \
     --json "$RESULTS/default_model_real_speech.json" --markdown "$RESULTS/default_model_real_speech.md"
 }
+peer() {  # not a default stage: the peer's scores do not change between sessions
+  $PYTHON -m pip install --quiet -e ".[peer]"
+  $PYTHON recipes/pocketsphinx_peer.py "$REAL_SPEECH" --json "$RESULTS/pocketsphinx_real_speech.json"
+}
 history() {
   $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$OUT/backbone" \
     --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine 1e-3" \
@@ -129,7 +134,7 @@ history() {
 card() {
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
   $HUBERT_EE card --model "$MODEL" --eval "$RESULTS/default_model_test.json" \
-    --ood-eval "$RESULTS/default_model_real_speech.json" --plot "$RESULTS/default_model_test.png" \
+    --ood-eval "$RESULTS/default_model_real_speech.json" --peer-eval "$RESULTS/pocketsphinx_real_speech.json" --plot "$RESULTS/default_model_test.png" \
     --commands "$OUT/commands.sh" --comparison "$RESULTS/default_model_strategies.md" \
     --history "$RESULTS/training_history.json" \
     --curve "$RESULTS/learning_curve.png" --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
@@ -156,7 +161,7 @@ print(f"{examples}/clips: {len(chosen)} clips; {examples}/test-subset: {len(rows
 EOF
 }
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth backbone exits compare gate ship evaluate history card examples; do
+for stage in synth backbone exits compare gate ship evaluate peer history card examples; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"
