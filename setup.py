@@ -31,6 +31,10 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"],
+        # the offline peer recogniser of the results tables (recipes/pocketsphinx_peer.py)
+        "peer": ["pocketsphinx>=5"],
+    },
     entry_points={"console_scripts": ["hubert-ee = hubert_ee.cli:main"]},
 )

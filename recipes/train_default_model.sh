@@ -11,11 +11,12 @@
 #   synth     clean synthetic speech: all engines (espeak-ng, flite, festival; 0.5 h dev / 0.5 h test, unseen texts,
 #             two test voices never trained on), and more espeak-ng + flite training audio (same seed: same text split)
 #   backbone  continue the shipped model's backbone on packed, augmented rows; dev CER every 600 steps
-#   exits     exit branches on the new backbone, two runs at a time (one thread each)
+#   exits     exit branches on the new backbone: three runs at once (one thread each)
 #   compare   every exit model evaluated on the same 100 test utterances; one table and one plot
 #   gate      the candidate (BEST) against the shipped model on the same 200 dev utterances: stop unless it is better
 #   ship      the candidate copied to models/, calibrated on dev for the largest speedup within +0.5 WER
 #   evaluate  the shipped model on the test split and on real human speech (../shared/data/real-speech-dev)
+#   peer      PocketSphinx 5 on the same real speech, scored the same way (not a default stage: run it once)
 #   history   this session's dev curve added to the training history; the learning-curve plot
 #   card      model_card.md (and the model's README.md) from those evaluations
 #   examples  examples/clips (a handful) and examples/test-subset (for `make demo`) from the test split
@@ -58,19 +59,25 @@ backbone() {
 exit_run() {  # NAME STRATEGY BRANCH EXIT_LAYERS STEPS LR
   OMP_NUM_THREADS=1 $HUBERT_EE train --model "$OUT/backbone" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
     --output "$OUT/exits/$1" --strategy "$2" --exit-branch "$3" --exit-layers "$4" \
-    --max-steps "${EXIT_MAX_STEPS:-$5}" --max-minutes 12 --learning-rate "$6" --warmup-steps 30 --pack-seconds 8 \
+    --max-steps "${EXIT_MAX_STEPS:-$5}" --max-minutes 18 --learning-rate "$6" --warmup-steps 30 --pack-seconds 8 \
     --batch-size 4 --eval-steps 0 --max-eval-samples 150 --logging-steps 25 --save-steps 100 \
     --dataloader-workers 0 --seed 0
 }
 # A transformer branch costs about one encoder layer, so its exits sit at 3, 6, 9; a linear branch costs ~1 % of a
-# layer, so it can afford five exits.
+# layer, so it can afford five exits. `two-stage` is the paper's recipe (frozen backbone, CTC on each branch);
+# `distill` adds the final head's distribution as a teacher. The three runs share the two cores, one thread each.
 exits() {
   local pids=()
   exit_run distill-linear distill linear 2,4,6,8,10 400 2e-3 > "$OUT/logs/exits-distill-linear.log" 2>&1 &
   pids+=($!)
   exit_run distill-transformer distill transformer 3,6,9 400 1e-3 > "$OUT/logs/exits-distill-transformer.log" 2>&1 &
   pids+=($!)
-  wait "${pids[0]}" && wait "${pids[1]}" || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
+  exit_run two-stage-transformer two-stage transformer 3,6,9 400 1e-3 \
+    > "$OUT/logs/exits-two-stage-transformer.log" 2>&1 &
+  pids+=($!)
+  local pid failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
 }
 SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.9,0.95 --entropy-thresholds 0.5,0.2,0.1 --patiences 2
        --batch-size 8 --repeats 1 --no-progress)
@@ -115,6 +122,10 @@ evaluate() {
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$REAL_SPEECH" "${SWEEP[@]}" \
     --json "$RESULTS/default_model_real_speech.json" --markdown "$RESULTS/default_model_real_speech.md"
 }
+peer() {  # not a default stage: the peer's scores do not change between sessions
+  $PYTHON -m pip install --quiet -e ".[peer]"
+  $PYTHON recipes/pocketsphinx_peer.py "$REAL_SPEECH" --json "$RESULTS/pocketsphinx_real_speech.json"
+}
 history() {
   $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$OUT/backbone" \
     --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine 1e-3" \
@@ -123,7 +134,7 @@ history() {
 card() {
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
   $HUBERT_EE card --model "$MODEL" --eval "$RESULTS/default_model_test.json" \
-    --ood-eval "$RESULTS/default_model_real_speech.json" --plot "$RESULTS/default_model_test.png" \
+    --ood-eval "$RESULTS/default_model_real_speech.json" --peer-eval "$RESULTS/pocketsphinx_real_speech.json" --plot "$RESULTS/default_model_test.png" \
     --commands "$OUT/commands.sh" --comparison "$RESULTS/default_model_strategies.md" \
     --history "$RESULTS/training_history.json" \
     --curve "$RESULTS/learning_curve.png" --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
@@ -150,7 +161,7 @@ print(f"{examples}/clips: {len(chosen)} clips; {examples}/test-subset: {len(rows
 EOF
 }
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth backbone exits compare gate ship evaluate history card examples; do
+for stage in synth backbone exits compare gate ship evaluate peer history card examples; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"
