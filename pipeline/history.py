@@ -25,19 +25,26 @@ __all__ = ["read_run", "add_session", "learning_curve", "plot_learning_curve"]
 
 
 def _newest_state(run: Path) -> Path:
-    """trainer_state.json of the newest checkpoint of `run` (a training output folder or its checkpoints/) that
-    has one."""
+    """The newest trainer_state.json of `run` (a training output folder or its checkpoints/): the finished run's
+    own (written after its final evaluation) when it is at least as far as the newest checkpoint's."""
     from .checkpoints import checkpoint_step
 
     folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
     states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda path: checkpoint_step(path.parent))
+    final = folder / "trainer_state.json"
+    if final.is_file() and (not states or _global_step(final) >= _global_step(states[-1])):
+        return final
     if not states:
         raise FileNotFoundError(f"no checkpoint with a trainer_state.json under {folder}")
     return states[-1]
 
 
+def _global_step(state_path: Path) -> int:
+    return int(json.loads(state_path.read_text())["global_step"])
+
+
 def read_run(run: str | Path, speech_seconds_per_step: float | None = None) -> dict:
-    """Steps, speech hours and dev evaluations of one run, from its newest checkpoint's trainer state.
+    """Steps, speech hours and dev evaluations of one run, from its newest trainer state (see `_newest_state`).
 
     Logs written without `speech_hours` (older code) count `speech_seconds_per_step` for each of their steps; a
     run resumed from such logs counts its own `speech_hours` on top of them.

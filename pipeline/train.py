@@ -340,6 +340,7 @@ def _train(model, processor, args, train_dataset, eval_dataset) -> tuple[dict, b
     metrics = dict(result.metrics)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
+        trainer.save_state()  # the final evaluation joins the log that `hubert-ee history` reads
     trainer.log_metrics("all", metrics)
     return metrics, trainer.is_world_process_zero()
 

@@ -27,6 +27,16 @@ def test_a_run_gives_steps_hours_and_dev_points_from_its_newest_checkpoint(tmp_p
                           {"step": 20, "speech_hours": 2.0, "cer": 30.0, "wer": 70.0}]
 
 
+def test_a_finished_run_adds_its_final_evaluation_after_the_last_checkpoint(tmp_path):
+    log = [{"step": 10, "loss": 1.0, "speech_hours": 1.0}, {"step": 10, "eval_cer": 40.0, "eval_wer": 80.0}]
+    write_state(tmp_path, 10, log)
+    final = {"global_step": 10, "log_history": log + [{"step": 10, "eval_cer": 35.0, "eval_wer": 75.0}]}
+    (tmp_path / "checkpoints" / "trainer_state.json").write_text(json.dumps(final))
+    assert [point["cer"] for point in read_run(tmp_path)["dev"]] == [40.0, 35.0]
+    write_state(tmp_path, 20, log + [{"step": 20, "loss": 0.5, "speech_hours": 2.0}])  # trained on from there
+    assert read_run(tmp_path)["steps"] == 20 and [point["cer"] for point in read_run(tmp_path)["dev"]] == [40.0]
+
+
 def test_logs_without_speech_hours_count_the_given_speech_per_step(tmp_path):
     write_state(tmp_path, 20, [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 0.5},
                                {"step": 20, "eval_cer": 30.0, "eval_wer": 70.0}])
