@@ -53,6 +53,46 @@ def sharpen_branches(model, scale: float = 8.0, seed: int = 0):
     return model
 
 
+def tiny_model(**overrides):
+    """A tiny HubertEEForCTC in eval mode (seed 0, sharpened branches, exit threshold 0.5 unless overridden)."""
+    from modeling_hubert_ee import HubertEEForCTC
+
+    torch.manual_seed(0)
+    return sharpen_branches(HubertEEForCTC(tiny_config(**{"exit_threshold": 0.5, **overrides}))).eval()
+
+
+def noise(seconds, rate: int = 16000, seed: int = 0, scale: float = 0.3):
+    """`seconds` of white noise at `rate`, float32: stands in for speech wherever only the shape matters."""
+    import numpy as np
+
+    return (scale * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory):
+    """`tiny_model()` saved with its processor as a Hub folder (code files included), once per test module."""
+    from hubert_ee.export import save_hub_folder
+    from hubert_ee.text import build_processor
+
+    return save_hub_folder(tiny_model(), build_processor(), tmp_path_factory.mktemp("hub") / "hub")
+
+
+def saved_tiny_model(parent, name: str = "ckpt", **overrides):
+    """`tiny_model(**overrides)` saved with `save_pretrained` to `parent / name`; returns that folder."""
+    folder = parent / name
+    tiny_model(**overrides).save_pretrained(folder)
+    return folder
+
+
+def edit_config_json(folder, **fields):
+    """Overwrite `fields` in `folder/config.json` as a hand edit would (no validation on the way)."""
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config.update(fields)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def padded_batch(lengths, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     longest = max(lengths)

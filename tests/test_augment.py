@@ -1,4 +1,5 @@
-"""On-the-fly augmentation: each effect does what it says, draws are reproducible, and off means off."""
+"""hubert_ee.augment, on-the-fly augmentation: each effect does what it says, draws are reproducible, and off
+means off."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""`hubert-ee benchmark`: forced exits, the ideal-speedup arithmetic, the report layout, and tiny end-to-end runs.
+"""The hubert_ee.benchmark package (`hubert-ee benchmark`): forced exits, the ideal-speedup arithmetic, the report
+layout, and tiny end-to-end runs.
 
 No timing is asserted: the numbers of a 2-core CI machine mean nothing; only the machinery is checked.
 """

@@ -1,4 +1,5 @@
-"""Model card generated from evaluation JSON, and the push command up to the upload call."""
+"""hubert_ee.card and hubert_ee.push: the model card generated from evaluation JSON, and the push command up
+to the upload call."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""`hubert-ee compare`: strategy comparison table and plot from evaluate JSON."""
+"""hubert_ee.compare (`hubert-ee compare`): strategy comparison table and plot from evaluate JSON."""
 
 import json
 

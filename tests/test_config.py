@@ -1,10 +1,15 @@
+"""HubertEEConfig: defaults, validation of every early-exit field (in Python and in a hand-edited config.json, through
+every loader), and round trips."""
+
 import json
+import shutil
 
 import pytest
-from transformers import HubertConfig
+from transformers import AutoConfig, HubertConfig
 
 from configuration_hubert_ee import HubertEEConfig, default_exit_layers
-from tests.conftest import tiny_config
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import edit_config_json, saved_tiny_model, tiny_config
 
 
 def test_defaults_and_model_type():
@@ -78,3 +83,46 @@ def test_validate_overrides_do_not_change_config():
     assert config.exit_threshold == 0.9 and config.exit_criterion == "confidence"
     with pytest.raises(ValueError, match="exit_patience"):
         config.validate_exit_settings(exit_patience=0)
+
+
+INVALID_FIELDS = [
+    ("exit_layers", [0, 2]), ("exit_layers", [4]), ("exit_layers", [3, 1]), ("exit_layers", "1,2"),
+    ("exit_branch", "mlp"), ("exit_criterion", "vibes"), ("exit_training_strategy", "frozen"),
+    ("exit_threshold", -0.5), ("exit_threshold", "high"), ("exit_patience", 0), ("exit_patience", 1.5),
+    ("early_exit", "yes"), ("exit_loss_weight", -1), ("distill_weight", 1.5), ("distill_temperature", 0),
+    ("ctc_loss_reduction", "avg"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def valid_folder(tmp_path_factory):
+    return saved_tiny_model(tmp_path_factory.mktemp("config"), exit_branch="linear")
+
+
+@pytest.mark.parametrize("field,value", INVALID_FIELDS, ids=[f"{f}={v!r}" for f, v in INVALID_FIELDS])
+def test_hand_edited_config_json_names_the_field(tmp_path, valid_folder, monkeypatch, field, value):
+    folder = tmp_path / "edited"
+    shutil.copytree(valid_folder, folder)
+    edit_config_json(folder, **{field: value})
+    message = f"`{field}` is {value!r}"
+    with pytest.raises(ValueError, match=None) as raised:
+        HubertEEForCTC.from_pretrained(folder)
+    assert message in str(raised.value)
+    # the copy of configuration_hubert_ee.py in the folder (trust_remote_code), not this process's registered class
+    import transformers.dynamic_module_utils as dynamic_module_utils
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.delitem(CONFIG_MAPPING._extra_content, "hubert_ee", raising=False)  # local registration wins else
+    with pytest.raises(ValueError, match=None) as raised:
+        AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    assert message in str(raised.value)
+    assert "transformers_modules" in "".join(str(frame.path) for frame in raised.traceback)
+
+
+def test_config_json_that_is_not_json(tmp_path, valid_folder):
+    folder = tmp_path / "broken"
+    shutil.copytree(valid_folder, folder)
+    (folder / "config.json").write_text('{"model_type": "hubert_ee", ')
+    with pytest.raises(OSError, match="is not a valid JSON file"):
+        HubertEEForCTC.from_pretrained(folder)

@@ -1,4 +1,4 @@
-"""The trained model shipped in models/ (issue 6): files, size, calibrated config, card, and that it really works
+"""The trained model shipped in models/: files, size, calibrated config, card, and that it really works
 through the Hub path (fresh process, trust_remote_code, ASR pipeline) and as every command's default."""
 
 import csv

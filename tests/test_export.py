@@ -1,12 +1,14 @@
-"""hubert_ee.export: converting a HuBERT CTC checkpoint, also one already loaded."""
+"""hubert_ee.export: converting a HuBERT CTC checkpoint (also one already loaded), and saving a Hub folder over an
+earlier one."""
 
 import pytest
 import torch
 from transformers import HubertConfig, HubertForCTC
 
-from hubert_ee.export import convert_checkpoint
+from hubert_ee.export import convert_checkpoint, save_hub_folder
+from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
-from tests.conftest import padded_batch, tiny_hubert_kwargs
+from tests.conftest import padded_batch, tiny_hubert_kwargs, tiny_model
 
 
 def test_convert_a_loaded_hubert_for_ctc(tmp_path):
@@ -35,3 +37,19 @@ def test_convert_refuses_other_objects_naming_them():
 
     with pytest.raises(TypeError, match="HuBERT-EE already"):
         convert_checkpoint(HubertEEForCTC(tiny_config()))
+
+
+def test_saving_over_an_earlier_model_leaves_no_stale_weights(tmp_path):
+    """A sharded save over an unsharded one (or the reverse) must load the new weights, not the old file."""
+    processor = build_processor()
+    folder = tmp_path / "model"
+    small = tiny_model()
+    save_hub_folder(small, processor, folder, max_shard_size="100GB")  # one model.safetensors
+    torch.manual_seed(1)
+    bigger = tiny_model(num_hidden_layers=3, exit_layers=[1, 2])
+    save_hub_folder(bigger, processor, folder, max_shard_size="20KB")  # several shards + index
+    assert not (folder / "model.safetensors").exists()
+    loaded = HubertEEForCTC.from_pretrained(folder)
+    assert loaded.config.num_hidden_layers == 3
+    for name, tensor in bigger.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

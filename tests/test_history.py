@@ -1,4 +1,5 @@
-"""Training history: sessions read from trainer state, laid end to end on the learning curve, plotted."""
+"""hubert_ee.history, the training history: sessions read from trainer state, laid end to end on the learning
+curve, plotted."""
 
 import json
 

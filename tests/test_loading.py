@@ -1,12 +1,20 @@
-"""Tests of hubert_ee.loading: model specs, the local-path rule, devices, and loading a model with its processor."""
+"""Tests of hubert_ee.loading: model specs, the local-path rule, devices, and loading a model with its processor
+(whose tokenizer must match the model's vocabulary)."""
 
+import json
+import shutil
 import subprocess
 import sys
 
 import pytest
+import soundfile as sf
+from transformers import AutoProcessor
 
 from hubert_ee import loading
 from hubert_ee.arguments import UsageError
+from hubert_ee.cli import main
+from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import noise
 
 
 @pytest.mark.parametrize("spec", ["./model", "~/model", "/abs/model", "a/b/c", "models\\x", "runs/", "data.csv",
@@ -56,3 +64,19 @@ def test_loading_imports_no_stage():
               "assert not stages, stages")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_tokenizer_vocab_mismatch_is_caught(tmp_path, hub_folder, capsys):
+    folder = tmp_path / "bad_vocab"
+    shutil.copytree(hub_folder, folder)
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab["Ä"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    processor = AutoProcessor.from_pretrained(folder)
+    model = HubertEEForCTC.from_pretrained(folder)
+    with pytest.raises(ValueError, match="Tokenizer has 33 tokens but the model's CTC head has vocab_size=32"):
+        loading.check_vocab_matches(model, processor)
+    audio = tmp_path / "a.wav"
+    sf.write(audio, noise(0.5), 16000)
+    assert main(["transcribe", "--model", str(folder), str(audio)]) == 2
+    assert "Tokenizer has 33 tokens but the model's CTC head has vocab_size=32" in capsys.readouterr().err

@@ -1,14 +1,18 @@
-"""HubertEEForCTC on tiny random configs: exactness against HubertForCTC, per-utterance batched exits, losses."""
+"""HubertEEForCTC on tiny random configs: exactness against HubertForCTC, per-utterance batched exits, losses, bad
+input and silence (never NaN)."""
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 from transformers import HubertConfig, HubertForCTC
 
+from hubert_ee.inference import featurize
+from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
-from tests.conftest import padded_batch, sharpen_branches, tiny_config, tiny_hubert_kwargs
+from tests.conftest import noise, padded_batch, sharpen_branches, tiny_config, tiny_hubert_kwargs
 
 LENGTHS = [4000, 2600, 3300, 1800]
 
@@ -711,3 +715,36 @@ def test_attention_mask_of_any_dtype_gives_the_same_result(dtype):
         expected = model.generate(input_values, attention_mask, exit_threshold=0.97)
         got = model.generate(input_values, attention_mask.to(dtype), exit_threshold=0.97)
     assert torch.equal(got.sequences, expected.sequences) and torch.equal(got.exit_layer, expected.exit_layer)
+
+
+@pytest.mark.parametrize("feat_extract_norm", ["layer", "group"])
+def test_silence_never_gives_nan(stable_layer_norm, feat_extract_norm):
+    processor = build_processor()
+    audios = [np.zeros(4000, np.float32), noise(2600 / 16000, seed=4), np.zeros(1000, np.float32),
+              np.full(1500, 0.25, np.float32)]  # a DC offset is zero-variance too
+    input_values, attention_mask = featurize(processor, audios, torch.device("cpu"))
+    assert torch.isfinite(input_values).all()
+    assert input_values[0].abs().max() == 0 and input_values[3, :1500].abs().max() == 0
+    labels = torch.tensor([[5, 6], [7, -100], [8, 9], [10, -100]])
+    for criterion in ("confidence", "entropy", "patience"):
+        model = make_model(exit_threshold=0.5, do_stable_layer_norm=stable_layer_norm,
+                           feat_extract_norm=feat_extract_norm, exit_criterion=criterion)
+        generated = model.generate(input_values, attention_mask)
+        assert torch.isfinite(generated.logits).all()
+        with torch.no_grad():
+            full = model(input_values, attention_mask=attention_mask, labels=labels, output_exit_logits=True)
+            early = model(input_values, attention_mask=attention_mask, labels=labels)
+        assert all(torch.isfinite(logits).all() for logits in (*full.exit_logits, full.logits, early.logits))
+        assert torch.isfinite(full.loss) and torch.isfinite(early.loss) and torch.isfinite(full.exit_losses).all()
+        model.train()
+        loss = model(input_values, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        model.eval()
+        if feat_extract_norm == "group":  # GroupNorm normalises over padding too: batches differ from one-by-one
+            continue
+        for row, length in enumerate([4000, 2600, 1000, 1500]):  # silent rows exit as they would alone
+            alone = model.generate(input_values[row : row + 1, :length])
+            assert generated.exit_layer[row] == alone.exit_layer[0]
+            assert torch.equal(generated.sequences[row, : alone.sequences.shape[1]], alone.sequences[0])

@@ -1,4 +1,5 @@
-"""Packed CTC rows: clips concatenated into equal-length rows, labels joined, deterministic per seed and pass."""
+"""hubert_ee.packing, packed CTC rows: clips concatenated into equal-length rows, labels joined, deterministic per
+seed and pass."""
 
 import numpy as np
 import pytest

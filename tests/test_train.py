@@ -1,18 +1,23 @@
-"""Trainer-based training on tiny data: train-backbone, then exits under each strategy, through the CLI."""
+"""hubert_ee.train, Trainer-based training on tiny data: train-backbone, then exits under each strategy, through the
+CLI; resume equal to an uninterrupted run; CTC alignments that cannot exist, and what the Trainer then logs."""
 
 import json
 import logging
+import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import HubertConfig, HubertForCTC, Trainer, TrainingArguments
+from safetensors.torch import load_file
+from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
 
 from hubert_ee.cli import main
 from hubert_ee.data import DataCollatorCTCWithPadding
 from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
+from tests.conftest import tiny_model
 
 TEXTS = ["HELLO WORLD", "EARLY EXIT", "SPEECH", "FAST MODEL", "A TEST", "HUBERT", "GOOD DAY", "YES NO"]
 
@@ -444,3 +449,128 @@ def test_evaluation_of_a_plain_backbone_with_an_attention_mask_blanks_its_paddin
     _, ids, _ = trainer.prediction_step(model, inputs, prediction_loss_only=False)
     short = int(model._get_feat_extract_output_lengths(torch.tensor(300)))
     assert ids.shape[-1] == 1 and (ids[1, short:, 0] == -100).all() and (ids[1, :short, 0] >= 0).all()
+
+
+def _train_backbone(corpus, output, save_steps, *extra):
+    # 8 clips, batch 4: 2 steps per epoch, 6 steps = 3 epochs; dropout, layerdrop and time masking all on (preset)
+    code = main(["train-backbone", "--dataset", str(corpus), "--preset", "tiny", "--output", str(output),
+                 "--max-steps", "6", "--batch-size", "4", "--eval-split", "none", "--save-steps", str(save_steps),
+                 "--warmup-steps", "1", "--learning-rate", "1e-2", "--logging-steps", "1", "--seed", "7",
+                 "--no-progress", *extra])
+    assert code == 0
+
+
+def _interrupt_after(run, folder, step):
+    """A copy of `run` as if it had died right after checkpoint-`step`: later checkpoints and the model are gone."""
+    shutil.copytree(run, folder)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.unlink()
+    for checkpoint in (folder / "checkpoints").glob("checkpoint-*"):
+        if int(checkpoint.name.split("-")[1]) > step:
+            shutil.rmtree(checkpoint)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [f"checkpoint-{step}"]
+
+
+def _losses(run):
+    state = json.loads((run / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def _max_difference(first, second):
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert a.keys() == b.keys()
+    return max((a[key] - b[key]).abs().max().item() for key in a)
+
+
+def test_resume_gives_the_uninterrupted_result(tiny_corpus, tmp_path):
+    from hubert_ee.train import CTCTrainer
+
+    mid_epoch_run, epoch_end_run = tmp_path / "save3", tmp_path / "save2"
+    _train_backbone(tiny_corpus, mid_epoch_run, 3)  # checkpoints 3 (mid-epoch) and 6
+    _train_backbone(tiny_corpus, epoch_end_run, 2)  # checkpoints 4 (end of epoch 2) and 6 (the limit keeps 2)
+    assert _max_difference(mid_epoch_run, epoch_end_run) == 0.0  # same seed, same result; saving changes nothing
+    assert _max_difference(mid_epoch_run, tmp_path / "save3" / "checkpoints" / "checkpoint-3") > 1e-3
+
+    resumed_at_epoch_end = tmp_path / "resumed4"
+    _interrupt_after(epoch_end_run, resumed_at_epoch_end, 4)
+    _train_backbone(tiny_corpus, resumed_at_epoch_end, 2, "--resume")
+    assert _max_difference(epoch_end_run, resumed_at_epoch_end) <= 1e-6
+    assert _losses(resumed_at_epoch_end) == _losses(epoch_end_run)  # steps 5-6 logged again, identically
+
+    resumed_mid_epoch = tmp_path / "resumed3"
+    _interrupt_after(mid_epoch_run, resumed_mid_epoch, 3)
+    _train_backbone(tiny_corpus, resumed_mid_epoch, 3, "--resume")
+    difference = _max_difference(mid_epoch_run, resumed_mid_epoch)
+    if difference > 1e-6 and "_get_train_sampler" not in CTCTrainer.__dict__:
+        # transformers' LengthGroupedSampler draws each epoch's order from the global RNG when the epoch starts, so
+        # the epoch resumed mid-way gets another order (proposed fix: an epoch-seeded sampler in CTCTrainer)
+        pytest.xfail(f"mid-epoch resume differs by {difference:.2e} (group_by_length sampler not resumable)")
+    assert difference <= 1e-6
+    assert _losses(resumed_mid_epoch) == _losses(mid_epoch_run)
+
+
+class _Logs(TrainerCallback):
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.logs.append(dict(logs))
+
+
+def _ctc_batch(impossible_rows, rows=2, samples=400):
+    """Tiny conv front end: 400 samples -> 9 frames. 20 labels cannot be aligned to 9 frames; 3 can."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.full((rows, 20), -100)
+    for row in range(rows):
+        labels[row] = torch.arange(5, 25) if row in impossible_rows else labels[row].index_fill(0, torch.arange(3), 6)
+    return torch.randn(rows, samples, generator=generator), labels
+
+
+def test_impossible_alignment_gives_zero_loss_for_that_item():
+    input_values, labels = _ctc_batch(impossible_rows={1})
+    for reduction in ("sum", "mean"):
+        model = tiny_model(ctc_zero_infinity=True, ctc_loss_reduction=reduction, exit_training_strategy="joint")
+        with torch.no_grad():
+            alone = model(input_values[:1], labels=labels[:1], output_exit_logits=True)
+            both = model(input_values, labels=labels, output_exit_logits=True)
+            inference = model(input_values, labels=labels)  # early-exit path computes a loss too
+        assert torch.isfinite(inference.loss)
+        scale = 1.0 if reduction == "sum" else 0.5  # "mean" averages over the batch: the 0 counts
+        torch.testing.assert_close(both.loss, alone.loss * scale)
+        torch.testing.assert_close(both.exit_losses, alone.exit_losses * scale)
+        model.train()
+        loss = model(input_values, labels=labels).loss
+        loss.backward()
+        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                            if p.grad is not None)
+    # without ctc_zero_infinity (HubertConfig's default) the same batch is infinite: train.py turns it on
+    model = tiny_model(ctc_zero_infinity=False, exit_training_strategy="joint")
+    with torch.no_grad():
+        assert math.isinf(model(input_values, labels=labels, output_exit_logits=True).loss.item())
+    from hubert_ee.train import build_backbone_config
+
+    assert build_backbone_config("tiny", 32).ctc_zero_infinity is True
+
+
+@pytest.mark.parametrize("zero_infinity", [True, False])
+def test_what_the_trainer_logs_for_impossible_batches(tmp_path, zero_infinity):
+    input_values, labels = _ctc_batch(impossible_rows={0, 1, 2, 3}, rows=4)
+    data = [{"input_values": input_values[i], "labels": labels[i]} for i in range(4)]
+    model = tiny_model(ctc_zero_infinity=zero_infinity, exit_training_strategy="joint")
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    logs = _Logs()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2,
+                             learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none",
+                             disable_tqdm=True, remove_unused_columns=False, use_cpu=True)
+    collate = lambda items: {key: torch.stack([item[key] for item in items]) for key in items[0]}  # noqa: E731
+    Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[logs]).train()
+    after = model.state_dict()
+    assert [log["loss"] for log in logs.logs] == [0.0, 0.0]  # the Trainer shows a loss of 0 either way
+    if zero_infinity:  # every item zeroed: no gradient, nothing changes, nothing breaks
+        assert [log["grad_norm"] for log in logs.logs] == [0.0, 0.0]
+        assert all(torch.equal(before[key], after[key]) for key in before)
+    else:  # inf loss, filtered out of the log (logging_nan_inf_filter), but NaN gradients ruin the weights
+        assert all(math.isnan(log["grad_norm"]) for log in logs.logs)
+        assert not all(torch.isfinite(value).all() for value in after.values())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -15,9 +17,9 @@ from hubert_ee.inference import featurize
 from hubert_ee.export import save_hub_folder
 from hubert_ee.text import build_processor
 from hubert_ee.transcribe import _kept_frames, expand_inputs, plan_windows, transcribe_files
-from modeling_hubert_ee import HubertEEForCTC
-from tests.conftest import sharpen_branches, tiny_config
+from tests.conftest import noise, tiny_model
 
+RATE = 16000
 RESULT_KEYS = {"path", "text", "exit_layer", "time_ms", "duration_s", "num_chunks"}
 
 
@@ -28,9 +30,7 @@ def _sine(seconds, rate=16000, freq=300.0):
 
 @pytest.fixture(scope="module")
 def model_and_processor():
-    torch.manual_seed(0)
-    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5))).eval()
-    return model, build_processor()
+    return tiny_model(), build_processor()
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,92 @@ def test_command_without_model_and_without_default(inputs, monkeypatch, capsys):
     monkeypatch.delattr(hubert_ee, "DEFAULT_MODEL", raising=False)
     assert cli_main(["transcribe", str(inputs / "a.wav")]) == 2
     assert "no --model given, and there is no default model" in capsys.readouterr().err
+
+
+@pytest.fixture
+def broken_inputs(tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    sf.write(folder / "good.wav", noise(1.0, seed=5), RATE, subtype="PCM_16")
+    raw = (folder / "good.wav").read_bytes()
+    (folder / "header_only.wav").write_bytes(raw[:44])
+    (folder / "cut_in_middle.wav").write_bytes(raw[: 44 + RATE])  # half of the declared 1 s of samples
+    (folder / "header_cut.wav").write_bytes(raw[:30])
+    (folder / "notes_renamed.wav").write_text("these are my notes, not audio\n" * 20)
+    (folder / "empty.wav").write_bytes(b"")
+    sf.write(folder / "too_short.wav", noise(30 / RATE, seed=6), RATE)
+    nan = noise(0.5, seed=7)
+    nan[10] = np.nan
+    sf.write(folder / "nan.wav", nan, RATE, subtype="FLOAT")
+    t = np.arange(44100) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.1 * np.sin(2 * np.pi * 330 * t)], axis=1)
+    sf.write(folder / "stereo_44k.wav", stereo.astype(np.float32), 44100)  # resampled and downmixed
+    (folder / "phone.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(200))  # a format libsndfile lacks
+    (folder / "readme.txt").write_text("not audio: the folder scan ignores it")
+    (tmp_path / "movie.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    return tmp_path
+
+
+def test_transcribe_cli_reports_every_bad_file_and_transcribes_the_rest(model_folder, broken_inputs, capsys,
+                                                                       caplog):
+    folder, out = broken_inputs / "recordings", broken_inputs / "out.json"
+    missing, movie = broken_inputs / "missing.wav", broken_inputs / "movie.mp4"
+    with caplog.at_level(logging.WARNING, logger="hubert_ee.data"):
+        code = cli_main(["transcribe", "--model", str(model_folder), str(missing), str(folder), str(movie),
+                     "--json", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1  # some failed, some succeeded
+    results = {result["path"]: result for result in json.loads(out.read_text())["results"]}
+    expected_errors = {
+        missing: "file not found",
+        folder / "header_only.wav": "truncated WAV file: its header declares 16000 samples (1.00 s) but only 0",
+        folder / "header_cut.wav": "not a readable audio file",
+        folder / "notes_renamed.wav": "not a readable audio file (Error opening",
+        folder / "empty.wav": "the file is empty (0 bytes)",
+        folder / "too_short.wav": "audio too short: 30 samples at 16000 Hz, the model needs at least 65 (4 ms)",
+        folder / "nan.wav": "the audio contains 1 NaN/Inf sample(s)",
+        folder / "phone.m4a": "unsupported audio format .m4a",
+        movie: "Format not recognised",
+    }
+    assert set(results) == {str(path) for path in expected_errors} | {
+        str(folder / name) for name in ("good.wav", "cut_in_middle.wav", "stereo_44k.wav")}
+    for path, fragment in expected_errors.items():
+        result = results[str(path)]
+        assert set(result) == {"path", "error"} and fragment in result["error"], result
+        assert f"error: {path}: " in captured.err  # stderr names the file too
+    for name in ("good.wav", "cut_in_middle.wav", "stereo_44k.wav"):
+        result = results[str(folder / name)]
+        assert "error" not in result and isinstance(result["text"], str) and 1 <= result["exit_layer"] <= 4
+        assert str(folder / name) in captured.out
+    assert results[str(folder / "stereo_44k.wav")]["duration_s"] == pytest.approx(1.0, abs=1e-3)
+    cut = results[str(folder / "cut_in_middle.wav")]  # transcribed as far as it goes, and flagged
+    assert cut["duration_s"] == pytest.approx(0.5, abs=1e-3)
+    assert cut["warning"].startswith("truncated WAV file: its header declares 16000 samples (1.00 s) but only 8000")
+    assert "warning" not in results[str(folder / "good.wav")]
+    assert any("cut_in_middle.wav" in record.getMessage() and "truncated" in record.getMessage()
+               for record in caplog.records)
+    assert f"{len(expected_errors)} of {len(results)} input(s) failed" in captured.err
+
+
+def test_transcribe_cli_when_nothing_can_be_read(model_folder, tmp_path, capsys):
+    (tmp_path / "only_text").mkdir()
+    (tmp_path / "only_text" / "a.txt").write_text("x")
+    code = cli_main(["transcribe", "--model", str(model_folder), str(tmp_path / "only_text"),
+                     str(tmp_path / "nope.wav")])
+    assert code == 2  # none succeeded
+    err = capsys.readouterr().err
+    assert "no audio files" in err and "nope.wav: file not found" in err
+
+
+def test_transcribe_cli_bad_model_folder(tmp_path, model_folder, capsys):
+    audio = tmp_path / "a.wav"
+    sf.write(audio, noise(0.5), RATE)
+    # a mistyped folder is reported as such at once (not tried as a Hub id, with retries and a network error)
+    assert cli_main(["transcribe", "--model", str(tmp_path / "no_such_model"), str(audio)]) == 2
+    assert f"error: model folder {tmp_path / 'no_such_model'} does not exist" in capsys.readouterr().err
+    no_processor = tmp_path / "no_processor"
+    shutil.copytree(model_folder, no_processor)
+    for name in ("vocab.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        (no_processor / name).unlink(missing_ok=True)
+    assert cli_main(["transcribe", "--model", str(no_processor), str(audio)]) == 2
+    assert "No processor (tokenizer + feature extractor) could be loaded" in capsys.readouterr().err

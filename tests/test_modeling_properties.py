@@ -1,4 +1,5 @@
-"""Property-based invariants over random small configs and padded batches (hypothesis)."""
+"""HubertEEForCTC, property-based (hypothesis): invariants of the model over random small configs and padded
+batches (allowed exits, batch equals one by one, exits off equals HubertForCTC, thresholds, save/load)."""
 
 import torch
 from hypothesis import HealthCheck, given, settings
