@@ -15,7 +15,7 @@
 #   compare   every exit model evaluated on the same 100 test utterances; one table and one plot
 #   gate      the candidate (BEST) against the shipped model on the same 200 dev utterances: stop unless it is better
 #   ship      the candidate copied to models/, calibrated on dev for the largest speedup within +0.5 WER
-#   evaluate  the shipped model on the test split and on real human speech (../shared/data/real-speech-dev)
+#   evaluate  the shipped model on the test split (per voice: seen and held-out apart) and on real human speech (../shared/data/real-speech-dev)
 #   peer      PocketSphinx 5 on the same real speech, scored the same way (not a default stage: run it once)
 #   history   this session's dev curve added to the training history; the learning-curve plot
 #   card      model_card.md (and the model's README.md) from those evaluations
@@ -117,7 +117,7 @@ ship() {
 }
 evaluate() {
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test --max-samples 300 "${SWEEP[@]}" \
-    --json "$RESULTS/default_model_test.json" --markdown "$RESULTS/default_model_test.md" \
+    --group-by voice --json "$RESULTS/default_model_test.json" --markdown "$RESULTS/default_model_test.md" \
     --plot "$RESULTS/default_model_test.png"
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$REAL_SPEECH" "${SWEEP[@]}" \
     --json "$RESULTS/default_model_real_speech.json" --markdown "$RESULTS/default_model_real_speech.md"
