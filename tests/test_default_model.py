@@ -76,6 +76,7 @@ def test_model_card_is_generated_from_the_committed_results():
         MODEL, json.loads((RESULTS / "default_model_test.json").read_text()),
         repo_id="hubert-ee/hubert-ee-compact-synth", commands=commands,
         ood=json.loads((RESULTS / "default_model_real_speech.json").read_text()),
+        peer=json.loads((RESULTS / "pocketsphinx_real_speech.json").read_text()),
         plot_name="default_model_test.png",
         comparison=(RESULTS / "default_model_strategies.md").read_text(),
         history=json.loads((RESULTS / "training_history.json").read_text()), curve_name="learning_curve.png",
@@ -130,17 +131,20 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
     out = result.stdout
     assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
     assert "## Early-exit sweep" in out and "reference:" in out
-    # step 1 compares early exit with full depth, at the confidence 0.6 when the shipped config has exits off
+    # step 1 compares early exit with full depth: the calibrated setting and a faster per-call one, or confidence 0.6
+    # when the shipped config has exits off
     if json.loads((MODEL / "config.json").read_text())["early_exit"]:
-        assert "early exit at the calibrated" in out
+        assert "early exit at the calibrated setting" in out
+        assert "at a faster per-call setting, asr(..., exit_criterion='confidence', exit_threshold=0.7)" in out
     else:
         assert "early exit at confidence 0.6 (asr(..., exit_threshold=0.6)" in out
     layers = [int(line.split(" / 12")[0].split()[-1]) for line in out.splitlines() if " / 12 " in line]
     assert layers and min(layers) < 12, out
 
 
-def test_naming_a_threshold_turns_exits_on_although_the_shipped_config_has_them_off(tmp_path, capsys):
-    code = cli_main(["transcribe", str(CLIPS), "--exit-threshold", "0.6", "--json", str(tmp_path / "out.json")])
+def test_naming_an_exit_setting_on_the_command_line_applies_it(tmp_path, capsys):
+    code = cli_main(["transcribe", str(CLIPS), "--exit-criterion", "confidence", "--exit-threshold", "0.6",
+                     "--json", str(tmp_path / "out.json")])
     assert code == 0, capsys.readouterr().err
     layers = [row["exit_layer"] for row in json.loads((tmp_path / "out.json").read_text())["results"]]
     assert min(layers) < 12, layers
@@ -196,6 +200,8 @@ def _python_blocks(markdown: str, heading: str) -> list[str]:
 def test_the_cards_and_readmes_usage_is_true(shipped_asr, tmp_path, monkeypatch):
     """The model card's usage snippets, run on the shipped folder (its Hub id replaced by the folder), and the
     README's: the default is full depth (exits off in the config), naming a threshold turns exits on."""
+    import ast
+
     import soundfile
     import torch
 
@@ -212,14 +218,15 @@ def test_the_cards_and_readmes_usage_is_true(shipped_asr, tmp_path, monkeypatch)
     inputs = namespace["inputs"]
     override = card.split("model.generate(inputs.input_values, ", 1)[1].split(")", 1)[0]  # e.g. exit_threshold=0.6
     key, value = override.split("=")
-    early = namespace["model"].generate(inputs.input_values, **{key: float(value)})
+    value = ast.literal_eval(value)  # exit_threshold=0.6, or exit_patience=3
+    early = namespace["model"].generate(inputs.input_values, **{key: value})
     if exits_on:  # the card shows a stricter setting: no earlier exit than the config's
         assert early.exit_layer.item() >= default_layer, override
     else:  # the card shows a setting that turns exits on
         assert early.exit_layer.item() < 12, override
     text = namespace["processor"].batch_decode(early.sequences)[0]
-    assert shipped_asr("speech.wav", **{key: float(value)})["text"] == text
-    assert shipped_asr("speech.wav", generate_kwargs={key: float(value)})["text"] == text
+    assert shipped_asr("speech.wav", **{key: value})["text"] == text
+    assert shipped_asr("speech.wav", generate_kwargs={key: value})["text"] == text
     monkeypatch.chdir(ROOT)
     readme = (ROOT / "README.md").read_text()
     snippet = readme.split("Use it from Python like any HuBERT-EE folder:\n\n```python\n", 1)[1].split("```", 1)[0]
