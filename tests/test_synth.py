@@ -414,7 +414,7 @@ def test_interrupted_synth_leaves_no_festival_process(tmp_path):
             time.sleep(0.2)
         assert len(_festival_pids(proc.pid, pipe_only=True)) == 2, "the workers' festival processes never ran"
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) != 0
+        assert proc.wait(timeout=240) != 0  # a loaded CI machine winds a pool of festival workers down slowly
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
