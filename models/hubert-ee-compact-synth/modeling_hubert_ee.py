@@ -292,8 +292,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
         # layer of the exit); tooling uses it to send rows to chosen layers.
         self.exit_decider = None
         # `overlap_exit_decisions`: queue the layer after an exit before waiting for the exit's decision (see
-        # `_early_exit_pass`). Off by default: the queued layer is wasted on the rows that leave, and waiting is
-        # the faster of the two on the GPUs measured (BENCHMARKS.md, "Waiting for each exit's decision").
+        # `_early_exit_pass`). Off by default: the queued layer is wasted on the rows that leave (the two are
+        # compared in BENCHMARKS.md, "Waiting for each exit's decision").
         self.overlap_exit_decisions = False
         self.hubert = HubertModel(config)
         self.dropout = nn.Dropout(config.final_dropout)
