@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from modeling_hubert_ee import frames_from_samples
+
 __all__ = ["featurize", "frame_lengths", "greedy_ids", "decode", "greedy_decode"]
 
 
@@ -30,15 +32,9 @@ def featurize(processor, audios: Sequence[np.ndarray], device) -> tuple[torch.Te
 
 
 def frame_lengths(model, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Valid frames per row of a batch with this sample-level `attention_mask` (a long tensor on its device).
-
-    HuBERT-EE answers through its public `frame_lengths`; a plain `HubertForCTC` has only transformers' own
-    `_get_feat_extract_output_lengths` for the same conv arithmetic.
-    """
-    sample_lengths = attention_mask.sum(-1)
-    if hasattr(model, "frame_lengths"):
-        return model.frame_lengths(sample_lengths)
-    return model._get_feat_extract_output_lengths(sample_lengths).long()
+    """Valid frames per row of a batch with this sample-level `attention_mask` (a long tensor on its device), for
+    HuBERT-EE and plain `HubertForCTC` alike (the front end's arithmetic reads only the config)."""
+    return frames_from_samples(model.config, attention_mask.sum(-1))
 
 
 def greedy_ids(model, logits: torch.Tensor, attention_mask: torch.Tensor | None, fill: int | None = None

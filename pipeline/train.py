@@ -25,7 +25,7 @@ import torch
 from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from modeling_hubert_ee import HubertEEForCTC
+from modeling_hubert_ee import HubertEEForCTC, frames_from_samples
 
 from .augment import AugmentationConfig, Augmenter
 from .checkpoints import checkpoint_step, resume_checkpoint
@@ -242,13 +242,8 @@ def drop_impossible_ctc(dataset, config, split: str):
     Their CTC loss is infinite: with `ctc_zero_infinity` it would be zeroed and averaged in silently, without it it
     poisons the step with NaN gradients. Neither should happen unnoticed.
     """
-    def frames(samples: int) -> int:
-        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-            samples = (samples - kernel) // stride + 1
-        return samples
-
-    fits = [frames(samples) >= ctc_frames_needed(labels)
-            for samples, labels in zip(dataset["input_length"], dataset["labels"])]
+    frames = frames_from_samples(config, list(dataset["input_length"]))
+    fits = [have >= ctc_frames_needed(labels) for have, labels in zip(frames, dataset["labels"])]
     dropped = fits.count(False)
     if dropped:
         print(f"{split}: dropped {dropped} of {len(fits)} utterances whose transcript is longer than CTC can align "

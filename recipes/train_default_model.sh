@@ -37,6 +37,8 @@ CARD=${CARD:-model_card.md}
 EXIT_MAX_STEPS=${EXIT_MAX_STEPS:-}   # smoke runs: replaces every exit run's step count
 BACKBONE_STEPS=${BACKBONE_STEPS:-4500}     # ~1.2 s a step on 2 otherwise idle cores; the cosine schedule ends here
 BACKBONE_MINUTES=${BACKBONE_MINUTES:-110}  # a safety stop that leaves the session time for the later stages
+BACKBONE_LR=${BACKBONE_LR:-1e-3}           # the cosine schedule's peak
+SYNTH_MINUTES=${SYNTH_MINUTES:-32}         # each corpus' wall-clock budget: dev and test come first, train is cut
 BEST=${BEST:-}          # the exit model to ship (a folder name under $OUT/exits); default: chosen by `compare`
 REAL_SPEECH=${REAL_SPEECH:-../shared/data/real-speech-dev}
 mkdir -p "$OUT/logs" "$OUT/eval" "$RESULTS"
@@ -45,14 +47,14 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 # --------------------------------------------------------------------------------------------------- commands
 synth() {
   $HUBERT_EE synth --out "$CORPUS" --hours-train 20 --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2 \
-    --no-augment --max-minutes 32
+    --no-augment --max-minutes "$SYNTH_MINUTES"
   $HUBERT_EE synth --out "$MORE_TRAIN" --engines espeak-ng,flite --hours-train 12 --hours-dev 0.5 --hours-test 0.5 \
-    --seed 0 --num-proc 2 --no-augment
+    --seed 0 --num-proc 2 --no-augment --max-minutes "$SYNTH_MINUTES"
 }
 backbone() {
   rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
   $HUBERT_EE train-backbone --init-from "$INIT_FROM" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
-    --pack-seconds 8 --batch-size 4 --learning-rate 1e-3 --warmup-steps 300 --max-steps "$BACKBONE_STEPS" --max-minutes "$BACKBONE_MINUTES" \
+    --pack-seconds 8 --batch-size 4 --learning-rate "$BACKBONE_LR" --warmup-steps 300 --max-steps "$BACKBONE_STEPS" --max-minutes "$BACKBONE_MINUTES" \
     --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 \
     --output "$OUT/backbone"
 }
@@ -128,7 +130,7 @@ peer() {  # not a default stage: the peer's scores do not change between session
 }
 history() {
   $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$OUT/backbone" \
-    --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine 1e-3" \
+    --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
     --plot "$RESULTS/learning_curve.png"
 }
 card() {

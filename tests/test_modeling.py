@@ -11,7 +11,7 @@ from transformers import HubertConfig, HubertForCTC
 
 from hubert_ee.inference import featurize
 from hubert_ee.text import build_processor
-from modeling_hubert_ee import HubertEEForCTC
+from modeling_hubert_ee import HubertEEForCTC, frames_from_samples
 from tests.conftest import noise, padded_batch, sharpen_branches, tiny_config, tiny_hubert_kwargs
 
 LENGTHS = [4000, 2600, 3300, 1800]
@@ -384,6 +384,16 @@ def test_front_end_geometry_matches_what_the_convolutions_emit():
             assert frames == model.frame_lengths([samples])[0]
     with pytest.raises(ValueError):
         model(torch.randn(1, field - 1))
+
+
+def test_frames_from_samples_matches_transformers_for_any_hubert_config():
+    plain = HubertForCTC(HubertConfig(**tiny_hubert_kwargs()))
+    lengths = torch.tensor([400, 401, 719, 720, 16000])
+    expected = plain._get_feat_extract_output_lengths(lengths).tolist()
+    assert frames_from_samples(plain.config, lengths).tolist() == expected
+    assert frames_from_samples(plain.config, lengths).dtype == torch.long
+    assert frames_from_samples(plain.config, lengths.tolist()) == expected
+    assert frames_from_samples(plain.config, 16000) == expected[-1]
 
 
 def test_convert_plain_hubert_checkpoint_logs_one_line(tmp_path, caplog):

@@ -43,6 +43,20 @@ PER_CALL_EXIT_SETTINGS = ("early_exit", "exit_criterion", "exit_threshold", "exi
 
 
 
+def frames_from_samples(config, sample_lengths):
+    """Frames a HuBERT front end emits for utterances of `sample_lengths` samples.
+
+    `config` is any HuBERT config (`HubertConfig` or `HubertEEConfig`: only `conv_kernel` and `conv_stride` are
+    read); the arithmetic is that of transformers' `_get_feat_extract_output_lengths`. An int gives an int, a list
+    of ints a list of ints (on the host), a tensor a long tensor on its device.
+    """
+    if isinstance(sample_lengths, (list, tuple)):
+        return [frames_from_samples(config, samples) for samples in sample_lengths]
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        sample_lengths = (sample_lengths - kernel) // stride + 1
+    return sample_lengths.to(torch.long) if isinstance(sample_lengths, torch.Tensor) else sample_lengths
+
+
 @dataclass
 class HubertEECTCOutput(ModelOutput):
     """Output of [`HubertEEForCTC.forward`].
@@ -466,18 +480,11 @@ class HubertEEForCTC(HubertPreTrainedModel):
         return hop
 
     def frame_lengths(self, sample_lengths):
-        """Frames the front end emits for each utterance length in samples.
+        """Frames the front end emits for each utterance length in samples (`frames_from_samples` on this config).
 
         A list of ints gives a list of ints, computed on the host; a tensor gives a long tensor on its device.
         """
-        if isinstance(sample_lengths, torch.Tensor):
-            return self._get_feat_extract_output_lengths(sample_lengths).to(torch.long)
-        lengths = []
-        for samples in sample_lengths:
-            for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
-                samples = (samples - kernel) // stride + 1
-            lengths.append(samples)
-        return lengths
+        return frames_from_samples(self.config, sample_lengths)
 
     # ------------------------------------------------------------------ input checks
 
@@ -977,5 +984,5 @@ HubertEEForCTC.register_for_auto_class("AutoModelForCTC")
 
 __all__ = [
     "HubertEEForCTC", "HubertEECTCOutput", "HubertEEGenerateOutput", "HubertEEExitBranch",
-    "HubertEEAutomaticSpeechRecognitionPipeline",
+    "HubertEEAutomaticSpeechRecognitionPipeline", "frames_from_samples",
 ]
