@@ -348,6 +348,10 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
                      help="auto: bf16 autocast where the device computes bf16 natively (CUDA with bf16, CPUs with "
                           "AVX512-BF16 or AMX), fp32 elsewhere; fp32 or bf16 force one (default: auto).")
     run.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
+    run.add_argument("--torch-compile", action="store_true",
+                     help="Train the model through torch.compile (the Trainer's torch_compile, inductor): it pays "
+                          "where shapes repeat, e.g. --pack-seconds rows, and costs about a minute of compilation "
+                          "first (BENCHMARKS.md, \"Training throughput\").")
     run.add_argument("--dataloader-workers", type=int, default=0, help="DataLoader worker processes.")
     run.add_argument("--no-progress", action="store_true", help="Hide the Trainer's progress bars.")
 

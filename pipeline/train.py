@@ -291,12 +291,15 @@ def _training_arguments(args, has_eval: bool) -> TrainingArguments:
         seed=args.seed,
         data_seed=args.seed,
         bf16=use_bf16(args.precision),
+        torch_compile=getattr(args, "torch_compile", False),
         dataloader_num_workers=args.dataloader_workers,
         remove_unused_columns=False,  # the collator picks its columns; the sampler needs `input_length`
         report_to="none",
         disable_tqdm=args.no_progress,
         max_grad_norm=args.max_grad_norm,
     )
+    if not cuda and options["bf16"]:  # TrainingArguments accepts bf16 without a GPU only when told it runs on the CPU
+        options["use_cpu"] = True
     if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         options["ddp_backend"] = "gloo"  # torchrun / accelerate launch on CPUs: NCCL needs GPUs
     field_names = {field.name for field in dataclasses.fields(TrainingArguments)}
@@ -410,8 +413,10 @@ def load_backbone(source: str, mask_time_prob: float | None = None) -> HubertFor
     from configuration_hubert_ee import HubertEEConfig
 
     config_dict, _ = HubertEEConfig.get_config_dict(source)
-    config = HubertConfig.from_dict({key: value for key, value in config_dict.items()
-                                     if key not in ("model_type", "architectures", "auto_map")})
+    # only HubertConfig's own keys: HuBERT-EE's (exit layers, criterion, ...) would make the backbone look like a
+    # model with exits to whatever reads its config (e.g. the heads `exit_metrics` scores)
+    hubert_keys = set(HubertConfig().to_dict()) - {"model_type", "architectures", "auto_map"}
+    config = HubertConfig.from_dict({key: value for key, value in config_dict.items() if key in hubert_keys})
     if mask_time_prob is not None:
         config.mask_time_prob = mask_time_prob
     config.architectures = ["HubertForCTC"]

@@ -55,7 +55,7 @@ backbone() {
   rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
   $HUBERT_EE train-backbone --init-from "$INIT_FROM" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
     --pack-seconds 8 --batch-size 4 --learning-rate "$BACKBONE_LR" --warmup-steps 300 --max-steps "$BACKBONE_STEPS" --max-minutes "$BACKBONE_MINUTES" \
-    --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 \
+    --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 --torch-compile \
     --output "$OUT/backbone"
 }
 exit_run() {  # NAME STRATEGY BRANCH EXIT_LAYERS STEPS LR

@@ -243,12 +243,14 @@ def test_packed_training_continues_a_checkpoint_and_logs_throughput(backbone, ti
 
 def test_init_from_a_hubert_ee_folder_takes_its_backbone(backbone, tmp_path):
     from hubert_ee.export import convert_checkpoint, save_hub_folder
+    from hubert_ee.metrics import head_names
     from hubert_ee.train import load_backbone
 
     early_exit = convert_checkpoint(backbone, exit_layers=[1], exit_branch="linear")
     folder = save_hub_folder(early_exit, build_processor(), tmp_path / "ee")
     loaded = load_backbone(str(folder), mask_time_prob=0.2)
     assert type(loaded) is HubertForCTC and loaded.config.mask_time_prob == 0.2
+    assert not hasattr(loaded.config, "exit_layers") and head_names(loaded.config) == ["final"]
     torch.testing.assert_close(loaded.lm_head.weight, early_exit.lm_head.weight)
     torch.testing.assert_close(loaded.hubert.encoder.layers[1].feed_forward.output_dense.weight,
                                early_exit.hubert.encoder.layers[1].feed_forward.output_dense.weight)
