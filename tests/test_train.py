@@ -304,6 +304,23 @@ def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(monke
         use_bf16("fp16")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's TrainingArguments")
+def test_bf16_and_torch_compile_reach_the_training_arguments_on_a_cpu(tmp_path):
+    """bf16 on a CPU needs TrainingArguments told that it runs there (it refuses bf16 without a GPU otherwise)."""
+    import argparse
+
+    from hubert_ee.arguments import add_backbone_arguments
+    from hubert_ee.train import _training_arguments
+
+    parser = argparse.ArgumentParser()
+    add_backbone_arguments(parser)
+    common = ["--dataset", "d", "--output", str(tmp_path), "--max-steps", "1"]
+    compiled = _training_arguments(parser.parse_args([*common, "--precision", "bf16", "--torch-compile"]), False)
+    assert compiled.bf16 and compiled.use_cpu and compiled.torch_compile
+    eager = _training_arguments(parser.parse_args([*common, "--precision", "fp32"]), False)
+    assert not (eager.bf16 or eager.torch_compile)
+
+
 BLOG_COLLATOR_AND_METRICS = '''
 @dataclass
 class DataCollatorCTCWithPadding:
