@@ -293,6 +293,9 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
                         help="With --run: speech per step for logs that predate the logged `speech_hours`.")
     parser.add_argument("--note", default="", help="What the session did (init, data, schedule).")
     parser.add_argument("--plot", default=None, type=output_file, help="Write the learning curve PNG here.")
+    parser.add_argument("--target-cer", type=float, default=None,
+                        help="Fit a power law to each session's last dev CER and say how many hours of speech it "
+                             "needs to reach this CER (%%); the plot draws the fit.")
 
 
 # ---------------------------------------------------------------------------------------------- training

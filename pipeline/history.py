@@ -21,7 +21,7 @@ from pathlib import Path
 from .outputs import write_text
 from .plots import pyplot, save_figure
 
-__all__ = ["read_run", "add_session", "learning_curve", "plot_learning_curve"]
+__all__ = ["read_run", "add_session", "learning_curve", "session_ends", "power_law_fit", "plot_learning_curve"]
 
 
 def _newest_state(run: Path) -> Path:
@@ -88,13 +88,42 @@ def learning_curve(history: dict) -> list[tuple[float, float, int]]:
     return points
 
 
+def session_ends(history: dict) -> list[tuple[float, float]]:
+    """(total speech hours, dev CER) at the last dev evaluation of each session: the points where each session's
+    schedule has annealed, free of the bump a warm restart puts at the start of the next."""
+    ends = {}
+    for hours, cer, session in learning_curve(history):
+        ends[session] = (hours, cer)
+    return [ends[session] for session in sorted(ends)]
+
+
+def power_law_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """`(a, b)` of `CER = a * hours ** -b`, least squares in log-log space; needs two points at different hours."""
+    import numpy as np
+
+    if len({hours for hours, _ in points}) < 2:
+        raise ValueError("a learning-curve fit needs dev points from at least two sessions")
+    slope, intercept = np.polyfit(np.log([h for h, _ in points]), np.log([c for _, c in points]), 1)
+    return float(np.exp(intercept)), float(-slope)
+
+
+def hours_to_reach(fit: tuple[float, float], cer: float) -> float:
+    """Total hours of speech at which the fitted curve reaches `cer` (infinite if the curve does not fall)."""
+    a, b = fit
+    return float("inf") if b <= 0 else (a / cer) ** (1.0 / b)
+
+
 def totals(history: dict) -> dict:
     sessions = history["sessions"]
     return {"sessions": len(sessions), "steps": sum(item.get("steps", 0) for item in sessions),
             "speech_hours": round(sum(item.get("speech_hours", 0.0) for item in sessions), 2)}
 
 
-def plot_learning_curve(history: dict, path: str | Path) -> Path:
+def plot_learning_curve(history: dict, path: str | Path, target_cer: float | None = None) -> Path:
+    """The dev CER of every session against total hours; with `target_cer`, the power-law fit of the sessions' last
+    points drawn on (dashed) up to that CER, or to ten times the hours so far if it lies further."""
+    import numpy as np
+
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4))
     points = learning_curve(history)
@@ -102,6 +131,17 @@ def plot_learning_curve(history: dict, path: str | Path) -> Path:
         xs = [x for x, _, s in points if s == session]
         ys = [y for _, y, s in points if s == session]
         axes.plot(xs, ys, marker="o", label=f"session {session}")
+    if target_cer is not None and len(session_ends(history)) >= 2:
+        fit = power_law_fit(session_ends(history))
+        first, last = points[0][0], points[-1][0]
+        hours = np.geomspace(first, min(hours_to_reach(fit, target_cer), 10 * last), 100)
+        axes.plot(hours, fit[0] * hours ** -fit[1], "k--", linewidth=1,
+                  label=f"fit of session ends: {fit[0]:.0f}·h^-{fit[1]:.2f}")
+        axes.axhline(target_cer, color="grey", linewidth=0.8, linestyle=":", label=f"target CER {target_cer:g} %")
+        axes.set_xscale("log")
+        ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if first / 1.5 <= t <= hours[-1] * 1.5]
+        axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axes.xaxis.set_minor_formatter("")
     axes.set_xlabel("hours of speech trained on (all sessions)")
     axes.set_ylabel("dev CER (%)")
     axes.set_title("Learning curve of the default model's backbone")
@@ -135,6 +175,20 @@ def run(args) -> int:
     print(f"{summary['sessions']} session(s), {summary['steps']} steps, {summary['speech_hours']} h of speech")
     for hours, cer, session in learning_curve(history):
         print(f"  session {session}: {hours:7.2f} h  dev CER {cer:.2f} %")
+    if args.target_cer is not None:
+        _print_extrapolation(history, args.target_cer)
     if args.plot:
-        print(f"wrote {plot_learning_curve(history, args.plot)}")
+        print(f"wrote {plot_learning_curve(history, args.plot, args.target_cer)}")
     return 0
+
+
+def _print_extrapolation(history: dict, target_cer: float) -> None:
+    ends = session_ends(history)
+    if len(ends) < 2:
+        print(f"--target-cer {target_cer:g}: the fit needs at least two sessions with dev points")
+        return
+    fit, so_far = power_law_fit(ends), learning_curve(history)[-1][0]
+    needed = hours_to_reach(fit, target_cer)
+    print(f"power-law fit of the {len(ends)} sessions' last dev points: CER = {fit[0]:.1f} * hours^-{fit[1]:.3f}; "
+          f"dev CER {target_cer:g} % at about {needed:,.0f} h of speech ({max(needed - so_far, 0):,.0f} h more than "
+          f"the {so_far:.1f} h so far)")

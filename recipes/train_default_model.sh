@@ -131,7 +131,7 @@ peer() {  # not a default stage: the peer's scores do not change between session
 history() {
   $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$OUT/backbone" \
     --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
-    --plot "$RESULTS/learning_curve.png"
+    --target-cer 10 --plot "$RESULTS/learning_curve.png"
 }
 card() {
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hubert_ee.cli import main
-from hubert_ee.history import learning_curve, read_run
+from hubert_ee.history import hours_to_reach, learning_curve, power_law_fit, read_run, session_ends
 
 
 def write_state(run, step, log_history):
@@ -75,3 +75,24 @@ def test_sessions_line_up_end_to_end_and_the_cli_plots_them(tmp_path, capsys):
 def test_incomplete_history_commands_are_refused(tmp_path, capsys, arguments, message):
     assert main(["history", "--history", str(tmp_path / "h.json"), *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_power_law_fit_of_session_ends_extrapolates_to_a_target(tmp_path, capsys):
+    history = {"sessions": [
+        {"session": 0, "speech_hours": 10.0, "dev": [{"speech_hours": 10.0, "cer": 40.0}]},
+        {"session": 1, "speech_hours": 30.0, "dev": [{"speech_hours": 10.0, "cer": 35.0},   # a warm restart's bump
+                                                    {"speech_hours": 30.0, "cer": 20.0}]},
+    ]}
+    assert session_ends(history) == [(10.0, 40.0), (40.0, 20.0)]
+    a, b = power_law_fit(session_ends(history))
+    assert b == pytest.approx(0.5) and a == pytest.approx(40.0 * 10 ** 0.5)  # CER halves when hours quadruple
+    assert hours_to_reach((a, b), 10.0) == pytest.approx(160.0)
+    assert hours_to_reach((a, 0.0), 10.0) == float("inf")
+    with pytest.raises(ValueError, match="two sessions"):
+        power_law_fit(session_ends(history)[:1])
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(history))
+    plot = tmp_path / "curve.png"
+    assert main(["history", "--history", str(path), "--target-cer", "10", "--plot", str(plot)]) == 0
+    assert "dev CER 10 % at about 160 h of speech (120 h more than the 40.0 h so far)" in capsys.readouterr().out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
