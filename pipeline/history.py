@@ -21,7 +21,8 @@ from pathlib import Path
 from .outputs import write_text
 from .plots import pyplot, save_figure
 
-__all__ = ["read_run", "add_session", "learning_curve", "session_ends", "power_law_fit", "plot_learning_curve"]
+__all__ = ["read_run", "add_session", "learning_curve", "session_ends", "power_law_fit", "hours_to_reach",
+           "plot_learning_curve"]
 
 
 def _newest_state(run: Path) -> Path:
@@ -64,6 +65,9 @@ def read_run(run: str | Path, speech_seconds_per_step: float | None = None) -> d
     evaluations = [{"step": int(entry["step"]), "speech_hours": round(hours_at.get(int(entry["step"]), hours), 3),
                     "cer": round(float(entry["eval_cer"]), 2), "wer": round(float(entry["eval_wer"]), 2)}
                    for entry in state["log_history"] if "eval_cer" in entry]  # fmt: skip
+    # a run whose last step is also an evaluation step logs that evaluation twice (the final one repeats it)
+    evaluations = [evaluation for index, evaluation in enumerate(evaluations)
+                   if index == 0 or evaluation != evaluations[index - 1]]
     return {"steps": int(state["global_step"]), "speech_hours": round(hours, 3), "dev": evaluations}
 
 
