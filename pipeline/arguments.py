@@ -46,7 +46,7 @@ BASE_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".ai
 
 # Copies of configuration_hubert_ee's choices and of train.BACKBONE_PRESETS' names (tests check them).
 EXIT_BRANCHES = ("transformer", "linear")
-EXIT_TRAINING_STRATEGIES = ("two-stage", "joint", "distill")
+EXIT_TRAINING_STRATEGIES = ("two-stage", "joint", "distill", "joint-distill")
 BACKBONE_PRESET_NAMES = ("compact", "small", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -75,6 +75,18 @@ def int_list(text: str) -> list[int]:
         return [int(part) for part in str_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def dataset_share(text: str) -> tuple[str, float]:
+    """`DATASET=SHARE` (the last `=` splits) as `(dataset, share)`, with 0 < share < 1."""
+    dataset, separator, share = str(text).rpartition("=")
+    try:
+        value = float(share)
+    except ValueError:
+        value = math.nan
+    if not separator or not dataset or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected DATASET=SHARE with 0 < SHARE < 1, got {text!r}")
+    return dataset, value
 
 
 def check_threshold_range(criterion: str, thresholds: Sequence[float], flag: str) -> None:
@@ -319,6 +331,11 @@ def add_common_training_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--more-train-data", action="append", metavar="DATASET",
                       help="With --pack-seconds: another corpus (same forms as --dataset) whose --train-split is "
                            "trained on too; repeat for more.")
+    data.add_argument("--oversample-data", action="append", type=dataset_share, metavar="DATASET=SHARE",
+                      help="With --pack-seconds: another corpus (same forms as --dataset) whose --train-split is "
+                           "repeated whole so that it makes about SHARE (0 < SHARE < 1) of the training audio, e.g. "
+                           "a small real-speech set beside hours of synthetic speech; each repeat is augmented anew. "
+                           "Repeat the flag for more.")
     data.add_argument("--no-augment", action="store_true",
                       help="With --pack-seconds: no on-the-fly speed/volume/reverberation/telephone/noise effects.")
     data.add_argument("--num-proc", type=int, default=1,
@@ -390,9 +407,12 @@ def add_exit_arguments(parser: argparse.ArgumentParser) -> None:
     exits.add_argument("--exit-branch", default=None, choices=EXIT_BRANCHES, help="Branch type (default: transformer).")
     exits.add_argument("--strategy", default="two-stage", choices=EXIT_TRAINING_STRATEGIES,
                        help="two-stage: frozen backbone, branches learn; joint: everything learns; distill: frozen "
-                            "backbone, branches learn from labels and the final head's posteriors.")
-    exits.add_argument("--exit-loss-weight", type=float, default=None, help="joint: weight of the mean branch loss.")
-    exits.add_argument("--distill-weight", type=float, default=None, help="distill: share of the KL term in [0, 1].")
+                            "backbone, branches learn from labels and the final head's posteriors; joint-distill: "
+                            "everything learns, branches as in distill.")
+    exits.add_argument("--exit-loss-weight", type=float, default=None,
+                       help="joint, joint-distill: weight of the mean branch loss.")
+    exits.add_argument("--distill-weight", type=float, default=None,
+                       help="distill, joint-distill: share of the KL term in [0, 1].")
     exits.add_argument("--distill-temperature", type=float, default=None, help="distill: softmax temperature.")
     exits.add_argument("--random-branch-init", action="store_true",
                        help="Initialise new branches randomly instead of from the layer after them and the final head.")

@@ -354,11 +354,28 @@ def _clip_store(args, spec: str, processor) -> ClipStore:
     return ClipStore.from_speech_dataset(dataset, processor.tokenizer)
 
 
+def oversample_repeats(other_hours: float, own_hours: float, share: float) -> int:
+    """How many whole copies of a corpus of `own_hours` make it closest to `share` of the audio beside
+    `other_hours` (at least one)."""
+    wanted = share / (1 - share) * other_hours
+    return max(1, round(wanted / own_hours))
+
+
+def _oversampled(store: ClipStore, extra: ClipStore, share: float, spec: str) -> ClipStore:
+    """`store` with `extra` repeated to about `share` of the audio; the copies share the clips' arrays."""
+    repeats = oversample_repeats(store.hours, extra.hours, share)
+    mixed = ClipStore.concatenate([store, *[extra] * repeats])
+    print(f"oversampled {spec}: {extra.hours:.2f} h x {repeats} = {extra.hours * repeats / mixed.hours:.0%} "
+          f"of the training audio (asked {share:.0%})")
+    return mixed
+
+
 def _load_train_split(args, processor, config):
     """The training data: packed rows with `--pack-seconds`, else the prepared split (padded batches)."""
     if getattr(args, "pack_seconds", None) is None:
-        if getattr(args, "more_train_data", None):
-            raise ValueError("--more-train-data needs --pack-seconds")
+        for flag in ("more_train_data", "oversample_data"):
+            if getattr(args, flag, None):
+                raise ValueError(f"--{flag.replace('_', '-')} needs --pack-seconds")
         return _load_split(args, args.train_split, args.max_train_samples, processor, config)
     if not args.max_steps:
         raise ValueError("--pack-seconds streams rows without end: give --max-steps (the schedule needs a length)")
@@ -366,6 +383,8 @@ def _load_train_split(args, processor, config):
         raise ValueError(f"--pack-seconds must be > 0, got {args.pack_seconds:g}")
     store = ClipStore.concatenate([_clip_store(args, spec, processor)
                                    for spec in [args.dataset, *(args.more_train_data or [])]])
+    for spec, share in getattr(args, "oversample_data", None) or []:
+        store = _oversampled(store, _clip_store(args, spec, processor), share, spec)
     tokenizer = processor.tokenizer
     augmenter = None if args.no_augment else Augmenter(AugmentationConfig())
     print(f"packed training: {len(store)} clips ({store.hours:.2f} h) in rows of {args.pack_seconds:g} s, "
