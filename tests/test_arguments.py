@@ -50,6 +50,14 @@ def test_list_parsers():
         arguments.int_list("1,2.5")
 
 
+def test_dataset_share():
+    assert arguments.dataset_share("../real-speech=0.25") == ("../real-speech", 0.25)
+    assert arguments.dataset_share("a=b=0.5") == ("a=b", 0.5)  # the last "=" splits
+    for bad in ("x", "x=1.5", "x=0", "=0.5", "x=high"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"0 < SHARE < 1, got '{bad}'"):
+            arguments.dataset_share(bad)
+
+
 def test_a_bad_exit_layers_value_is_a_usage_error_before_anything_runs(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["train", "--model", "m", "--dataset", "d", "--output", str(tmp_path / "o"), "--exit-layers", "2,x"])

@@ -221,7 +221,8 @@ def test_generate_sequences_decode_with_tokenizer():
 
 
 @pytest.mark.parametrize(
-    "strategy,backbone_learns", [("two-stage", False), ("distill", False), ("joint", True)]
+    "strategy,backbone_learns",
+    [("two-stage", False), ("distill", False), ("joint", True), ("joint-distill", True)],
 )
 def test_training_losses_and_what_learns(stable_layer_norm, strategy, backbone_learns):
     model = make_model(do_stable_layer_norm=stable_layer_norm, exit_training_strategy=strategy, layerdrop=0.3)
@@ -245,7 +246,8 @@ def test_training_losses_and_what_learns(stable_layer_norm, strategy, backbone_l
     assert trainable == ({"hubert", "lm_head", "exit_branches"} if backbone_learns else {"exit_branches"})
 
 
-@pytest.mark.parametrize("strategy,backbone_learns", [("two-stage", False), ("distill", False), ("joint", True)])
+@pytest.mark.parametrize("strategy,backbone_learns",
+                         [("two-stage", False), ("distill", False), ("joint", True), ("joint-distill", True)])
 def test_from_pretrained_freezes_what_the_strategy_freezes(tmp_path, strategy, backbone_learns):
     """A loaded model trains as a freshly built one does: an optimizer over `model.parameters()` never updates the
     frozen backbone of two-stage/distill."""
@@ -277,7 +279,7 @@ def test_naming_an_exit_setting_turns_early_exit_on(tmp_path):
     assert HubertEEForCTC.from_pretrained(tmp_path).config.early_exit is False
 
 
-@pytest.mark.parametrize("strategy", ["two-stage", "joint", "distill"])
+@pytest.mark.parametrize("strategy", ["two-stage", "joint", "distill", "joint-distill"])
 @pytest.mark.parametrize("early_exit", [False, True])
 def test_inference_with_labels_reports_the_training_loss(strategy, early_exit):
     """In eval mode a loss is the strategy's, as in training (what a Trainer's eval_loss shows moves as the exits
@@ -322,6 +324,33 @@ def test_distill_loss_is_mix_of_ctc_and_kl():
     model.config.distill_weight = 1.0
     kl_only = model(input_values, attention_mask=attention_mask, labels=labels).loss
     assert kl_only > 0 and not torch.isclose(kl_only, pure_ctc)
+
+
+def test_joint_distill_loss_is_the_final_loss_plus_the_distilled_branch_losses():
+    """joint-distill = final CTC + exit_loss_weight x mean branch loss, each branch's the distill mix; with
+    distill_weight 0 it is joint's loss, and the teacher (the final head) gets no gradient from the KL term."""
+    model = make_model(exit_training_strategy="joint-distill", distill_weight=0.0, exit_loss_weight=0.5)
+    model.train()
+    input_values, attention_mask = padded_batch(LENGTHS)
+    labels = torch.tensor([[5, 6, 7], [8, 9, -100], [10, 11, 12], [13, -100, -100]])
+    torch.manual_seed(0)
+    without_kl = model(input_values, attention_mask=attention_mask, labels=labels).loss
+    model.config.exit_training_strategy = "joint"
+    torch.manual_seed(0)
+    joint = model(input_values, attention_mask=attention_mask, labels=labels)
+    torch.testing.assert_close(without_kl, joint.loss)
+    lengths = torch.tensor(model.frame_lengths(attention_mask.sum(-1).tolist()))
+    torch.testing.assert_close(joint.loss, model._ctc_loss(joint.logits, labels, lengths) + 0.5 * joint.exit_losses.mean())
+    model.config.exit_training_strategy = "joint-distill"
+    model.config.distill_weight = 1.0
+    model.config.exit_loss_weight = 0.0  # the branches' KL term alone: the final head must get no gradient from it
+    torch.manual_seed(0)
+    output = model(input_values, attention_mask=attention_mask, labels=labels)
+    kl_only = output.exit_losses.mean()
+    model.zero_grad()
+    kl_only.backward()
+    assert kl_only > 0 and model.lm_head.weight.grad is None
+    assert any(p.grad is not None for p in model.exit_branches.parameters())
 
 
 def test_linear_branch_is_cheap_and_works():

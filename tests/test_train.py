@@ -241,6 +241,27 @@ def test_packed_training_continues_a_checkpoint_and_logs_throughput(backbone, ti
         torch.testing.assert_close(continued.state_dict()[name], value)
 
 
+def test_oversampled_corpus_is_repeated_to_its_share_of_the_packed_audio(backbone, tiny_corpus, tmp_path, capsys):
+    """--oversample-data DATASET=SHARE repeats a corpus whole (here the same 8 clips: 3 copies make 3/4 of the
+    audio); the copies are the same clips, augmented anew in each row."""
+    code = main(["train-backbone", "--init-from", str(backbone), "--dataset", str(tiny_corpus),
+                 "--oversample-data", f"{tiny_corpus}=0.75", "--pack-seconds", "2", "--output", str(tmp_path / "o"),
+                 "--max-steps", "1", "--batch-size", "2", "--eval-split", "none", "--save-steps", "1",
+                 "--warmup-steps", "0", "--precision", "fp32", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "x 3 = 75% of the training audio (asked 75%)" in out and "packed training: 32 clips" in out
+
+
+@pytest.mark.parametrize("other_hours, own_hours, share, repeats", [
+    (30.0, 2.9, 0.25, 3), (30.0, 2.9, 0.5, 10), (1.0, 5.0, 0.25, 1), (9.0, 1.0, 0.1, 1), (1.0, 1.0, 0.8, 4),
+])  # fmt: skip
+def test_oversample_repeats_come_closest_to_the_share(other_hours, own_hours, share, repeats):
+    from hubert_ee.train import oversample_repeats
+
+    assert oversample_repeats(other_hours, own_hours, share) == repeats
+
+
 def test_init_from_a_hubert_ee_folder_takes_its_backbone(backbone, tmp_path):
     from hubert_ee.export import convert_checkpoint, save_hub_folder
     from hubert_ee.metrics import head_names
@@ -260,6 +281,7 @@ def test_init_from_a_hubert_ee_folder_takes_its_backbone(backbone, tmp_path):
     (["--pack-seconds", "2"], "--max-steps"),
     (["--pack-seconds", "0", "--max-steps", "1"], "--pack-seconds must be > 0"),
     (["--more-train-data", "x", "--max-steps", "1"], "--more-train-data needs --pack-seconds"),
+    (["--oversample-data", "x=0.25", "--max-steps", "1"], "--oversample-data needs --pack-seconds"),
     (["--init-from", "BACKBONE", "--hidden-size", "8", "--max-steps", "1"], "drop --hidden-size"),
 ])  # fmt: skip
 def test_packed_and_continued_training_refuse_inconsistent_flags(backbone, tiny_corpus, tmp_path, capsys, arguments,
