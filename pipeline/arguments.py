@@ -301,6 +301,10 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Instead of --run: a `hubert-ee evaluate` JSON on the dev split (final-head CER/WER).")
     parser.add_argument("--speech-hours", type=float, default=None,
                         help="With --eval-json: hours of speech that session trained on.")
+    parser.add_argument("--real-speech-eval", default=None, metavar="JSON",
+                        help="A `hubert-ee evaluate` JSON of the session's final model on held-out real speech: "
+                             "recorded beside the synthetic dev points and drawn on the curve; with --session "
+                             "alone it is added to that session's recorded entry.")
     parser.add_argument("--speech-seconds-per-step", type=float, default=None,
                         help="With --run: speech per step for logs that predate the logged `speech_hours`.")
     parser.add_argument("--note", default="", help="What the session did (init, data, schedule).")

@@ -10,6 +10,10 @@ x axis of the curve is the total speech processed since the first session, so se
 
 A session may also be recorded from an evaluation alone (`--eval-json`, with `--speech-hours`), for a run whose
 trainer state is gone; the entry then says so in its `source`.
+
+`--real-speech-eval` adds a second yardstick to a session: a `hubert-ee evaluate` JSON of the session's final model on
+held-out real human speech (final-head CER/WER). The curve draws it beside the synthetic dev CER, at the session's
+end. Given with `--session` alone, it is added to that session's existing entry.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from pathlib import Path
 from .outputs import write_text
 from .plots import pyplot, save_figure
 
-__all__ = ["read_run", "add_session", "learning_curve", "session_ends", "power_law_fit", "hours_to_reach",
-           "plot_learning_curve"]
+__all__ = ["read_run", "add_session", "learning_curve", "real_speech_curve", "session_ends", "power_law_fit",
+           "hours_to_reach", "plot_learning_curve"]
 
 
 def _newest_state(run: Path) -> Path:
@@ -92,6 +96,16 @@ def learning_curve(history: dict) -> list[tuple[float, float, int]]:
     return points
 
 
+def real_speech_curve(history: dict) -> list[tuple[float, float, int]]:
+    """(total speech hours at the session's end, real-speech CER, session) for every session that has one."""
+    points, offset = [], 0.0
+    for session in history["sessions"]:
+        offset += session.get("speech_hours", 0.0)
+        if "real_speech" in session:
+            points.append((offset, session["real_speech"]["cer"], session["session"]))
+    return points
+
+
 def session_ends(history: dict) -> list[tuple[float, float]]:
     """(total speech hours, dev CER) at the last dev evaluation of each session: the points where each session's
     schedule has annealed, free of the bump a warm restart puts at the start of the next."""
@@ -135,6 +149,10 @@ def plot_learning_curve(history: dict, path: str | Path, target_cer: float | Non
         xs = [x for x, _, s in points if s == session]
         ys = [y for _, y, s in points if s == session]
         axes.plot(xs, ys, marker="o", label=f"session {session}")
+    real = real_speech_curve(history)
+    if real:
+        axes.plot([x for x, _, _ in real], [y for _, y, _ in real], "k", marker="s", linestyle="-.",
+                  label="real-speech dev, session ends")
     if target_cer is not None and len(session_ends(history)) >= 2:
         fit = power_law_fit(session_ends(history))
         first, last = points[0][0], points[-1][0]
@@ -147,7 +165,7 @@ def plot_learning_curve(history: dict, path: str | Path, target_cer: float | Non
         axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
         axes.xaxis.set_minor_formatter("")
     axes.set_xlabel("hours of speech trained on (all sessions)")
-    axes.set_ylabel("dev CER (%)")
+    axes.set_ylabel("CER (%): synthetic dev" + (", real-speech dev" if real else ""))
     axes.set_title("Learning curve of the default model's backbone")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -163,22 +181,50 @@ def _entry_from_eval(eval_json: str, speech_hours: float | None) -> dict:
                      "wer": round(result["final_wer"], 2)}]}  # fmt: skip
 
 
+def real_speech_entry(eval_json: str | Path) -> dict:
+    """The `real_speech` field of a session: final-head CER/WER of an evaluation on real speech."""
+    result = json.loads(Path(eval_json).read_text())
+    return {"cer": round(result["final_cer"], 2), "wer": round(result["final_wer"], 2),
+            "utterances": result.get("num_utterances"), "dataset": result.get("dataset"),
+            "source": f"evaluation {Path(eval_json).name}"}  # fmt: skip
+
+
+def _session_entry(args, history_path: Path) -> dict:
+    """The entry `--session` records: from `--run` or `--eval-json`; from the history itself when only
+    `--real-speech-eval` is given (that session's entry, to which the real-speech point is added)."""
+    if args.run is not None and args.eval_json is not None:
+        raise ValueError("--session takes one of --run or --eval-json, not both")
+    if args.run is not None:
+        entry = {**read_run(args.run, args.speech_seconds_per_step), "source": f"trainer state of {args.run}"}
+    elif args.eval_json is not None:
+        entry = _entry_from_eval(args.eval_json, args.speech_hours)
+    elif args.real_speech_eval is not None:
+        sessions = json.loads(history_path.read_text())["sessions"] if history_path.is_file() else []
+        found = [item for item in sessions if item["session"] == args.session]
+        if not found:
+            raise ValueError(f"--real-speech-eval alone adds to a recorded session, but {history_path} has no "
+                             f"session {args.session}: give --run or --eval-json too")
+        return {key: value for key, value in found[0].items() if key != "session"} | {
+            "real_speech": real_speech_entry(args.real_speech_eval)}
+    else:
+        raise ValueError("--session needs --run, --eval-json or --real-speech-eval")
+    if args.real_speech_eval is not None:
+        entry["real_speech"] = real_speech_entry(args.real_speech_eval)
+    entry.update(date=datetime.date.today().isoformat(), note=args.note)
+    return entry
+
+
 def run(args) -> int:
     if args.session is not None:
-        if (args.run is None) == (args.eval_json is None):
-            raise ValueError("--session needs exactly one of --run or --eval-json")
-        if args.run is not None:
-            entry = {**read_run(args.run, args.speech_seconds_per_step), "source": f"trainer state of {args.run}"}
-        else:
-            entry = _entry_from_eval(args.eval_json, args.speech_hours)
-        entry.update(date=datetime.date.today().isoformat(), note=args.note)
-        history = add_session(args.history, args.session, entry)
+        history = add_session(args.history, args.session, _session_entry(args, Path(args.history)))
     else:
         history = json.loads(Path(args.history).read_text())
     summary = totals(history)
     print(f"{summary['sessions']} session(s), {summary['steps']} steps, {summary['speech_hours']} h of speech")
     for hours, cer, session in learning_curve(history):
         print(f"  session {session}: {hours:7.2f} h  dev CER {cer:.2f} %")
+    for hours, cer, session in real_speech_curve(history):
+        print(f"  session {session}: {hours:7.2f} h  real-speech dev CER {cer:.2f} %")
     if args.target_cer is not None:
         _print_extrapolation(history, args.target_cer)
     if args.plot:

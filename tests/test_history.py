@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hubert_ee.cli import main
-from hubert_ee.history import hours_to_reach, learning_curve, power_law_fit, read_run, session_ends
+from hubert_ee.history import hours_to_reach, learning_curve, power_law_fit, read_run, real_speech_curve, session_ends
 
 
 def write_state(run, step, log_history):
@@ -70,8 +70,12 @@ def test_sessions_line_up_end_to_end_and_the_cli_plots_them(tmp_path, capsys):
     assert "2 session(s), 20 steps, 36.0 h of speech" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("arguments, message", [(["--session", "1"], "exactly one of --run or --eval-json"),
-                                                (["--session", "1", "--eval-json", "x.json"], "--speech-hours")])
+@pytest.mark.parametrize("arguments, message", [
+    (["--session", "1"], "--session needs --run, --eval-json or --real-speech-eval"),
+    (["--session", "1", "--eval-json", "x.json"], "--speech-hours"),
+    (["--session", "1", "--run", "r", "--eval-json", "x.json"], "one of --run or --eval-json, not both"),
+    (["--session", "1", "--real-speech-eval", "x.json"], "has no session 1: give --run or --eval-json too"),
+])  # fmt: skip
 def test_incomplete_history_commands_are_refused(tmp_path, capsys, arguments, message):
     assert main(["history", "--history", str(tmp_path / "h.json"), *arguments]) == 2
     assert message in capsys.readouterr().err
@@ -95,4 +99,26 @@ def test_the_power_law_fit_of_session_ends_extrapolates_to_a_target(tmp_path, ca
     plot = tmp_path / "curve.png"
     assert main(["history", "--history", str(path), "--target-cer", "10", "--plot", str(plot)]) == 0
     assert "dev CER 10 % at about 160 h of speech (120 h more than the 40.0 h so far)" in capsys.readouterr().out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_real_speech_points_sit_at_session_ends_and_can_be_added_to_a_recorded_session(tmp_path, capsys):
+    history = tmp_path / "history.json"
+    synthetic, real = tmp_path / "dev.json", tmp_path / "real.json"
+    synthetic.write_text(json.dumps({"final_cer": 46.0, "final_wer": 92.0}))
+    real.write_text(json.dumps({"final_cer": 65.8, "final_wer": 103.7, "num_utterances": 173, "dataset": "rs"}))
+    assert main(["history", "--history", str(history), "--session", "0", "--eval-json", str(synthetic),
+                 "--speech-hours", "34"]) == 0
+    assert main(["history", "--history", str(history), "--session", "0", "--real-speech-eval", str(real)]) == 0
+    write_state(tmp_path / "run", 20, [{"step": 20, "loss": 0.5, "speech_hours": 2.0},
+                                       {"step": 20, "eval_cer": 30.0, "eval_wer": 70.0}])
+    real.write_text(json.dumps({"final_cer": 50.0, "final_wer": 90.0, "num_utterances": 173, "dataset": "rs"}))
+    plot = tmp_path / "curve.png"
+    assert main(["history", "--history", str(history), "--session", "1", "--run", str(tmp_path / "run"),
+                 "--real-speech-eval", str(real), "--plot", str(plot)]) == 0
+    recorded = json.loads(history.read_text())
+    assert recorded["sessions"][0]["dev"][0]["cer"] == 46.0  # adding the real-speech point kept the entry
+    assert recorded["sessions"][0]["real_speech"]["utterances"] == 173
+    assert real_speech_curve(recorded) == [(34.0, 65.8, 0), (36.0, 50.0, 1)]
+    assert "session 1:   36.00 h  real-speech dev CER 50.00 %" in capsys.readouterr().out
     assert plot.read_bytes()[:4] == b"\x89PNG"
