@@ -267,6 +267,9 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Optional JSON of a peer recogniser on the --ood-eval utterances "
                              "(recipes/pocketsphinx_peer.py), shown beside the model's scores.")
     parser.add_argument("--commands", default=None, help="Text file with the exact commands that made the model.")
+    parser.add_argument("--training-data", default=None, metavar="MARKDOWN",
+                        help="Markdown file describing the training data and crediting its sources (the card's "
+                             "\"Training data\" section).")
     parser.add_argument("--plot", default=None, help="PNG plot (from evaluate --plot) to show in the card.")
     parser.add_argument("--comparison", default=None,
                         help="Markdown table from `hubert-ee compare --markdown` (the candidates the model was chosen "

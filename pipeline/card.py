@@ -81,8 +81,9 @@ def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: st
 def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hubert-ee", dataset_name: str =
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
                plot_name: str | None = None, comparison: str = "", history: dict | None = None,
-               curve_name: str | None = None, peer: dict | None = None) -> str:
-    """Render the card (metadata + markdown) for `model_folder` from evaluation results."""
+               curve_name: str | None = None, peer: dict | None = None, training_data: str = "") -> str:
+    """Render the card (metadata + markdown) for `model_folder` from evaluation results; `training_data` (markdown)
+    is its "Training data" section: what the model learned from, and the credit each corpus asks for."""
     config = HubertEEConfig.from_pretrained(str(model_folder))
     point = operating_point(result, config)
     metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood), sort_keys=False)
@@ -118,6 +119,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
               "print(processor.batch_decode(out.sequences), out.exit_layer)",
               f"model.generate(inputs.input_values, {override})  # {effect}",
               "model.generate(inputs.input_values, early_exit=False)  # full depth = HubertForCTC", "```", ""]
+    if training_data.strip():
+        lines += ["## Training data", "", training_data.strip(), ""]
     if commands.strip():
         lines += ["## Training", "", "Made with the `hubert-ee` CLI, exactly these commands:", "", "```bash",
                   commands.strip(), "```", ""]
@@ -134,8 +137,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     if ood is not None:
         lines += out_of_domain_lines(ood, peer)
     lines += ["## Limitations", "",
-              "- Trained on synthetic English speech (espeak-ng, flite and festival voices, with augmentation), "
-              "not on human recordings: accuracy on real speech is far lower (see above when reported).",
+              "- Accuracy depends on how close speech is to the training data (see \"Training data\" when given): "
+              "on real speech unlike it, it is far lower than on the in-domain test split (see above when reported).",
               "- Greedy CTC decoding without a language model; upper-case characters and apostrophes only.",
               "- Speedups are wall-clock ratios against the same model at full depth, measured in the same run; they "
               "depend on hardware, batch size and how early utterances exit.", "",
@@ -147,7 +150,7 @@ def out_of_domain_lines(ood: dict, peer: dict | None = None) -> list[str]:
     """The card's section on real human speech; with `peer` (a peer recogniser's scores on the same utterances, as
     `recipes/pocketsphinx_peer.py` writes them), a row for what a user would otherwise pick."""
     lines = ["## Out of domain: real human speech", "",
-             "The model was trained on synthetic speech only. On real read speech:", "",
+             "Real read speech from speakers and recordings the model never trained on:", "",
              markdown_report(ood).split("\n", 1)[1].strip(), ""]
     if peer is not None:
         lines += [f"The same {peer['utterances']} utterances, scored the same way (WER/CER in percent after the "
@@ -168,14 +171,15 @@ def training_history_lines(history: dict, curve_name: str | None = None) -> list
              f"{total['sessions']} training session(s) so far, {total['steps']:,} optimiser steps, "
              f"{total['speech_hours']:g} hours of speech processed in all; each session continued the last one's "
              "backbone. Dev CER: the final head on the same 200 dev utterances.", "",
-             "| session | date | steps | hours of speech | dev CER (%) at its end | what it did |",
-             "|---:|---|---:|---:|---:|---|"]
+             "| session | date | steps | hours of speech | dev CER (%) at its end | real-speech dev CER (%) | "
+             "what it did |",
+             "|---:|---|---:|---:|---:|---:|---|"]
     for session in history["sessions"]:
-        dev = session.get("dev") or [{}]
-        cer = dev[-1].get("cer")
+        cer = (session.get("dev") or [{}])[-1].get("cer")
+        real = session.get("real_speech", {}).get("cer")
         lines.append(f"| {session['session']} | {session.get('date', '')} | {session.get('steps', 0):,} | "
                      f"{session.get('speech_hours', 0):g} | {'' if cer is None else f'{cer:.2f}'} | "
-                     f"{session.get('note', '')} |")
+                     f"{'' if real is None else f'{real:.2f}'} | {session.get('note', '')} |")
     lines.append("")
     if curve_name:
         lines += [f"![learning curve: dev CER against hours of speech]({curve_name})", ""]
@@ -218,9 +222,11 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
 def run(args) -> int:
     commands = Path(args.commands).read_text() if args.commands else ""
     comparison = Path(args.comparison).read_text() if args.comparison else ""
+    training_data = Path(args.training_data).read_text() if args.training_data else ""
     readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, peer_json=args.peer_eval,
                         plot=args.plot,
                         repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands,
-                        comparison=comparison, history_json=args.history, curve=args.curve)
+                        comparison=comparison, history_json=args.history, curve=args.curve,
+                        training_data=training_data)
     print(f"wrote {readme}" + (f" and {args.output}" if args.output else ""))
     return 0

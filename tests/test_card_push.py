@@ -43,8 +43,10 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     commands.write_text("hubert-ee synth --out data\nhubert-ee train --model ctc --dataset data --output ee\n")
     comparison = tmp_path / "strategies.md"
     comparison.write_text("| model | final WER |\n|---|---:|\n| two-stage-linear | 12.50 |\n")
+    training_data = tmp_path / "data.md"
+    training_data.write_text("Synthetic speech, and speechocean762 (arXiv 2104.01378).\n")
     code = main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--commands", str(commands),
-                 "--comparison", str(comparison),
+                 "--comparison", str(comparison), "--training-data", str(training_data),
                  "--repo-id", "me/hubert-ee-demo", "--output", str(tmp_path / "model_card.md")])
     assert code == 0
     text = (tmp_path / "model_card.md").read_text()
@@ -58,6 +60,7 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     assert "hubert-ee train --model ctc" in text and "trust_remote_code=True" in text and "2204.06328" in text
     assert "1.31x" in text and "me/hubert-ee-demo" in text
     assert "## Exit-training strategies compared" in text and "| two-stage-linear | 12.50 |" in text
+    assert "## Training data\n\nSynthetic speech, and speechocean762 (arXiv 2104.01378).\n" in text
 
 
 def test_card_shows_a_peer_recogniser_beside_the_model_on_real_speech(hub_folder, tmp_path, capsys):
@@ -153,9 +156,11 @@ def test_the_card_records_every_training_session_and_the_totals():
          "dev": [{"step": 0, "speech_hours": 34, "cer": 46.15, "wer": 92.2}]},
         {"session": 1, "date": "2026-11-29", "steps": 1800, "speech_hours": 15.08, "note": "continued",
          "dev": [{"step": 600, "speech_hours": 5, "cer": 45.7, "wer": 93}, {"step": 1800, "speech_hours": 15.08,
-                                                                              "cer": 40.35, "wer": 89}]},
+                                                                              "cer": 40.35, "wer": 89}],
+         "real_speech": {"cer": 65.81, "wer": 103.67}},
     ]}  # fmt: skip
     text = "\n".join(training_history_lines(history, "learning_curve.png"))
     assert "2 training session(s) so far, 1,800 optimiser steps, 49.08 hours of speech" in text
-    assert "| 1 | 2026-11-29 | 1,800 | 15.08 | 40.35 | continued |" in text
+    assert "| 0 | 2026-11-01 | 0 | 34 | 46.15 |  | from scratch |" in text
+    assert "| 1 | 2026-11-29 | 1,800 | 15.08 | 40.35 | 65.81 | continued |" in text
     assert "![learning curve: dev CER against hours of speech](learning_curve.png)" in text
