@@ -131,8 +131,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
         lines += training_history_lines(history, curve_name)
     if comparison.strip():
         lines += ["## Exit-training strategies compared", "",
-                  "Every candidate trained on the same backbone, evaluated on the same test utterances "
-                  "(`hubert-ee compare`); the shipped model is the row chosen from this table.", "",
+                  "The candidates the shipped model's training was chosen from, each evaluated on the same "
+                  "utterances (`hubert-ee compare`).", "",
                   comparison.strip(), ""]
     if ood is not None:
         lines += out_of_domain_lines(ood, peer)

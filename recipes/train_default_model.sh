@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The shipped default model (models/hubert-ee-compact-synth), made on a 2-core CPU with no GPU, one session at a time:
-# each session continues the shipped backbone (`train-backbone --init-from`), retrains the exits on it, and ships the
-# result only if it beats the shipped model on the same dev utterances. Sessions and their learning curve are in
-# benchmarks/results/training_history.json; session 0 (from scratch) used this file as of commit 3482918.
+# each session continues the shipped model with its exit branches in the loss (TRAINING=joint, the default: backbone,
+# final head and exits learn together, the exits distilled from the final head), on synthetic speech with real speech
+# mixed in, and ships the result only if it beats the shipped model on the same dev utterances (the mean of the
+# synthetic dev CER and the real-speech dev CER). TRAINING=plain is the sessions 1-3 way: continue the backbone alone
+# (`train-backbone --init-from`), then fit exits on it (stages exits, compare). Sessions and their learning curve are
+# in benchmarks/results/training_history.json; session 0 (from scratch) used this file as of commit 3482918.
 #
 #     SESSION=1 bash recipes/train_default_model.sh                         # one session, every stage (~2¼ h)
 #     SESSION=1 STAGES="compare gate" bash recipes/train_default_model.sh   # some stages only
@@ -10,21 +13,28 @@
 # Stages (each one's commands are exactly those below; model_card.md quotes this file's commands):
 #   synth     clean synthetic speech: all engines (espeak-ng, flite, festival; 0.5 h dev / 0.5 h test, unseen texts,
 #             two test voices never trained on), and more espeak-ng + flite training audio (same seed: same text split)
-#   backbone  continue the shipped model's backbone on packed, augmented rows; dev CER every 600 steps
-#   exits     exit branches on the new backbone: three runs at once (one thread each)
-#   compare   every exit model evaluated on the same 100 test utterances; one table and one plot
-#   gate      the candidate (BEST) against the shipped model on the same 200 dev utterances: stop unless it is better
-#   ship      the candidate copied to models/, calibrated on dev for the largest speedup within +0.5 WER
+#   ab        (not a default stage) from the same shipped weights, same steps and data: plain continuation then
+#             exits on the frozen result, against joint continuation; final-head and per-exit dev CER of both
+#   backbone  TRAINING=joint: continue the shipped model, exits in the loss (joint-distill); TRAINING=plain: continue
+#             its backbone alone; packed, augmented rows, real speech oversampled to ~25 %; dev CER every 600 steps
+#   exits     (TRAINING=plain) exit branches on the new backbone: three runs at once (one thread each)
+#   compare   (TRAINING=plain) every exit model evaluated on the same 100 test utterances; one table and one plot
+#   gate      the candidate against the shipped model on the same 200 synthetic dev utterances and the real-speech
+#             dev set: stop unless the mean of the two CERs is lower
+#   ship      the candidate copied to models/, calibrated on dev (batch 1) for the largest speedup within +1.0 WER
 #   evaluate  the shipped model on the test split (per voice: seen and held-out apart) and on real human speech (../shared/data/real-speech-dev)
 #   peer      PocketSphinx 5 on the same real speech, scored the same way (not a default stage: run it once)
-#   history   this session's dev curve added to the training history; the learning-curve plot
+#   history   this session's dev curve and real-speech dev CER added to the training history; the learning curve
 #   card      model_card.md (and the model's README.md) from those evaluations
 #   examples  examples/clips (a handful) and examples/test-subset (for `make demo`) from the test split
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBERT_EE=${HUBERT_EE:-.venv/bin/hubert-ee}
 PYTHON=${PYTHON:-.venv/bin/python}
-STAGES=${STAGES:-synth backbone exits compare gate ship evaluate history card examples}
+TRAINING=${TRAINING:-joint}  # joint: exits trained with the backbone; plain: backbone, then exits on it
+if [ "$TRAINING" = joint ]; then DEFAULT_STAGES="synth backbone gate ship evaluate history card examples"
+else DEFAULT_STAGES="synth backbone exits compare gate ship evaluate history card examples"; fi
+STAGES=${STAGES:-$DEFAULT_STAGES}
 SESSION=${SESSION:?set SESSION to this session number (see benchmarks/results/training_history.json)}
 CORPUS=${CORPUS:-outputs/corpus-v2}
 MORE_TRAIN=${MORE_TRAIN:-outputs/corpus-v2-ef}
@@ -38,9 +48,15 @@ EXIT_MAX_STEPS=${EXIT_MAX_STEPS:-}   # smoke runs: replaces every exit run's ste
 BACKBONE_STEPS=${BACKBONE_STEPS:-4500}     # ~1.2 s a step on 2 otherwise idle cores; the cosine schedule ends here
 BACKBONE_MINUTES=${BACKBONE_MINUTES:-110}  # a safety stop that leaves the session time for the later stages
 BACKBONE_LR=${BACKBONE_LR:-1e-3}           # the cosine schedule's peak
+EXIT_LAYERS=${EXIT_LAYERS:-6,8,9,10,11}    # linear exits where they can match the final head: the late layers
+AB_STEPS=${AB_STEPS:-400}                  # each arm of the A/B
 SYNTH_MINUTES=${SYNTH_MINUTES:-32}         # each corpus' wall-clock budget: dev and test come first, train is cut
-BEST=${BEST:-}          # the exit model to ship (a folder name under $OUT/exits); default: chosen by `compare`
-REAL_SPEECH=${REAL_SPEECH:-../shared/data/real-speech-dev}
+BEST=${BEST:-}          # TRAINING=plain: the exit model to ship (a folder name under $OUT/exits), chosen by `compare`
+REAL_SPEECH=${REAL_SPEECH:-../shared/data/real-speech-dev}     # held out: evaluated, never trained or tuned on
+REAL_TRAIN=${REAL_TRAIN:-../shared/data/real-speech-train}     # real speech mixed into every session's training
+REAL_SHARE=${REAL_SHARE:-0.25}
+COMPARISON=${COMPARISON:-$RESULTS/$([ "$TRAINING" = joint ] && echo default_model_ab.md || echo default_model_strategies.md)}
+CANDIDATE=${CANDIDATE:-$([ "$TRAINING" = joint ] && echo joint || echo "exits/$BEST")}  # under $OUT
 mkdir -p "$OUT/logs" "$OUT/eval" "$RESULTS"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -51,15 +67,43 @@ synth() {
   $HUBERT_EE synth --out "$MORE_TRAIN" --engines espeak-ng,flite --hours-train 12 --hours-dev 0.5 --hours-test 0.5 \
     --seed 0 --num-proc 2 --no-augment --max-minutes "$SYNTH_MINUTES"
 }
+MIX=(--dataset "$CORPUS" --more-train-data "$MORE_TRAIN" --oversample-data "$REAL_TRAIN=$REAL_SHARE" --pack-seconds 8
+     --batch-size 4 --logging-steps 25 --dataloader-workers 1)
 backbone() {
   rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
-  $HUBERT_EE train-backbone --init-from "$INIT_FROM" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
-    --pack-seconds 8 --batch-size 4 --learning-rate "$BACKBONE_LR" --warmup-steps 300 --max-steps "$BACKBONE_STEPS" --max-minutes "$BACKBONE_MINUTES" \
-    --eval-steps 600 --max-eval-samples 200 --save-steps 300 --logging-steps 25 --dataloader-workers 1 --seed 1 --torch-compile \
-    --output "$OUT/backbone"
+  if [ "$TRAINING" = joint ]; then
+    $HUBERT_EE train --model "$INIT_FROM" --strategy joint-distill --exit-branch linear --exit-layers "$EXIT_LAYERS" \
+      "${MIX[@]}" --learning-rate "$BACKBONE_LR" --warmup-steps 300 --max-steps "$BACKBONE_STEPS" \
+      --max-minutes "$BACKBONE_MINUTES" --eval-steps 600 --max-eval-samples 200 --save-steps 300 --seed 1 \
+      --output "$OUT/joint"
+  else
+    $HUBERT_EE train-backbone --init-from "$INIT_FROM" "${MIX[@]}" --learning-rate "$BACKBONE_LR" --warmup-steps 300 \
+      --max-steps "$BACKBONE_STEPS" --max-minutes "$BACKBONE_MINUTES" --eval-steps 600 --max-eval-samples 200 \
+      --save-steps 300 --seed 1 --torch-compile --output "$OUT/backbone"
+  fi
+}
+ab() {  # the same shipped weights, steps and data in both arms; dev CER of the final head and of every exit
+  rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
+  local arm=(--learning-rate 5e-4 --warmup-steps 50 --max-steps "$AB_STEPS" --eval-split none --save-steps 200
+             --seed 1)
+  $HUBERT_EE train-backbone --init-from "$INIT_FROM" "${MIX[@]}" "${arm[@]}" --torch-compile \
+    --output "$OUT/ab/plain-backbone"
+  $HUBERT_EE train --model "$OUT/ab/plain-backbone" --strategy distill --exit-branch linear \
+    --exit-layers "$EXIT_LAYERS" "${MIX[@]}" --learning-rate 2e-3 --warmup-steps 30 --max-steps $((AB_STEPS / 2)) \
+    --eval-split none --save-steps 100 --seed 0 --output "$OUT/ab/plain"
+  $HUBERT_EE train --model "$INIT_FROM" --strategy joint-distill --exit-branch linear --exit-layers "$EXIT_LAYERS" \
+    "${MIX[@]}" "${arm[@]}" --output "$OUT/ab/joint"
+  for name in plain joint; do
+    $HUBERT_EE evaluate --model "$OUT/ab/$name" --dataset "$CORPUS" --split dev --max-samples 200 \
+      --confidence-thresholds "" --entropy-thresholds "" --patiences "" --repeats 1 --no-progress \
+      --json "$OUT/eval/ab-dev200-$name.json"
+  done
+  $HUBERT_EE compare "plain=$OUT/eval/ab-dev200-plain.json" "joint=$OUT/eval/ab-dev200-joint.json" \
+    --markdown "$RESULTS/default_model_ab.md"
 }
 exit_run() {  # NAME STRATEGY BRANCH EXIT_LAYERS STEPS LR
   OMP_NUM_THREADS=1 $HUBERT_EE train --model "$OUT/backbone" --dataset "$CORPUS" --more-train-data "$MORE_TRAIN" \
+    --oversample-data "$REAL_TRAIN=$REAL_SHARE" \
     --output "$OUT/exits/$1" --strategy "$2" --exit-branch "$3" --exit-layers "$4" \
     --max-steps "${EXIT_MAX_STEPS:-$5}" --max-minutes 18 --learning-rate "$6" --warmup-steps 30 --pack-seconds 8 \
     --batch-size 4 --eval-steps 0 --max-eval-samples 150 --logging-steps 25 --save-steps 100 \
@@ -94,27 +138,36 @@ compare() {
   $HUBERT_EE compare "${named[@]}" --markdown "$RESULTS/default_model_strategies.md" \
     --plot "$RESULTS/default_model_strategies.png"
 }
+GATE=(--confidence-thresholds "" --entropy-thresholds "" --patiences "" --repeats 1 --no-progress)
 gate() {
-  local best=${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}
-  for name in shipped-before "exits/$best"; do
-    $HUBERT_EE evaluate --model "$OUT/$name" --dataset "$CORPUS" --split dev --max-samples 200 \
-      --confidence-thresholds "" --entropy-thresholds "" --patiences "" --repeats 1 --no-progress \
-      --json "$OUT/eval/dev200-$(basename "$name").json"
+  [ "$TRAINING" = joint ] || : "${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}"
+  for name in shipped-before "$CANDIDATE"; do
+    local tag; tag=$(basename "$name")
+    $HUBERT_EE evaluate --model "$OUT/$name" --dataset "$CORPUS" --split dev --max-samples 200 "${GATE[@]}" \
+      --json "$OUT/eval/dev200-$tag.json"
+    $HUBERT_EE evaluate --model "$OUT/$name" --dataset "$REAL_SPEECH" "${GATE[@]}" --json "$OUT/eval/real-dev-$tag.json"
   done
-  $PYTHON - "$OUT/eval/dev200-shipped-before.json" "$OUT/eval/dev200-$best.json" <<'EOF'
+  local tag; tag=$(basename "$CANDIDATE")
+  $PYTHON - "$OUT/eval/dev200-shipped-before.json" "$OUT/eval/real-dev-shipped-before.json" \
+    "$OUT/eval/dev200-$tag.json" "$OUT/eval/real-dev-$tag.json" <<'EOF'
 import json, sys
-before, after = (json.load(open(path)) for path in sys.argv[1:])
-print(f"dev CER/WER (200 utterances): shipped {before['final_cer']:.2f} / {before['final_wer']:.2f}, "
-      f"candidate {after['final_cer']:.2f} / {after['final_wer']:.2f}")
-sys.exit(0 if after["final_cer"] < before["final_cer"] else "the candidate is not better on dev: not shipped")
+synthetic_before, real_before, synthetic_after, real_after = (json.load(open(path)) for path in sys.argv[1:])
+def mean_cer(synthetic, real):
+    return (synthetic["final_cer"] + real["final_cer"]) / 2
+for name, synthetic, real in (("shipped", synthetic_before, real_before), ("candidate", synthetic_after, real_after)):
+    print(f"{name:9s}: synthetic dev (200) CER/WER {synthetic['final_cer']:.2f} / {synthetic['final_wer']:.2f}, "
+          f"real-speech dev CER/WER {real['final_cer']:.2f} / {real['final_wer']:.2f}, "
+          f"mean CER {mean_cer(synthetic, real):.2f}")
+better = mean_cer(synthetic_after, real_after) < mean_cer(synthetic_before, real_before)
+sys.exit(0 if better else "the candidate's mean dev CER is not lower: not shipped")
 EOF
 }
 ship() {
-  local best=${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}
+  [ "$TRAINING" = joint ] || : "${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}"
   rm -rf "$MODEL" && mkdir -p "$MODEL"
-  find "$OUT/exits/$best" -maxdepth 1 -type f ! -name 'training_args.bin' -exec cp {} "$MODEL/" \;
-  $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 200 --max-wer-increase 0.5 \
-    "${SWEEP[@]}" \
+  find "$OUT/$CANDIDATE" -maxdepth 1 -type f ! -name 'training_args.bin' -exec cp {} "$MODEL/" \;
+  $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 200 --max-wer-increase 1.0 \
+    "${SWEEP[@]}" --batch-size 1 \
     --json "$RESULTS/default_model_calibration.json"
 }
 evaluate() {
@@ -129,17 +182,20 @@ peer() {  # not a default stage: the peer's scores do not change between session
   $PYTHON recipes/pocketsphinx_peer.py "$REAL_SPEECH" --json "$RESULTS/pocketsphinx_real_speech.json"
 }
 history() {
-  $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$OUT/backbone" \
-    --speech-seconds-per-step 30.2 --note "continued the shipped backbone: packed 8 s rows x 4, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
+  local run=$OUT/backbone what="the shipped backbone"
+  [ "$TRAINING" = joint ] && run=$OUT/joint what="the shipped model, exits in the loss (joint-distill at $EXIT_LAYERS)"
+  $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$run" \
+    --real-speech-eval "$RESULTS/default_model_real_speech.json" \
+    --speech-seconds-per-step 30.2 --note "continued $what: packed 8 s rows x 4, real speech ~${REAL_SHARE} of the audio, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
     --target-cer 10 --plot "$RESULTS/learning_curve.png"
 }
 card() {
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
   $HUBERT_EE card --model "$MODEL" --eval "$RESULTS/default_model_test.json" \
     --ood-eval "$RESULTS/default_model_real_speech.json" --peer-eval "$RESULTS/pocketsphinx_real_speech.json" --plot "$RESULTS/default_model_test.png" \
-    --commands "$OUT/commands.sh" --comparison "$RESULTS/default_model_strategies.md" \
+    --commands "$OUT/commands.sh" --comparison "$COMPARISON" \
     --history "$RESULTS/training_history.json" \
-    --curve "$RESULTS/learning_curve.png" --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
+    --curve "$RESULTS/learning_curve.png" --training-data recipes/default_model_training_data.md --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
 }
 examples() {
   rm -rf "$OUT/examples" "$EXAMPLES/clips" "$EXAMPLES/test-subset"
@@ -163,7 +219,7 @@ print(f"{examples}/clips: {len(chosen)} clips; {examples}/test-subset: {len(rows
 EOF
 }
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth backbone exits compare gate ship evaluate peer history card examples; do
+for stage in synth ab backbone exits compare gate ship evaluate peer history card examples; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"
