@@ -20,7 +20,9 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -354,19 +356,26 @@ def _clip_store(args, spec: str, processor) -> ClipStore:
     return ClipStore.from_speech_dataset(dataset, processor.tokenizer)
 
 
-def oversample_repeats(other_hours: float, own_hours: float, share: float) -> int:
-    """How many whole copies of a corpus of `own_hours` make it closest to `share` of the audio beside
-    `other_hours` (at least one)."""
-    wanted = share / (1 - share) * other_hours
-    return max(1, round(wanted / own_hours))
+def oversample_indices(clip_seconds: Sequence[float], other_hours: float, share: float, seed: int) -> list[int]:
+    """Clip indices of a corpus (clip durations `clip_seconds`) repeated so that it makes about `share` of the audio
+    beside `other_hours`: whole copies, then a seeded random subset of clips for the fraction of a copy left; at
+    least one copy, so that no clip is ever dropped."""
+    own_hours = sum(clip_seconds) / 3600
+    copies = max(1.0, share / (1 - share) * other_hours / own_hours)
+    whole, fraction = int(copies), copies - int(copies)
+    count = len(clip_seconds)
+    extra = np.random.default_rng(seed).permutation(count)[: round(fraction * count)]
+    return [index for _ in range(whole) for index in range(count)] + sorted(int(index) for index in extra)
 
 
-def _oversampled(store: ClipStore, extra: ClipStore, share: float, spec: str) -> ClipStore:
+def _oversampled(store: ClipStore, extra: ClipStore, share: float, spec: str, seed: int) -> ClipStore:
     """`store` with `extra` repeated to about `share` of the audio; the copies share the clips' arrays."""
-    repeats = oversample_repeats(store.hours, extra.hours, share)
-    mixed = ClipStore.concatenate([store, *[extra] * repeats])
-    print(f"oversampled {spec}: {extra.hours:.2f} h x {repeats} = {extra.hours * repeats / mixed.hours:.0%} "
-          f"of the training audio (asked {share:.0%})")
+    indices = oversample_indices([len(clip) / extra.sampling_rate for clip in extra.audio], store.hours, share, seed)
+    repeated = ClipStore([extra.audio[index] for index in indices], [extra.labels[index] for index in indices],
+                         extra.sampling_rate)
+    mixed = ClipStore.concatenate([store, repeated])
+    print(f"oversampled {spec}: {extra.hours:.2f} h x {len(indices) / len(extra):.2f} = "
+          f"{repeated.hours / mixed.hours:.0%} of the training audio (asked {share:.0%})")
     return mixed
 
 
@@ -384,7 +393,7 @@ def _load_train_split(args, processor, config):
     store = ClipStore.concatenate([_clip_store(args, spec, processor)
                                    for spec in [args.dataset, *(args.more_train_data or [])]])
     for spec, share in getattr(args, "oversample_data", None) or []:
-        store = _oversampled(store, _clip_store(args, spec, processor), share, spec)
+        store = _oversampled(store, _clip_store(args, spec, processor), share, spec, args.seed)
     tokenizer = processor.tokenizer
     augmenter = None if args.no_augment else Augmenter(AugmentationConfig())
     print(f"packed training: {len(store)} clips ({store.hours:.2f} h) in rows of {args.pack_seconds:g} s, "

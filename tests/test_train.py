@@ -250,16 +250,22 @@ def test_oversampled_corpus_is_repeated_to_its_share_of_the_packed_audio(backbon
                  "--warmup-steps", "0", "--precision", "fp32", "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "x 3 = 75% of the training audio (asked 75%)" in out and "packed training: 32 clips" in out
+    assert "x 3.00 = 75% of the training audio (asked 75%)" in out and "packed training: 32 clips" in out
 
 
-@pytest.mark.parametrize("other_hours, own_hours, share, repeats", [
-    (30.0, 2.9, 0.25, 3), (30.0, 2.9, 0.5, 10), (1.0, 5.0, 0.25, 1), (9.0, 1.0, 0.1, 1), (1.0, 1.0, 0.8, 4),
-])  # fmt: skip
-def test_oversample_repeats_come_closest_to_the_share(other_hours, own_hours, share, repeats):
-    from hubert_ee.train import oversample_repeats
+@pytest.mark.parametrize("other_hours, share, copies", [(36.0, 0.25, 3.0), (27.0, 0.25, 2.25), (1.0, 0.25, 1.0),
+                                                       (10.0, 0.5, 2.5)])
+def test_oversample_indices_repeat_whole_copies_then_a_random_share_of_one(other_hours, share, copies):
+    from hubert_ee.train import oversample_indices
 
-    assert oversample_repeats(other_hours, own_hours, share) == repeats
+    seconds = [36.0] * 400  # 4 h
+    indices = oversample_indices(seconds, other_hours, share, seed=0)
+    assert len(indices) == round(copies * 400)
+    whole = int(copies)
+    assert sorted(indices[: whole * 400]) == sorted(list(range(400)) * whole)  # every clip in every whole copy
+    assert len(set(indices[whole * 400:])) == len(indices) - whole * 400  # the partial copy has no clip twice
+    assert indices == oversample_indices(seconds, other_hours, share, seed=0)
+    assert copies == whole or indices != oversample_indices(seconds, other_hours, share, seed=1)
 
 
 def test_init_from_a_hubert_ee_folder_takes_its_backbone(backbone, tmp_path):
