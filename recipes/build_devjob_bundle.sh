@@ -10,6 +10,8 @@
 #                         espeak-ng-data (a tar: its folder "voices/!v" and a file name with a space stay inside)
 #   .devjob/flite.tar.xz  flite/: flite binary, every libflite*, a no-op libasound.so.2 (31 MB of voices -> 13 MB)
 #   .devjob/sentences.txt.gz  the normalised fortunes + WordNet sentence pool (hubert-ee synth --sentences)
+#   .devjob/real-speech-train/ the real training speech (REAL_TRAIN, default ../shared/data/real-speech-train; ~36 MB
+#                         of Opus), mixed into the device's training as on the CPU
 #   .devjob/src/        sources of the two stub libraries
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,5 +111,9 @@ with gzip.GzipFile(".devjob/sentences.txt.gz", "wb", mtime=0, compresslevel=9) a
 assert synth.read_sentences(".devjob/sentences.txt.gz") == pool
 print(f"sentences: {len(pool)}")
 P
+# ---- real training speech (never real-speech-dev: that set is held out)
+REAL_TRAIN=${REAL_TRAIN:-../shared/data/real-speech-train}
+if [ -f "$REAL_TRAIN/metadata.csv" ]; then cp -r "$REAL_TRAIN" "$B"/real-speech-train
+else echo "WARNING: no real training speech at $REAL_TRAIN: the device trains on synthetic speech only"; fi
 (cd "$B" && find . -type f ! -name MANIFEST.txt | sort | xargs sha256sum) > "$B"/MANIFEST.txt
 du -sh "$B"; du -sh "$B"/*

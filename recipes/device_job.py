@@ -3,8 +3,8 @@
     python recipes/device_job.py versions
         Python, torch / CUDA / GPU and the versions of the packages the job relies on.
     python recipes/device_job.py eval MODEL CORPUS OUT.json [--splits test,dev] [--batch-size 32]
-        Greedy-CTC WER / CER (percent, corpus level, after normalize_text) of a HubertForCTC checkpoint's final
-        head on the splits of a `hubert-ee synth` corpus, overall, for held-out and seen voices (the corpus'
+        Greedy-CTC WER / CER (percent, corpus level, after normalize_text) of the final head of a HubertForCTC or
+        HuBERT-EE checkpoint on the splits of a `hubert-ee synth` corpus, overall, for held-out and seen voices (the corpus'
         synth_summary.json names the held-out test voices), per engine and per voice; with a few examples.
     python recipes/device_job.py export CORPUS DEST [--splits dev,test] [--max-mib 14]
         The splits as audiofolders DEST/<split>/ (16-bit FLAC + metadata.csv with
@@ -60,11 +60,10 @@ def _rates(refs, hyps, rows) -> dict:
 def cmd_eval(args) -> int:
     import numpy as np
     import torch
-    from transformers import HubertForCTC
-
     from hubert_ee.data import load_speech_dataset
     from hubert_ee.inference import featurize, greedy_decode
     from hubert_ee.loading import load_processor
+    from hubert_ee.train import load_backbone
 
     t0 = time.time()
     corpus = Path(args.corpus)
@@ -72,7 +71,7 @@ def cmd_eval(args) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     held = set(summary.get("test_voices", []))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = HubertForCTC.from_pretrained(args.model).to(device).eval()
+    model = load_backbone(args.model).to(device).eval()  # the final head of a HubertForCTC or HuBERT-EE folder
     processor = load_processor(args.model)
     result: dict = {"model": str(args.model), "corpus": str(corpus), "device": device,
                     "metric": "greedy CTC, final head; WER/CER in percent, corpus level, after normalize_text",

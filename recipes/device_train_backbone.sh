@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Train the product's default backbone (`hubert-ee train-backbone --preset small`) on a lent GPU machine that has no
-# network and lacks `datasets`, `soundfile`, `soxr`, `jiwer`, `num2words` ... and espeak-ng / flite / fortunes /
-# WordNet.  Everything it needs travels in the git-ignored bundle .devjob/ (built by recipes/build_devjob_bundle.sh;
-# name `.devjob` in the device call's `carry`).  Run from the repo root:
+# Continue the shipped default model (models/hubert-ee-compact-synth, committed, so it travels with the working tree)
+# on a lent GPU machine, with the mix of a CPU session (recipes/train_default_model.sh): synthetic speech plus real
+# speech oversampled to REAL_SHARE of the audio; the returned weights go through that recipe's gate like a CPU
+# session's. The machine has no network and lacks `datasets`, `soundfile`, `soxr`, `jiwer`, `num2words` ... and
+# espeak-ng / flite / fortunes / WordNet.  Everything it needs travels in the git-ignored bundle .devjob/ (built by
+# recipes/build_devjob_bundle.sh, which also copies the real training speech into .devjob/real-speech-train; name
+# `.devjob` in the device call's `carry`).  Run from the repo root:
 #
 #     OUT=$OUT STEPS=3000 bash recipes/device_train_backbone.sh
+#
+# TRAINING picks what trains: joint (default: `hubert-ee train --strategy joint-distill` from INIT_FROM, exits at
+# EXIT_LAYERS in the loss, as the CPU recipe's default), plain (`train-backbone --init-from INIT_FROM`: the backbone
+# alone) or scratch (`train-backbone --preset PRESET`: a new backbone). The synthetic corpus uses SEED 0, the CPU
+# recipe's, so that its train split holds none of the dev and test sentences that the gate measures on.
 #
 # Stages, each under a time guard, all inside DEADLINE seconds (default 510 s) from the start; the packing stages may
 # run 15 s past it, so the script ends within 9 minutes (540 s) at worst:
@@ -12,7 +20,8 @@
 #           pipeline/), portable espeak-ng / flite wrappers into $TOOLS/bin (first on PATH), print versions + GPU
 #   synth   hubert-ee synth --sentences .devjob/sentences.txt.gz: HOURS h train, HOURS_DEV h dev, HOURS_TEST h test;
 #           with --max-minutes so that a slow machine gets a shorter train split instead of a killed stage
-#   train   hubert-ee train-backbone --preset $PRESET --max-steps $STEPS --max-minutes M (M = TRAIN_MINUTES, or less
+#   train   hubert-ee train (TRAINING=joint) or train-backbone (plain, scratch) --max-steps $STEPS --max-minutes M
+#           with --oversample-data REAL_TRAIN=REAL_SHARE where REAL_TRAIN exists (M = TRAIN_MINUTES, or less
 #           when the deadline needs it: what is left minus PREP_SECONDS for loading / feature preparation,
 #           POST_SECONDS for the final dev evaluation and save, and RESERVE seconds for the stages after it); the
 #           cosine schedule spans STEPS whatever M is; bf16 on CUDA; dev WER at the end
@@ -28,7 +37,9 @@
 #
 # Environment (defaults):
 #   OUT (required)  PYTHON=python3  HOURS=20  HOURS_DEV=0.4  HOURS_TEST=0.4  NPROC=16  WORKERS=8
-#   PRESET=small  STEPS=3000  BATCH=64  LR=5e-4  WARMUP=300  TRAIN_MINUTES=5  LOGGING_STEPS=50  SEED=42
+#   TRAINING=joint  INIT_FROM=models/hubert-ee-compact-synth  EXIT_LAYERS=6,8,9,10,11
+#   REAL_TRAIN=.devjob/real-speech-train  REAL_SHARE=0.25
+#   PRESET=small  STEPS=3000  BATCH=64  LR=5e-4  WARMUP=300  TRAIN_MINUTES=5  LOGGING_STEPS=50  SEED=0
 #   DEADLINE=510  SYNTH_TIMEOUT=240  PREP_SECONDS=(30 + 5 s per hour of audio)  POST_SECONDS=40  RESERVE=75
 #   EXPORT_MIB=14
 #   WORK=/tmp/hubert_ee_job  SITE=/tmp/site  PKG=/tmp/pkg  TOOLS=/tmp/hubert_ee_tools
@@ -43,7 +54,10 @@ PYTHON=${PYTHON:-python3}
 HOURS=${HOURS:-20} HOURS_DEV=${HOURS_DEV:-0.4} HOURS_TEST=${HOURS_TEST:-0.4}
 NPROC=${NPROC:-16} WORKERS=${WORKERS:-8}
 PRESET=${PRESET:-small} STEPS=${STEPS:-3000} BATCH=${BATCH:-64} LR=${LR:-5e-4} WARMUP=${WARMUP:-300}
-TRAIN_MINUTES=${TRAIN_MINUTES:-5} LOGGING_STEPS=${LOGGING_STEPS:-50} SEED=${SEED:-42}
+TRAIN_MINUTES=${TRAIN_MINUTES:-5} LOGGING_STEPS=${LOGGING_STEPS:-50} SEED=${SEED:-0}
+TRAINING=${TRAINING:-joint} INIT_FROM=${INIT_FROM:-models/hubert-ee-compact-synth} EXIT_LAYERS=${EXIT_LAYERS:-6,8,9,10,11}
+REAL_TRAIN=${REAL_TRAIN:-.devjob/real-speech-train} REAL_SHARE=${REAL_SHARE:-0.25}
+case $TRAINING in joint|plain|scratch) ;; *) echo "TRAINING=$TRAINING: expected joint, plain or scratch"; exit 2;; esac
 DEADLINE=${DEADLINE:-510} SYNTH_TIMEOUT=${SYNTH_TIMEOUT:-240} RESERVE=${RESERVE:-75} EXPORT_MIB=${EXPORT_MIB:-14}
 POST_SECONDS=${POST_SECONDS:-40}
 PREP_SECONDS=${PREP_SECONDS:-$(awk -v h="$HOURS" 'BEGIN { printf "%d", 30 + 5 * h }')}
@@ -84,7 +98,8 @@ stage() {
 }
 min() { (( $1 < $2 )) && echo "$1" || echo "$2"; }
 
-echo "hubert-ee device job: HOURS=$HOURS HOURS_DEV=$HOURS_DEV HOURS_TEST=$HOURS_TEST PRESET=$PRESET STEPS=$STEPS" \
+echo "hubert-ee device job: TRAINING=$TRAINING INIT_FROM=$INIT_FROM REAL_TRAIN=$REAL_TRAIN REAL_SHARE=$REAL_SHARE" \
+     "HOURS=$HOURS HOURS_DEV=$HOURS_DEV HOURS_TEST=$HOURS_TEST PRESET=$PRESET STEPS=$STEPS" \
      "BATCH=$BATCH LR=$LR WARMUP=$WARMUP TRAIN_MINUTES=$TRAIN_MINUTES NPROC=$NPROC WORKERS=$WORKERS" \
      "DEADLINE=$DEADLINE PREP_SECONDS=$PREP_SECONDS RESERVE=$RESERVE"
 echo "host: $(uname -srm), $(nproc) cores, $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}'), glibc $(ldd --version 2>/dev/null | head -1 | awk '{print $NF}')"
@@ -195,9 +210,17 @@ if (( SYNTH_OK == 0 )); then
     'BEGIN { t = s / 60; if (t > m) t = m; if (t < 0.2) t = 0.2; printf "%.2f", t }')
   echo "train: --max-minutes $minutes (TRAIN_MINUTES=$TRAIN_MINUTES; ${budget} s left before the reserve," \
        "PREP_SECONDS=$PREP_SECONDS, POST_SECONDS=$POST_SECONDS)"
+  case $TRAINING in   # what trains, from what (the header says)
+    joint) start=(train --model "$INIT_FROM" --strategy joint-distill --exit-branch linear --exit-layers "$EXIT_LAYERS") ;;
+    plain) start=(train-backbone --init-from "$INIT_FROM") ;;
+    scratch) start=(train-backbone --preset "$PRESET") ;;
+  esac
+  mix=(--pack-seconds 8)   # packed rows, augmented, as on the CPU
+  if [[ -f $REAL_TRAIN/metadata.csv ]]; then mix+=(--oversample-data "$REAL_TRAIN=$REAL_SHARE")
+  else echo "WARNING: no real speech at $REAL_TRAIN: synthetic speech only"; fi
   # shellcheck disable=SC2086  # TRAIN_ARGS is a list of words
   stage train "$budget" \
-    "$PYTHON" -m hubert_ee.cli train-backbone --dataset "$CORPUS" --preset "$PRESET" --output "$MODEL" \
+    "$PYTHON" -m hubert_ee.cli "${start[@]}" --dataset "$CORPUS" "${mix[@]}" --output "$MODEL" \
       --max-steps "$STEPS" --max-minutes "$minutes" --batch-size "$BATCH" --learning-rate "$LR" \
       --warmup-steps "$WARMUP" --logging-steps "$LOGGING_STEPS" --eval-steps 0 --save-steps 1000000 \
       --num-proc "$NPROC" --dataloader-workers "$WORKERS" --seed "$SEED" --no-progress $TRAIN_ARGS
