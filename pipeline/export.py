@@ -30,10 +30,14 @@ def convert_checkpoint(source: str | Path | HubertForCTC, init_from_backbone: bo
 
     `config_overrides` set early-exit fields (`exit_layers`, `exit_branch`, ...). With `init_from_backbone`, new
     branches start as copies of the layer after them and of the final head
-    ([`HubertEEForCTC.init_exit_branches_from_backbone`]); a HuBERT-EE checkpoint keeps its trained branches.
+    ([`HubertEEForCTC.init_exit_branches_from_backbone`]); a HuBERT-EE checkpoint keeps its trained branches, and
+    given other `exit_layers` or another `exit_branch` it keeps those that stay (same layer, same branch type) and
+    starts the others as new ones.
     """
     if isinstance(source, HubertForCTC):
         model = _convert_loaded(source, config_overrides)
+    elif isinstance(source, (str, Path)) and _changes_exits(source, config_overrides):
+        return _with_other_exits(HubertEEForCTC.from_pretrained(str(source)), config_overrides, init_from_backbone)
     elif isinstance(source, (str, Path)):
         model = HubertEEForCTC.from_pretrained(str(source), **config_overrides)
     else:
@@ -60,6 +64,44 @@ def _convert_loaded(source: HubertForCTC, config_overrides: dict) -> HubertEEFor
     if missing or unexpected:
         raise ValueError(f"{type(source).__name__} does not fit HuBERT-EE: missing {missing}, unexpected {unexpected}")
     model.train(source.training)
+    return model
+
+
+def _changes_exits(source: str | Path, config_overrides: dict) -> bool:
+    """Whether `config_overrides` give a HuBERT-EE checkpoint other exit layers or another branch type."""
+    from configuration_hubert_ee import HubertEEConfig
+
+    if _is_plain_hubert(source):
+        return False
+    saved = HubertEEConfig.from_pretrained(str(source))
+    return any(key in config_overrides and config_overrides[key] != getattr(saved, key)
+               for key in ("exit_layers", "exit_branch"))
+
+
+def _with_other_exits(saved: HubertEEForCTC, config_overrides: dict, init_from_backbone: bool) -> HubertEEForCTC:
+    """`saved` (a HuBERT-EE model) with the exits `config_overrides` name: its backbone, final head and every branch
+    that stays (same layer and type); the other branches new (from the backbone with `init_from_backbone`)."""
+    from configuration_hubert_ee import HubertEEConfig
+
+    settings = {key: value for key, value in saved.config.to_dict().items()
+                if key not in ("model_type", "architectures", "auto_map")}
+    model = HubertEEForCTC(HubertEEConfig.from_dict({**settings, **config_overrides}))
+    target = model.state_dict()
+    fitting = {key: value for key, value in saved.state_dict().items()
+               if key in target and value.shape == target[key].shape}
+    backbone = {key: value for key, value in fitting.items() if not key.startswith("exit_branches.")}
+    missing = [key for key in target if not key.startswith("exit_branches.") and key not in backbone]
+    if missing:
+        raise ValueError(f"the checkpoint's backbone does not fit its own config: missing {missing}")
+    model.load_state_dict(backbone, strict=False)
+    if init_from_backbone:
+        model.init_exit_branches_from_backbone()
+    if saved.config.exit_branch == model.config.exit_branch:
+        model.load_state_dict({key: value for key, value in fitting.items() if key.startswith("exit_branches.")},
+                              strict=False)
+    model.to(dtype=next(saved.parameters()).dtype)
+    model.apply_exit_training_strategy()
+    model.train(saved.training)
     return model
 
 

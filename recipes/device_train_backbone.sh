@@ -40,7 +40,7 @@
 #   TRAINING=joint  INIT_FROM=models/hubert-ee-compact-synth  EXIT_LAYERS=6,8,9,10,11
 #   REAL_TRAIN=.devjob/real-speech-train  REAL_SHARE=0.25
 #   PRESET=small  STEPS=3000  BATCH=64  LR=5e-4  WARMUP=300  TRAIN_MINUTES=5  LOGGING_STEPS=50  SEED=0
-#   DEADLINE=510  SYNTH_TIMEOUT=240  PREP_SECONDS=(30 + 5 s per hour of audio)  POST_SECONDS=40  RESERVE=75
+#   DEADLINE=510  SETUP_TIMEOUT=60  SYNTH_TIMEOUT=240  PREP_SECONDS=(30 + 5 s per hour of audio)  POST_SECONDS=40  RESERVE=75
 #   EXPORT_MIB=14
 #   WORK=/tmp/hubert_ee_job  SITE=/tmp/site  PKG=/tmp/pkg  TOOLS=/tmp/hubert_ee_tools
 #   INSTALL_WHEELS=auto (install unless the packages import already; 1 = always, 0 = never)
@@ -58,7 +58,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-5} LOGGING_STEPS=${LOGGING_STEPS:-50} SEED=${SEED
 TRAINING=${TRAINING:-joint} INIT_FROM=${INIT_FROM:-models/hubert-ee-compact-synth} EXIT_LAYERS=${EXIT_LAYERS:-6,8,9,10,11}
 REAL_TRAIN=${REAL_TRAIN:-.devjob/real-speech-train} REAL_SHARE=${REAL_SHARE:-0.25}
 case $TRAINING in joint|plain|scratch) ;; *) echo "TRAINING=$TRAINING: expected joint, plain or scratch"; exit 2;; esac
-DEADLINE=${DEADLINE:-510} SYNTH_TIMEOUT=${SYNTH_TIMEOUT:-240} RESERVE=${RESERVE:-75} EXPORT_MIB=${EXPORT_MIB:-14}
+DEADLINE=${DEADLINE:-510} SYNTH_TIMEOUT=${SYNTH_TIMEOUT:-240} SETUP_TIMEOUT=${SETUP_TIMEOUT:-60} RESERVE=${RESERVE:-75} EXPORT_MIB=${EXPORT_MIB:-14}
 POST_SECONDS=${POST_SECONDS:-40}
 PREP_SECONDS=${PREP_SECONDS:-$(awk -v h="$HOURS" 'BEGIN { printf "%d", 30 + 5 * h }')}
 WORK=${WORK:-/tmp/hubert_ee_job} SITE=${SITE:-/tmp/site} PKG=${PKG:-/tmp/pkg} TOOLS=${TOOLS:-/tmp/hubert_ee_tools}
@@ -186,7 +186,7 @@ SH
 }
 export PATH="$TOOLS/bin:$PATH" PYTHONPATH="$SITE:$ROOT:$PKG${PYTHONPATH:+:$PYTHONPATH}"
 export -f setup install_wheels check_datasets
-stage setup "$(min 60 "$(left)")" bash -c setup
+stage setup "$(min "$SETUP_TIMEOUT" "$(left)")" bash -c setup
 SETUP_OK=$?
 
 # ------------------------------------------------------------------------------------------------------- synth

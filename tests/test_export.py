@@ -53,3 +53,30 @@ def test_saving_over_an_earlier_model_leaves_no_stale_weights(tmp_path):
     assert loaded.config.num_hidden_layers == 3
     for name, tensor in bigger.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("branch", ["linear", "transformer"])
+def test_a_hubert_ee_checkpoint_takes_other_exits_keeping_those_that_stay(tmp_path, branch):
+    """Other exit layers (or another branch type) on a HuBERT-EE folder: backbone and head as saved, each branch that
+    stays (same layer and type) as trained, the new ones started from the backbone (layer after them + final head)."""
+    torch.manual_seed(0)
+    saved = tiny_model(exit_layers=[1, 2], exit_branch="linear")
+    for parameter in saved.exit_branches.parameters():  # trained branches: unlike a fresh start from the backbone
+        parameter.data.normal_()
+    saved.save_pretrained(tmp_path)
+    model = convert_checkpoint(tmp_path, exit_layers=[2, 3], exit_branch=branch, exit_training_strategy="joint")
+    assert model.config.exit_layers == [2, 3] and model.config.exit_branch == branch
+    for name, value in saved.state_dict().items():
+        if not name.startswith("exit_branches."):
+            torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+    kept = torch.equal(model.exit_branches["2"].head.weight, saved.exit_branches["2"].head.weight)
+    assert kept == (branch == "linear")
+    torch.testing.assert_close(model.exit_branches["3"].head.weight, saved.lm_head.weight)  # new: the final head
+    assert all(parameter.requires_grad for parameter in model.parameters() if parameter.dim() > 1
+               and not any(parameter is p for p in model.hubert.feature_extractor.parameters()))
+    input_values, attention_mask = padded_batch([4000, 2600])
+    with torch.no_grad():
+        torch.testing.assert_close(model.generate(input_values, attention_mask, early_exit=False).logits,
+                                   saved.generate(input_values, attention_mask, early_exit=False).logits)
+    unchanged = convert_checkpoint(tmp_path, exit_layers=[1, 2])  # the same exits: the checkpoint as saved
+    torch.testing.assert_close(unchanged.exit_branches["1"].head.weight, saved.exit_branches["1"].head.weight)
