@@ -10,7 +10,7 @@ from transformers import HubertConfig
 
 EXIT_BRANCHES = ("transformer", "linear")
 EXIT_CRITERIA = ("confidence", "entropy", "patience")
-EXIT_TRAINING_STRATEGIES = ("two-stage", "joint", "distill")
+EXIT_TRAINING_STRATEGIES = ("two-stage", "joint", "distill", "joint-distill")
 CTC_LOSS_REDUCTIONS = ("sum", "mean")
 
 
@@ -70,10 +70,12 @@ class HubertEEConfig(HubertConfig):
           branch loss = (1 - `distill_weight`) x CTC + `distill_weight` x T^2 x KL(final || branch) at
           temperature T = `distill_temperature`, KL summed over valid frames and reduced over the batch like the
           CTC loss (`ctc_loss_reduction`), so both terms live on one scale.
+        - `"joint-distill"`: everything learns, as in `"joint"`, and each branch's loss is the `"distill"` one, its
+          teacher the final head's posteriors of the same step (detached, so the teacher learns from the labels only).
     exit_loss_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the mean branch loss next to the final loss for the `"joint"` strategy.
+        Weight of the mean branch loss next to the final loss for the `"joint"` and `"joint-distill"` strategies.
     distill_weight (`float`, *optional*, defaults to 0.5):
-        Share of the KL term in a branch's loss for the `"distill"` strategy, in [0, 1].
+        Share of the KL term in a branch's loss for the `"distill"` and `"joint-distill"` strategies, in [0, 1].
     distill_temperature (`float`, *optional*, defaults to 1.0):
         Softmax temperature of teacher and student for the `"distill"` strategy, > 0.
     output_exit_logits (`bool`, *optional*, defaults to `False`):

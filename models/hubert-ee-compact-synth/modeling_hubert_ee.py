@@ -337,8 +337,8 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
     def apply_exit_training_strategy(self):
         """Set `requires_grad` for `config.exit_training_strategy`: frozen backbone and final head for
-        `two-stage`/`distill` (so no optimizer ever updates them), everything trainable for `joint` (except a
-        front end frozen with `freeze_feature_encoder`). Call again after changing the strategy."""
+        `two-stage`/`distill` (so no optimizer ever updates them), everything trainable for `joint` and
+        `joint-distill` (except a front end frozen with `freeze_feature_encoder`). Call again after changing the strategy."""
         frozen = self._backbone_is_frozen
         for module in (self.hubert, self.lm_head):
             for parameter in module.parameters():
@@ -773,7 +773,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
     def _strategy_loss(self, logits, exit_logits, labels, logit_lengths):
         exit_losses = [self._ctc_loss(branch_logits, labels, logit_lengths) for branch_logits in exit_logits]
         strategy = self.config.exit_training_strategy
-        if strategy == "distill":
+        if strategy in ("distill", "joint-distill"):
             weight = self.config.distill_weight
             teacher = logits.detach()
             exit_losses = [
@@ -782,7 +782,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
             ]
         stacked = torch.stack(exit_losses) if exit_losses else logits.new_zeros(0)
         mean_exit_loss = stacked.mean() if exit_losses else logits.new_zeros(())
-        if strategy == "joint":
+        if strategy in ("joint", "joint-distill"):
             loss = self._ctc_loss(logits, labels, logit_lengths) + self.config.exit_loss_weight * mean_exit_loss
         elif exit_losses:
             loss = mean_exit_loss
@@ -796,7 +796,7 @@ class HubertEEForCTC(HubertPreTrainedModel):
         """The loss of an inference-mode forward with labels: the training strategy's, so that the Trainer's
         `eval_loss` measures what training lowers (under `two-stage`/`distill` only the branches learn, and the final
         head's loss would never move); the final head's CTC loss when there is no branch to train."""
-        if exit_logits or self.config.exit_training_strategy == "joint":
+        if exit_logits or self.config.exit_training_strategy in ("joint", "joint-distill"):
             return self._strategy_loss(logits, exit_logits, labels, logit_lengths)
         return self._ctc_loss(logits, labels, logit_lengths), logits.new_zeros(0)
 
