@@ -16,8 +16,8 @@ from ..timing import format_speedup, median, paired_ratio, paired_speedup, speed
 
 OVERHEAD_GOAL_PCT = 3.0
 # Keys every result row carries, besides latency_ms/baseline_latency_ms (batch 1) or throughput/baseline_throughput.
-ROW_KEYS = ("device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup", "ideal_speedup",
-            "efficiency")
+ROW_KEYS = ("device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup", "speedup_interval",
+            "speedup_reliable", "speedup_note", "ideal_speedup", "efficiency")
 
 
 def round_or_none(value, digits=4):
