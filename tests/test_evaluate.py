@@ -353,3 +353,15 @@ def test_the_json_form_has_the_keys_of_the_committed_results_in_their_order(resu
     assert [key for key in committed if key in written] == [key for key in written if key in committed]
     assert set(written) - {"unreadable", "groups"} <= set(committed)
     assert EvaluationResult(**committed).to_json() == committed
+
+
+def test_markdown_of_a_result_without_intervals_keeps_its_old_speedup_column(result):
+    """Results written before speedups carried intervals (the committed default-model JSON, whose card is rebuilt
+    from it) render as they did."""
+    old = json.loads(json.dumps(result.to_json()))
+    for row in [*old["sweep"], old["oracle"]]:
+        for key in ("speedup_interval", "speedup_reliable", "speedup_note", "expected_speedup"):
+            del row[key]
+    text = markdown_report(old)
+    assert "| mean exit layer | speedup |" in text and "±" not in text and "expected" not in text
+    assert "divided by that of early exit, on the same batches, interleaved." in text
