@@ -140,6 +140,9 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
         assert "early exit at confidence 0.6 (asr(..., exit_threshold=0.6)" in out
     layers = [int(line.split(" / 12")[0].split()[-1]) for line in out.splitlines() if " / 12 " in line]
     assert layers and min(layers) < 12, out
+    # every speedup with its interval (step 1's over all clips, step 2's per row), beside the cost model's
+    assert "medians of 5 paired repetitions" in out and out.count("x ± ") >= 10
+    assert "| measured speedup | expected | ideal |" in out
 
 
 def test_naming_an_exit_setting_on_the_command_line_applies_it(tmp_path, capsys):
