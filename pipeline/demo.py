@@ -37,6 +37,7 @@ from transformers import HubertForCTC
 from .export import convert_checkpoint, save_hub_folder
 from .synth import synthesize, to_16k, trim_silence
 from .results import busy_message
+from .metrics import word_error_rate
 from .text import build_processor
 from .timing import BUSY_SPREAD, format_speedup, median, paired_speedup, speedup_verdict, spread
 from .train import build_backbone_config
@@ -75,6 +76,7 @@ for _ in range(3):  # warm-up before any clip is timed: the first calls pay for 
 rows = []
 for clip, (audio, rate), input_values in zip(clips, audios, features):
     text = asr({"raw": audio, "sampling_rate": rate}, **settings)["text"]
+    full_text = asr({"raw": audio, "sampling_rate": rate}, early_exit=False)["text"]
     early_s, full_s = [], []
     for repetition in range(REPEATS):  # paired: each repetition times both, one right after the other, in turn
         if repetition % 2:
@@ -83,7 +85,7 @@ for clip, (audio, rate), input_values in zip(clips, audios, features):
         early_s.append(seconds)
         if not repetition % 2:
             full_s.append(timed(input_values, early_exit=False)[1])
-    rows.append({"clip": clip, "text": text, "exit_layer": int(early.exit_layer[0]),
+    rows.append({"clip": clip, "text": text, "full_text": full_text, "exit_layer": int(early.exit_layer[0]),
                  "num_layers": model.config.num_hidden_layers, "early_s": early_s, "full_s": full_s})
 print(json.dumps(rows))
 """
@@ -149,13 +151,16 @@ def clip_speedup(rows: list[dict]) -> dict:
 
 
 def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None) -> None:
-    print(f"\n   {'clip':<28} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  transcript")
+    print(f"\n   {'clip':<28} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  transcripts")
+    indent = f"   {'':<28} {'':>10} {'':>9} {'':>8}  "
     for row in rows:
         name = Path(row["clip"]).name
         print(f"   {name:<28} {row['exit_layer']:>4} / {row['num_layers']:<3} "
-              f"{median(row['early_s']) * 1e3:>9.1f} {median(row['full_s']) * 1e3:>8.1f}  {row['text']!r}")
+              f"{median(row['early_s']) * 1e3:>9.1f} {median(row['full_s']) * 1e3:>8.1f}  early exit: {row['text']!r}")
+        print(f"{indent}full depth: {row['full_text']!r}")
         if references and name in references:
-            print(f"   {'':<28} {'':>10} {'':>9} {'':>8}  reference: {references[name]!r}")
+            print(f"{indent}reference:  {references[name]!r}")
+    _print_early_exit_cost(rows, references)
     speed = clip_speedup(rows)
     mean_exit = float(np.mean([row["exit_layer"] for row in rows]))
     print(f"\n   mean exit layer {mean_exit:.1f} of {rows[0]['num_layers']}; all clips: early exit "
@@ -165,6 +170,19 @@ def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None)
         print(f"   ({speed['speedup_note']}: the noise could explain this figure)")
     if speed["full_spread"] > BUSY_SPREAD:
         print(f"   {busy_message(speed['full_spread'])}")
+
+
+def _print_early_exit_cost(rows: list[dict], references: dict[str, str] | None) -> None:
+    """The WER that the early setting costs on these clips: early exit against full depth, both against the
+    references (when every clip has one)."""
+    names = [Path(row["clip"]).name for row in rows]
+    if not references or any(name not in references for name in names):
+        return
+    truth = [references[name] for name in names]
+    early = word_error_rate(truth, [row["text"] for row in rows])
+    full = word_error_rate(truth, [row["full_text"] for row in rows])
+    print(f"\n   WER on these {len(rows)} clips: early exit {early:.1f} %, full depth {full:.1f} %: the early setting "
+          f"costs {early - full:+.1f} points here")
 
 
 def _setting(config: dict) -> str:
