@@ -63,8 +63,8 @@ def test_config_holds_the_calibrated_operating_point():
         assert config["exit_criterion"] == chosen["exit_criterion"]
         if chosen["exit_threshold"] is not None:
             assert config["exit_threshold"] == pytest.approx(chosen["exit_threshold"])
-        # calibrated on dev within +0.5 WER points of the final head
-        assert chosen["wer"] <= chosen["final_wer"] + 0.5 + 1e-9
+        # calibrated on dev within its WER budget of the final head
+        assert chosen["wer"] <= chosen["final_wer"] + calibration["max_wer_increase"] + 1e-9
 
 
 def test_model_card_is_generated_from_the_committed_results():
@@ -78,7 +78,8 @@ def test_model_card_is_generated_from_the_committed_results():
         ood=json.loads((RESULTS / "default_model_real_speech.json").read_text()),
         peer=json.loads((RESULTS / "pocketsphinx_real_speech.json").read_text()),
         plot_name="default_model_test.png",
-        comparison=(RESULTS / "default_model_strategies.md").read_text(),
+        comparison=(RESULTS / "default_model_ab.md").read_text(),
+        training_data=(ROOT / "recipes" / "default_model_training_data.md").read_text(),
         history=json.loads((RESULTS / "training_history.json").read_text()), curve_name="learning_curve.png",
     )
     assert rebuilt == card
@@ -189,13 +190,13 @@ def test_pipeline_on_a_wav_path_and_on_an_audiofolder_row(shipped_asr, tmp_path)
     np.testing.assert_allclose(row["audio"].get_all_samples().data[0].numpy(), audio, atol=1e-4)
 
 
-def test_shipped_model_loads_with_only_its_branches_trainable():
+def test_shipped_model_loads_with_what_its_strategy_trains():
+    """Fine-tuning the shipped model trains what its config's strategy says: joint-distill trains everything."""
     from transformers import AutoModelForCTC
 
     model = AutoModelForCTC.from_pretrained(str(MODEL), trust_remote_code=True)
-    assert model.config.exit_training_strategy == "distill"
-    trainable = {name.split(".")[0] for name, parameter in model.named_parameters() if parameter.requires_grad}
-    assert trainable == {"exit_branches"}
+    assert model.config.exit_training_strategy == "joint-distill"
+    assert all(parameter.requires_grad for parameter in model.parameters())
 
 
 def _python_blocks(markdown: str, heading: str) -> list[str]:
@@ -205,7 +206,7 @@ def _python_blocks(markdown: str, heading: str) -> list[str]:
 
 def test_the_cards_and_readmes_usage_is_true(shipped_asr, tmp_path, monkeypatch):
     """The model card's usage snippets, run on the shipped folder (its Hub id replaced by the folder), and the
-    README's: the default is full depth (exits off in the config), naming a threshold turns exits on."""
+    README's: the default is the config's setting, and a setting named per call applies to that call."""
     import ast
 
     import soundfile
