@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from configuration_hubert_ee import HubertEEConfig
+from configuration_early_exit import EarlyExitConfigMixin
 
 from .arguments import UsageError
+from .loading import load_early_exit_config
 from .operating_point import (
     CALIBRATED_METRIC,
     MEASURED_LINE,
@@ -37,7 +38,7 @@ CITATION = """@inproceedings{yoon2024hubertee,
 }"""
 
 
-def example_override(result: dict, config: HubertEEConfig) -> tuple[str, str]:
+def example_override(result: dict, config: EarlyExitConfigMixin) -> tuple[str, str]:
     """The per-call setting the card's usage shows, and what it does. Exits off in the config: the fastest setting
     of the config's criterion measured in `result` (naming it turns exits on for the call), with its speed and WER;
     exits on: a stricter one."""
@@ -84,7 +85,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                curve_name: str | None = None, peer: dict | None = None, training_data: str = "") -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results; `training_data` (markdown)
     is its "Training data" section: what the model learned from, and the credit each corpus asks for."""
-    config = HubertEEConfig.from_pretrained(str(model_folder))
+    config = load_early_exit_config(model_folder)
     point = operating_point(result, config)
     metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood), sort_keys=False)
     lines = [

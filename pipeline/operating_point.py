@@ -11,21 +11,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from .outputs import check_output_path, write_texts
-
-if TYPE_CHECKING:
-    from configuration_hubert_ee import HubertEEConfig
 
 __all__ = [
     "SETTING_LINE", "MEASURED_LINE", "CALIBRATED_METRIC", "choose_operating_point", "describe_choice",
     "operating_point", "operating_point_setting", "card_with_operating_point", "write_operating_point",
 ]
 
-def operating_point(result: dict, config: HubertEEConfig) -> dict | None:
+def operating_point(result: dict, config) -> dict | None:
     """The sweep row that matches the config's stored criterion/threshold (what `calibrate` wrote), if any."""
     if not config.early_exit:
         return None
@@ -48,7 +45,7 @@ MEASURED_LINE = "- at that point on the test split: "
 CALIBRATED_METRIC = "WER (early exit, calibrated)"
 
 
-def operating_point_setting(config: HubertEEConfig) -> str:
+def operating_point_setting(config) -> str:
     """The config's stored early-exit setting, as the card states it."""
     if not config.early_exit:
         return "early exit disabled (full depth)"
@@ -117,11 +114,11 @@ def write_operating_point(folder: str | Path, choice: dict, note: str = "chosen 
     are not touched. Fields the choice leaves at None (the unused threshold or patience, or everything when early
     exit is off) keep their values.
     """
-    from configuration_hubert_ee import HubertEEConfig
+    from .loading import load_early_exit_config
 
     folder = Path(folder)
     config_path = check_output_path(folder / "config.json", "the model's config")
-    config = HubertEEConfig.from_pretrained(str(folder))
+    config = load_early_exit_config(folder)
     fields: dict[str, Any] = {"early_exit": bool(choice["early_exit"])}
     for name in ("exit_criterion", "exit_threshold", "exit_patience"):
         if choice.get(name) is not None:
@@ -161,7 +158,7 @@ def describe_choice(choice: dict, num_layers: int | None = None) -> str:
     )
 
 
-def card_with_operating_point(card: str, config: HubertEEConfig, note: str) -> str | None:
+def card_with_operating_point(card: str, config, note: str) -> str | None:
     """`card` (as `build_card` writes it) stating `config`'s operating point, followed by `note` (where it comes
     from); None when `card` has no operating-point line (not a `hubert-ee card` card).
 

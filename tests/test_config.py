@@ -40,7 +40,7 @@ def test_default_exit_layers_spread_over_depth(layers, expected):
         ("exit_layers", "1,2", "list of integer"),
         ("exit_branch", "mlp", "['transformer', 'linear']"),
         ("exit_criterion", "margin", "['confidence', 'entropy', 'patience']"),
-        ("exit_training_strategy", "frozen", "['two-stage', 'joint', 'distill']"),
+        ("exit_training_strategy", "frozen", "['two-stage', 'joint', 'distill', 'joint-distill']"),
         ("exit_threshold", -0.1, "non-negative"),
         ("exit_patience", 0, ">= 1"),
         ("exit_patience", 1.5, ">= 1"),

@@ -26,14 +26,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from modeling_hubert_ee import HubertEEForCTC
-
 from .models import branch_of_type
 from ..timing import interleaved_times, median, repeated
 
-
 COMPONENT_PREFIX = "component:"
-
 
 # ---------------------------------------------------------------------------------------------- distributions
 
@@ -62,10 +58,8 @@ def parse_distribution(spec: str, num_layers: int, exit_layers: Sequence[int] | 
             raise ValueError(f"Exit distribution {spec!r} names layer {layer}, but exits are at {where}.")
     return {layer: shares[layer] / total for layer in sorted(shares) if shares[layer] > 0}
 
-
 def format_distribution(distribution: dict[int, float]) -> str:
     return ",".join(f"{layer}:{share:g}" for layer, share in sorted(distribution.items()))
-
 
 def allocate_rows(distribution: dict[int, float], batch_size: int) -> list[int]:
     """Target exit layer per row of a batch: the counts nearest to the shares (largest remainder), rows ordered
@@ -76,7 +70,6 @@ def allocate_rows(distribution: dict[int, float], batch_size: int) -> list[int]:
     for layer in sorted(quotas, key=lambda layer: (-(quotas[layer] - counts[layer]), layer))[:remaining]:
         counts[layer] += 1
     return [layer for layer in sorted(counts) for _ in range(counts[layer])]
-
 
 # ---------------------------------------------------------------------------------------------- ideal speedup
 
@@ -90,12 +83,10 @@ def lookup_cost(table: dict, component: str, rows: int) -> float:
     nearest = min(measured, key=lambda count: (abs(count - rows), -count))
     return measured[nearest] * rows / nearest
 
-
 def plain_cost(table: dict, num_layers: int, batch_size: int) -> float:
     """Plain `HubertForCTC`: front end + every layer + head, all on `batch_size` rows."""
     return (lookup_cost(table, "embed", batch_size) + num_layers * lookup_cost(table, "layer", batch_size)
             + lookup_cost(table, "head", batch_size))
-
 
 def early_exit_cost(table: dict, num_layers: int, exit_layers: Sequence[int], targets: Sequence[int]) -> float:
     """Ideal cost of one batch whose rows leave after `targets` (one layer per row), with batch compaction."""
@@ -106,7 +97,6 @@ def early_exit_cost(table: dict, num_layers: int, exit_layers: Sequence[int], ta
         if layer in exit_layers:
             cost += lookup_cost(table, "branch", sum(target >= layer for target in targets))
     return cost + lookup_cost(table, "head", sum(target == num_layers for target in targets))
-
 
 def ideal_speedup(table: dict, num_layers: int, exit_layers: Sequence[int], distribution: dict[int, float],
                   batch_size: int) -> float:
@@ -123,7 +113,6 @@ def ideal_speedup(table: dict, num_layers: int, exit_layers: Sequence[int], dist
     targets = allocate_rows(distribution, batch_size)
     return plain_cost(table, num_layers, batch_size) / early_exit_cost(table, num_layers, exit_layers, targets)
 
-
 def ideal_speedup_of_layers(table: dict, num_layers: int, exit_layers: Sequence[int], layers: Sequence[int],
                             batch_size: int) -> float:
     """Ideal speedup of a data set whose utterances left at `layers` (in order), run in batches of `batch_size`."""
@@ -136,7 +125,6 @@ def ideal_speedup_of_layers(table: dict, num_layers: int, exit_layers: Sequence[
                     for start in starts)
     return plain / compacted
 
-
 def needed_row_counts(num_layers: int, exit_layers: Sequence[int], targets: Sequence[int]) -> set[int]:
     """Row counts at which layers/branches/head run for a batch with these targets (for measuring)."""
     counts = {sum(target >= layer for target in targets) for layer in list(exit_layers) + [num_layers]}
@@ -145,11 +133,10 @@ def needed_row_counts(num_layers: int, exit_layers: Sequence[int], targets: Sequ
     counts.add(len(targets))
     return {count for count in counts if count > 0}
 
-
 # ---------------------------------------------------------------------------------------------- component costs
 
 @torch.inference_mode()
-def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
+def component_cases(model, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
                     branch_types: Sequence[str] = ("transformer", "linear"),
                     compile_fn: Callable[[Callable], Callable] = lambda fn: fn) -> dict[str, tuple[Callable, int]]:
     """Timed pieces of the model on `input_values`' device and dtype: `embed` at the full batch; `layer` (one
@@ -161,9 +148,9 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     device = input_values.device
     batch_size = input_values.shape[0]
     hidden_states, _ = model.embed(input_values)  # no padding: no attention mask, as the model runs it then
-    layer = model.hubert.encoder.layers[0]
+    layer = model.encoder.layers[0]
     branches = {branch_type: branch_of_type(model, branch_type) for branch_type in branch_types}
-    settings = model.exit_settings()
+    settings = model.exit_setting()
     calls = {("embed", batch_size): lambda: model.embed(input_values)}
     for rows in sorted(row_counts | {batch_size}):
         h = hidden_states[:rows].contiguous()
@@ -177,7 +164,6 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(compile_fn(fn), device, min_seconds)
             for (name, rows), fn in calls.items()}
 
-
 def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, int]], branch: str
                     ) -> dict[str, dict[int, float]]:
     """{component: {rows: seconds per call}} from the medians of `component_cases` timings; `branch` is the
@@ -189,8 +175,7 @@ def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, 
     table["branch"] = dict(table[f"branch_{branch}"])
     return table
 
-
-def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], repeats: int,
+def measure_components(model, input_values: torch.Tensor, row_counts: set[int], repeats: int,
                        warmup: int, min_seconds: float, branch_types: Sequence[str] = ("transformer", "linear"),
                        ) -> dict[str, dict[int, float]]:
     """`component_table` of `component_cases` timed on their own (medians of `repeats`, interleaved)."""

@@ -29,7 +29,7 @@ def _fold_weight_norm(model):
     folded = folded.to(dtype=parameter.dtype).eval()
     if hasattr(model, "overlap_exit_decisions"):  # a per-instance switch: the copy runs the way `model` runs
         folded.overlap_exit_decisions = model.overlap_exit_decisions
-    conv = folded.hubert.encoder.pos_conv_embed.conv
+    conv = folded.base_model.encoder.pos_conv_embed.conv
     if parametrize.is_parametrized(conv, "weight"):
         parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
     return folded
