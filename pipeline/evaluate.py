@@ -42,6 +42,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from configuration_early_exit import ExitSetting
+
 from .arguments import DEFAULT_PATIENCES, DEFAULT_THRESHOLDS, UsageError, check_threshold_range
 from .forced_exits import forced_exit_targets, prepare_forced_targets
 from .inference import decode, featurize, greedy_decode
@@ -49,14 +51,13 @@ from .timing import interleaved_times
 from .loading import load_model_and_processor, model_device, resolve_model_spec
 from .metrics import char_error_rate, word_error_rate
 from .outputs import write_json, write_text
-from .results import TIMING_METHOD, EvaluationResult, markdown_report, plot_tradeoff, print_summary
+from .results import TIMING_METHOD, EvaluationResult, markdown_report, plot_tradeoff, print_summary, row_of_setting
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PATIENCES", "EvaluationResult", "evaluate_model", "evaluate_from_args",
            "run"]
 
-Setting = tuple[str, "float | None", "int | None"]  # (criterion, threshold, patience)
 
 
 @dataclasses.dataclass
@@ -81,8 +82,8 @@ def _tqdm(iterable, **kwargs):
 
 # ---------------------------------------------------------------------------------------------- settings
 
-def sweep_settings(thresholds: dict[str, list[float]] | None, patiences) -> list[Setting]:
-    """The sweep's `(criterion, threshold, patience)` settings: thresholds per criterion, then patience values."""
+def sweep_settings(thresholds: dict[str, list[float]] | None, patiences) -> list[ExitSetting]:
+    """The sweep's exit settings (each checked as it is built): thresholds per criterion, then patience values."""
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
     unknown = set(thresholds) - {"confidence", "entropy"}
     if unknown:
@@ -90,36 +91,23 @@ def sweep_settings(thresholds: dict[str, list[float]] | None, patiences) -> list
             f"thresholds has unknown criteria {sorted(unknown)}: only 'confidence' and 'entropy' take thresholds "
             "(patience values go in `patiences`)."
         )
-    settings: list[Setting] = []
+    settings: list[ExitSetting] = []
     for criterion in ("confidence", "entropy"):
         for threshold in thresholds.get(criterion) or []:
-            settings.append((criterion, float(threshold), None))
+            settings.append(ExitSetting(criterion=criterion, threshold=float(threshold)))
     for patience in patiences or ():
         if isinstance(patience, bool) or int(patience) != patience or int(patience) < 1:
             raise ValueError(f"patience values must be integers >= 1, got {patience!r}")
-        settings.append(("patience", None, int(patience)))
+        settings.append(ExitSetting(criterion="patience", patience=int(patience)))
     return settings
 
 
-def setting_overrides(setting: Setting) -> dict[str, Any]:
-    """The `generate` keyword arguments of one sweep setting (early exit on)."""
-    criterion, threshold, patience = setting
-    overrides: dict[str, Any] = {"early_exit": True, "exit_criterion": criterion}
-    if threshold is not None:
-        overrides["exit_threshold"] = threshold
-    if patience is not None:
-        overrides["exit_patience"] = patience
-    return overrides
-
-
-def check_arguments(model, dataset, settings: list[Setting], batch_size: int, repeats: int, group_by) -> None:
-    """Fail before any work on a bad batch size, repeat count, setting or group column."""
+def check_arguments(model, dataset, batch_size: int, repeats: int, group_by) -> None:
+    """Fail before any work on a bad batch size, repeat count or group column (settings check themselves)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for setting in settings:
-        model.config.validate_exit_settings(**{k: v for k, v in setting_overrides(setting).items() if k != "early_exit"})
     columns = list(getattr(dataset, "column_names", None) or (dataset[0].keys() if len(dataset) else []))
     unknown_columns = [column for column in group_by if column not in columns]
     if unknown_columns:
@@ -241,26 +229,23 @@ def time_oracle(model, data: EvaluationData, oracle_layers: list[int], oracle_te
                     model.config.num_hidden_layers)
 
 
-def run_sweep(model, processor, data: EvaluationData, settings: list[Setting], repeats: int, progress: bool
+def run_sweep(model, processor, data: EvaluationData, settings: list[ExitSetting], repeats: int, progress: bool
               ) -> tuple[list[dict], list[tuple[dict, list[str], list[int]]]]:
     """One row per setting (accuracy, depth, speed against the baseline), and each setting's texts and layers."""
     num_layers = int(model.config.num_hidden_layers)
     sweep, outputs_per_setting = [], []
     for setting in _tqdm(settings, desc="early-exit sweep", disable=not progress):
-        overrides = setting_overrides(setting)
         baseline_time, early_time, outputs = race(
             model, data, repeats,
-            lambda indices, input_values, attention_mask: model.generate(input_values, attention_mask, **overrides),
+            lambda indices, input_values, attention_mask, setting=setting: model.generate(
+                input_values, attention_mask, exit_setting=setting),
         )
         texts, layers = [""] * data.count, [num_layers] * data.count
         for indices, output in outputs:
             for i, text, layer in zip(indices, decode(processor, output.sequences), output.exit_layer.tolist()):
                 texts[i], layers[i] = text, int(layer)
-        criterion, threshold, patience = setting
-        row = {"criterion": criterion, "threshold": threshold,
+        row = {**row_of_setting(setting),
                **measured(data.references, texts, layers, baseline_time, early_time, num_layers)}
-        if patience is not None:
-            row["patience"] = patience
         sweep.append(row)
         outputs_per_setting.append((row, texts, layers))
     return sweep, outputs_per_setting
@@ -291,7 +276,7 @@ def evaluate_model(
     """
     group_by = list(group_by or ())
     settings = sweep_settings(thresholds, patiences)
-    check_arguments(model, dataset, settings, batch_size, repeats, group_by)
+    check_arguments(model, dataset, batch_size, repeats, group_by)
     model.eval()
     config = model.config
     num_layers = int(config.num_hidden_layers)

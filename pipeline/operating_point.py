@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .outputs import check_output_path, write_texts
+from .results import setting_of_row
 
 __all__ = [
     "SETTING_LINE", "MEASURED_LINE", "CALIBRATED_METRIC", "choose_operating_point", "describe_choice",
@@ -23,19 +24,11 @@ __all__ = [
 ]
 
 def operating_point(result: dict, config) -> dict | None:
-    """The sweep row that matches the config's stored criterion/threshold (what `calibrate` wrote), if any."""
-    if not config.early_exit:
+    """The sweep row that measured the config's stored exit setting (what `calibrate` wrote), if any."""
+    setting = config.exit_setting
+    if not setting.early_exit:
         return None
-    for row in result["sweep"]:
-        if row["criterion"] != config.exit_criterion:
-            continue
-        if config.exit_criterion == "patience" and row.get("patience") == config.exit_patience:
-            return row
-        if config.exit_criterion != "patience" and row.get("threshold") is not None and abs(
-            row["threshold"] - config.exit_threshold
-        ) < 1e-9:
-            return row
-    return None
+    return next((row for row in result["sweep"] if setting_of_row(row).decides_like(setting)), None)
 
 
 # The card's lines about the operating point, and its metric there: `calibrate` rewrites them when it changes the
@@ -47,11 +40,12 @@ CALIBRATED_METRIC = "WER (early exit, calibrated)"
 
 def operating_point_setting(config) -> str:
     """The config's stored early-exit setting, as the card states it."""
-    if not config.early_exit:
+    setting = config.exit_setting
+    if not setting.early_exit:
         return "early exit disabled (full depth)"
-    return f"`exit_criterion={config.exit_criterion!r}`, " + (
-        f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
-        else f"`exit_threshold={config.exit_threshold}`"
+    return f"`exit_criterion={setting.criterion!r}`, " + (
+        f"`exit_patience={setting.patience}`" if setting.criterion == "patience"
+        else f"`exit_threshold={setting.threshold}`"
     )
 
 
@@ -123,8 +117,8 @@ def write_operating_point(folder: str | Path, choice: dict, note: str = "chosen 
     for name in ("exit_criterion", "exit_threshold", "exit_patience"):
         if choice.get(name) is not None:
             fields[name] = choice[name]
-    config.validate_exit_settings(**fields)
-    for name, value in fields.items():
+    setting = config.exit_setting.with_overrides(**fields)  # raises naming a bad value before anything is written
+    for name, value in setting.as_config_fields().items():
         setattr(config, name, value)
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     files = {config_path: json.dumps({**saved, **fields}, indent=2, sort_keys=True) + "\n"}

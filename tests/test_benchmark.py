@@ -64,7 +64,7 @@ def test_forced_distribution_is_exact_for_a_batch():
     assert {layer: exit_layer.count(layer) / 8 for layer in set(exit_layer)} == distribution
     # Without targets the model decides by itself again (threshold 2.0: never leaves).
     with torch.inference_mode():
-        assert model(torch.randn(2, 3000), **benchmark.NEVER_EXIT_SETTINGS).exit_layer.tolist() == [4, 4]
+        assert model(torch.randn(2, 3000), exit_setting=benchmark.NEVER_EXIT).exit_layer.tolist() == [4, 4]
 
 
 def test_forced_targets_are_validated():

@@ -88,6 +88,17 @@ class ExitSetting:
         arguments of `generate`/`forward`/`from_pretrained` and the config fields that give this setting."""
         return {field: getattr(self, name) for name, field in self.CONFIG_FIELDS.items()}
 
+    def decides_like(self, other: "ExitSetting") -> bool:
+        """Whether `other` makes the same exit decisions: the same on/off and criterion, and the same threshold (for
+        confidence and entropy) or patience (for patience); the field the criterion does not read may differ."""
+        if not (self.early_exit and other.early_exit):
+            return self.early_exit == other.early_exit
+        if self.criterion != other.criterion:
+            return False
+        if self.criterion == "patience":
+            return self.patience == other.patience
+        return abs(self.threshold - other.threshold) < 1e-9
+
     def describe(self) -> str:
         """The setting in words: `"full depth"`, `"confidence >= 0.9"`, `"entropy <= 0.5"`, `"patience 2"`."""
         if not self.early_exit:

@@ -864,12 +864,14 @@ class EarlyExitForCTCMixin:
 
     # ------------------------------------------------------------------ public API
 
-    def exit_setting(self, **overrides) -> ExitSetting:
-        """The exit setting a call runs with: the config's, with `overrides` (`early_exit`, `exit_criterion`,
-        `exit_threshold`, `exit_patience`; None: not given) applied. Naming a criterion or threshold turns early
-        exit on (as for `generate`); bad values raise a `ValueError`, unknown names a `TypeError`. `config` is never
-        changed."""
-        return self.config.exit_setting.with_overrides(**overrides)
+    def exit_setting(self, exit_setting: ExitSetting | None = None, **overrides) -> ExitSetting:
+        """The exit setting a call runs with: `exit_setting`, else the config's, with `overrides` (`early_exit`,
+        `exit_criterion`, `exit_threshold`, `exit_patience`; None: not given) applied. Naming a criterion or
+        threshold turns early exit on (as for `generate`); bad values raise a `ValueError`, unknown names a
+        `TypeError`. `config` is never changed."""
+        if exit_setting is not None and not isinstance(exit_setting, ExitSetting):
+            raise TypeError(f"`exit_setting` must be an ExitSetting, got {type(exit_setting).__name__}.")
+        return (exit_setting or self.config.exit_setting).with_overrides(**overrides)
 
     def forward(
         self,
@@ -882,6 +884,7 @@ class EarlyExitForCTCMixin:
         exit_criterion: str | None = None,
         exit_threshold: float | None = None,
         exit_patience: int | None = None,
+        exit_setting: ExitSetting | None = None,
         **kwargs,
     ) -> EarlyExitCTCOutput:
         r"""
@@ -891,7 +894,8 @@ class EarlyExitForCTCMixin:
         output_exit_logits (`bool`, *optional*): run every layer and every branch on every row and return all
             branches' logits (`exit_logits`); always the case in training mode. Defaults to
             `config.output_exit_logits`.
-        early_exit, exit_criterion, exit_threshold, exit_patience: per-call overrides of the config's exit setting.
+        exit_setting (`ExitSetting`, *optional*): the exit setting of this call (default: the config's).
+        early_exit, exit_criterion, exit_threshold, exit_patience: per-call overrides of that setting's fields.
 
         Training mode (or `output_exit_logits`): full depth, `logits` are the final head's, `loss` follows
         `config.exit_training_strategy`. Inference: each utterance leaves at its own exit (see the config's
@@ -899,7 +903,7 @@ class EarlyExitForCTCMixin:
         `loss` (the strategy's, as in training) and `exit_losses`.
         """
         self._refuse_unsupported(kwargs)
-        setting = self.exit_setting(early_exit=early_exit, exit_criterion=exit_criterion,
+        setting = self.exit_setting(exit_setting, early_exit=early_exit, exit_criterion=exit_criterion,
                                     exit_threshold=exit_threshold, exit_patience=exit_patience)
         if output_exit_logits is None:
             output_exit_logits = self.config.output_exit_logits
@@ -967,15 +971,17 @@ class EarlyExitForCTCMixin:
         return copies[self]
 
     @torch.inference_mode()
-    def generate(self, input_values, attention_mask=None, **overrides) -> EarlyExitGenerateOutput:
+    def generate(self, input_values, attention_mask=None, exit_setting: ExitSetting | None = None,
+                 **overrides) -> EarlyExitGenerateOutput:
         """Early-exit greedy CTC decoding.
 
-        `overrides` (`early_exit`, `exit_criterion`, `exit_threshold`, `exit_patience`) apply to this call only.
+        `exit_setting` (default: the config's) and `overrides` of its fields (`early_exit`, `exit_criterion`,
+        `exit_threshold`, `exit_patience`) apply to this call only.
         Runs the inference path (no dropout, layerdrop or time masking) whatever the module's train/eval mode, and
         never changes that mode, so threads may share one model. Returns `sequences` (per-frame greedy ids,
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
-        setting = self.exit_setting(**overrides)
+        setting = self.exit_setting(exit_setting, **overrides)
         frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
         logits, exit_layer = self._inference_view()._early_exit_pass(
             input_values, attention_mask, setting, frame_lengths, finite
@@ -1018,23 +1024,23 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
                 "generate_kwargs)."
             )
         settings = {key: value for key, value in settings.items() if value is not None}
-        self.model.config.exit_setting.with_overrides(**settings)  # raises naming a bad value now, not per call
+        setting = self.model.config.exit_setting.with_overrides(**settings)  # a bad value fails here, not per call
         preprocess, forward, postprocess = super()._sanitize_parameters(
             chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, ignore_warning=ignore_warning,
             decoder_kwargs=decoder_kwargs, return_timestamps=return_timestamps, return_language=return_language,
         )  # fmt: skip
         if settings:
-            forward["exit_settings"] = settings
+            forward["exit_setting"] = setting
         return preprocess, forward, postprocess
 
-    def _forward(self, model_inputs, return_timestamps=False, exit_settings=None):
+    def _forward(self, model_inputs, return_timestamps=False, exit_setting=None):
         # transformers' CTC branch of `_forward`, with the settings passed to the model
         attention_mask = model_inputs.pop("attention_mask", None)
         stride = model_inputs.pop("stride", None)
         model_inputs.pop("num_frames", None)
         is_last = model_inputs.pop("is_last")
         logits = self.model(model_inputs.pop(self.model.main_input_name), attention_mask=attention_mask,
-                            **(exit_settings or {})).logits
+                            exit_setting=exit_setting).logits
         out = {"logits": logits} if self.type == "ctc_with_lm" else {"tokens": logits.argmax(dim=-1)}
         if stride is not None:  # windows of chunked audio: their context, in frames, for `postprocess`
             ratio = 1 / self._align_to

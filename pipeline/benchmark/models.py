@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from configuration_early_exit import ExitSetting
 from configuration_hubert_ee import HubertEEConfig
 from modeling_early_exit import ExitBranch
 from modeling_hubert_ee import HubertEEForCTC
@@ -19,7 +20,7 @@ from modeling_hubert_ee import HubertEEForCTC
 SAMPLING_RATE = 16000
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Exits enabled but never taken: a confidence never exceeds 1, so every branch and criterion runs and none exits.
-NEVER_EXIT_SETTINGS = {"early_exit": True, "exit_criterion": "confidence", "exit_threshold": 2.0}
+NEVER_EXIT = ExitSetting(criterion="confidence", threshold=2.0)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from configuration_early_exit import ExitSetting
+
 from .cost_model import format_distribution, ideal_speedup_of_layers, measure_components
-from .models import DTYPES, NEVER_EXIT_SETTINGS, SAMPLING_RATE, baseline_from, with_overlap
+from .models import DTYPES, NEVER_EXIT, SAMPLING_RATE, baseline_from, with_overlap
 from .report import overhead_fields, round_or_none
 from ..loading import load_early_exit_model
 from ..timing import interleaved_times, median, progress_bar
@@ -57,21 +59,24 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
                         f"{row['mean_exit_layer']:.2f}" for row in rows))
     return out
 
-def settings_for(criterion: str, threshold: float) -> dict:
-    """The per-call settings measuring `threshold` (a patience for the patience criterion). early_exit=True: a
-    calibrated config may store early_exit=False (no setting met its budget), and a threshold asked for here must
-    still be measured."""
-    if criterion == "patience":
-        return {"early_exit": True, "exit_criterion": criterion, "exit_patience": int(threshold)}
-    return {"early_exit": True, "exit_criterion": criterion, "exit_threshold": threshold}
+def setting_for(criterion: str, threshold: float) -> ExitSetting:
+    """The exit setting measuring `threshold`, a patience for the patience criterion (which must then be a whole
+    number). Early exit on: a calibrated config may store early_exit=False (no setting met its budget), and a
+    threshold asked for here must still be measured."""
+    if criterion != "patience":
+        return ExitSetting(criterion=criterion, threshold=threshold)
+    if threshold != int(threshold):
+        raise ValueError(f"--thresholds {threshold:g}: under the patience criterion a threshold is a patience, a "
+                         "whole number >= 1.")
+    return ExitSetting(criterion=criterion, patience=int(threshold))
 
 def trained_cases(model, baseline, criterion: str, thresholds) -> dict:
     """The callables `(input_values, attention_mask)` timed together: the baseline, each threshold, never-exit."""
     cases = {"baseline": lambda x, m: baseline(x, attention_mask=m)}
     for threshold in thresholds:
-        settings = settings_for(criterion, threshold)
-        cases[f"t={threshold:g}"] = lambda x, m, settings=settings: model(x, attention_mask=m, **settings)
-    cases["never"] = lambda x, m: model(x, attention_mask=m, **NEVER_EXIT_SETTINGS)
+        setting = setting_for(criterion, threshold)
+        cases[f"t={threshold:g}"] = lambda x, m, setting=setting: model(x, attention_mask=m, exit_setting=setting)
+    cases["never"] = lambda x, m: model(x, attention_mask=m, exit_setting=NEVER_EXIT)
     return cases
 
 def _feature_batches(model, processor, audio, batch_size: int) -> list[tuple]:
