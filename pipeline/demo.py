@@ -32,7 +32,8 @@ import torch
 from transformers import HubertForCTC
 
 from .export import convert_checkpoint, save_hub_folder
-from .synth import synthesize, to_16k, trim_silence
+from .audio_effects import to_16k, trim_silence
+from .tts import synthesize
 from .text import build_processor
 from .train import build_backbone_config
 
