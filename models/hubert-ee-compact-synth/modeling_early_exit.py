@@ -487,104 +487,9 @@ def evaluation_loss(config, logits, exit_logits, labels, logit_lengths):
 # ---------------------------------------------------------------------------------------------------- the model
 
 
-class EarlyExitForCTCMixin:
-    """Early exit for a backbone's CTC model; mixed in before the backbone's `PreTrainedModel` class.
-
-    The backbone class (`HubertEEForCTC`, `Wav2Vec2EEForCTC`) builds its backbone module (named by its
-    `base_model_prefix`), `dropout` and `lm_head` as its transformers CTC model does, then calls
-    `add_exit_branches`; it says how audio becomes the hidden states entering the encoder's prologue
-    (`embed_features`) and sets the class attributes below. Everything else is here.
-    """
-
-    # The backbone's transformers CTC class (conversion and tooling use it), its two encoder layer variants
-    # (post-norm, stable-layer-norm) for "transformer" branches, and its name in messages.
-    plain_ctc_class = None
-    encoder_layer_classes: tuple = ()
-    backbone_name = ""
-    asr_pipeline_class = None
-    # The losses never use `num_items_in_batch`: the Trainer must scale the loss for gradient accumulation itself,
-    # which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
-    accepts_loss_kwargs = False
-
-    def add_exit_branches(self, exit_branches_are_new: bool = False) -> None:
-        """Build the exit branches, the per-instance inference switches and `auto_map`, then `post_init`.
-
-        `exit_branches_are_new`: the weights come from a plain CTC checkpoint, which has no branch weights, so
-        their absence is not reported (this instance's `_keys_to_ignore_on_load_missing`, which `post_init`
-        creates and transformers' loader reads).
-        """
-        config = self.config
-        # `exit_decider`: None, or a callable `(layer, logits, valid, setting, state) -> bool [rows]` that the exit
-        # loop consults at each exit instead of `exit_decision` (same arguments, plus `layer`, the 1-based encoder
-        # layer of the exit); tooling uses it to send rows to chosen layers. Not saved with the model.
-        self.exit_decider = None
-        # `overlap_exit_decisions`: queue the layer after an exit before waiting for the exit's decision (see
-        # `_early_exit_pass`). Off by default: the queued layer is wasted on the rows that leave (the two are
-        # compared in BENCHMARKS.md, "Waiting for each exit's decision").
-        self.overlap_exit_decisions = False
-        # Keyed by the 1-based layer so that checkpoint keys and error messages name the layer
-        # (`exit_branches.4.head.weight` is the branch after encoder layer 4).
-        self.exit_branches = nn.ModuleDict(
-            {str(layer): ExitBranch(config, self.encoder_layer_classes) for layer in config.exit_layers}
-        )
-        # `register_for_auto_class` records one Auto class per model class; the design asks for both.
-        modeling, configuration = type(self).__module__.split(".")[-1], type(config).__module__.split(".")[-1]
-        config.auto_map = {
-            **(getattr(config, "auto_map", None) or {}),
-            "AutoConfig": f"{configuration}.{type(config).__name__}",
-            "AutoModel": f"{modeling}.{type(self).__name__}",
-            "AutoModelForCTC": f"{modeling}.{type(self).__name__}",
-        }
-        self.post_init()
-        if exit_branches_are_new:
-            self._keys_to_ignore_on_load_missing.add(r"^exit_branches\.")
-        self.apply_exit_training_strategy()
-
-    # ------------------------------------------------------------------ what the backbone class provides
-
-    def embed_features(self, input_values, frame_mask, mask_time_indices):
-        """The projected (and, in training, SpecAugment-masked) features entering the encoder's prologue."""
-        raise NotImplementedError(f"{type(self).__name__} must say how it embeds audio (`embed_features`).")
-
-    @property
-    def encoder(self):
-        """The backbone's encoder: `pos_conv_embed`, `layer_norm`, `dropout` and `layers`, as transformers has them."""
-        return self.base_model.encoder
-
-    # ------------------------------------------------------------------ set-up
-
-    def freeze_feature_encoder(self):
-        """Stop gradients into the convolutional front end (as the backbone CTC model's `freeze_feature_encoder`)."""
-        self.base_model.feature_extractor._freeze_parameters()
-
-    def apply_exit_training_strategy(self):
-        """Set `requires_grad` for `config.exit_training_strategy`: frozen backbone and final head for
-        `two-stage`/`distill` (so no optimizer ever updates them), everything trainable for `joint` and
-        `joint-distill` (except a front end frozen with `freeze_feature_encoder`). Call again after changing the
-        strategy."""
-        frozen = self.config.backbone_is_frozen
-        for module in (self.base_model, self.lm_head):
-            for parameter in module.parameters():
-                parameter.requires_grad = not frozen
-        if not self.base_model.feature_extractor._requires_grad:
-            self.base_model.feature_extractor._freeze_parameters()
-        for parameter in self.exit_branches.parameters():
-            parameter.requires_grad = True
-
-    @torch.no_grad()
-    def init_exit_branches_from_backbone(self):
-        """Start each branch as "one more backbone layer, then the final head": its encoder layer copies the
-        backbone layer that follows the exit, its head copies `lm_head`, and (stable-layer-norm) its LayerNorm
-        copies the encoder's final LayerNorm. Branches then begin near what deeper layers would predict, which
-        makes exit training converge much faster than from random weights."""
-        for layer, branch in self.exit_branches.items():
-            if branch.layer is not None:
-                branch.layer.load_state_dict(self.encoder.layers[int(layer)].state_dict())
-            branch.head.load_state_dict(self.lm_head.state_dict())
-            if self.config.do_stable_layer_norm:
-                branch.layer_norm.load_state_dict(self.encoder.layer_norm.state_dict())
-
-    # ------------------------------------------------------------------ loading
+class EarlyExitLoadingMixin:
+    """Loading an early-exit model: its own checkpoints, and its backbone's plain CTC checkpoints and models, which
+    it converts (part of `EarlyExitForCTCMixin`)."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -668,67 +573,10 @@ class EarlyExitForCTCMixin:
         model.train(source.training)
         return model
 
-    # ------------------------------------------------------------------ front-end geometry
 
-    def receptive_field(self) -> int:
-        """Samples the convolutional front end needs to emit one frame; a shorter utterance cannot run."""
-        field, hop = 1, 1
-        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
-            field += (kernel - 1) * hop
-            hop *= stride
-        return field
-
-    def samples_per_frame(self) -> int:
-        """Samples between consecutive frames: the product of the convolution strides."""
-        hop = 1
-        for stride in self.config.conv_stride:
-            hop *= stride
-        return hop
-
-    def frame_lengths(self, sample_lengths):
-        """Frames the front end emits for each utterance length in samples (`frames_from_samples` on this config).
-
-        A list of ints gives a list of ints, computed on the host; a tensor gives a long tensor on its device.
-        """
-        return frames_from_samples(self.config, sample_lengths)
-
-    @property
-    def sampling_rate(self) -> int:
-        """16 kHz, the rate HuBERT and wav2vec2 are trained at; the feature extractor owns resampling decisions."""
-        return 16000
-
-    # ------------------------------------------------------------------ input checks
-
-    def _prepare_inputs(self, input_values, attention_mask, labels):
-        """Clear errors for bad input, and what the passes need. Returns `(frame_lengths, attention_mask, finite)`:
-        the frames the front end emits per utterance (host-side), the attention mask or None when no utterance has
-        padding frames (an all-ones mask, what a feature extractor returns for one utterance, changes no output,
-        and without it nothing downstream masks), and the per-utterance "no NaN/inf sample" flags if they are
-        still to be read (else None).
-
-        Reading a value back from a GPU makes the host wait for it, and at batch 1 such a wait is a large share of
-        an exit's cost (BENCHMARKS.md). So the flags are read together with something that is read anyway: the
-        attention mask's lengths here, or else the first exit's decision in `_early_exit_pass`. Only a pass that
-        reads nothing else reads them on their own (`raise_if_not_finite`)."""
-        check_input_values(input_values, attention_mask)
-        finite = torch.isfinite(input_values).all(-1)
-        finite_rows = None
-        if attention_mask is not None:  # one read for the lengths and the flags
-            lengths, finite_rows = torch.stack((attention_mask.sum(-1, dtype=torch.long), finite.long())).tolist()
-            finite = None
-        else:
-            lengths = [input_values.shape[1]] * len(input_values)
-        raise_if_too_short(lengths, self.receptive_field(), self.sampling_rate)
-        if finite_rows is not None:
-            raise_if_not_finite(finite_rows)
-        if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
-            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
-        frame_lengths = self.frame_lengths(lengths)
-        if attention_mask is not None and min(frame_lengths) == self.frame_lengths([input_values.shape[1]])[0]:
-            attention_mask = None
-        return frame_lengths, attention_mask, finite
-
-    # ------------------------------------------------------------------ the encoder, layer by layer
+class EarlyExitPassesMixin:
+    """The encoder layer by layer, and the two passes over it: every exit on every row (training, evaluation), and
+    early exit with batch compaction (inference); part of `EarlyExitForCTCMixin`."""
 
     def embed(self, input_values, attention_mask=None, mask_time_indices=None):
         """Front end and encoder prologue, as the backbone model and its encoder run them.
@@ -861,6 +709,164 @@ class EarlyExitForCTCMixin:
     def exit_decision(self, logits, valid, setting: ExitSetting, state: dict):
         """Bool [rows]: which rows leave at this branch; `exit_decision` of this module with this model's blank."""
         return exit_decision(logits, valid, setting, state, self.config.pad_token_id)
+
+
+class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
+    """Early exit for a backbone's CTC model; mixed in before the backbone's `PreTrainedModel` class.
+
+    The backbone class (`HubertEEForCTC`, `Wav2Vec2EEForCTC`) builds its backbone module (named by its
+    `base_model_prefix`), `dropout` and `lm_head` as its transformers CTC model does, then calls
+    `add_exit_branches`; it says how audio becomes the hidden states entering the encoder's prologue
+    (`embed_features`) and sets the class attributes below. Everything else is here.
+    """
+
+    # The backbone's transformers CTC class (conversion and tooling use it), its two encoder layer variants
+    # (post-norm, stable-layer-norm) for "transformer" branches, and its name in messages.
+    plain_ctc_class = None
+    encoder_layer_classes: tuple = ()
+    backbone_name = ""
+    asr_pipeline_class = None
+    # The losses never use `num_items_in_batch`: the Trainer must scale the loss for gradient accumulation itself,
+    # which it only does when the model says it does not accept loss kwargs (transformers issue 47688).
+    accepts_loss_kwargs = False
+
+    def add_exit_branches(self, exit_branches_are_new: bool = False) -> None:
+        """Build the exit branches, the per-instance inference switches and `auto_map`, then `post_init`.
+
+        `exit_branches_are_new`: the weights come from a plain CTC checkpoint, which has no branch weights, so
+        their absence is not reported (this instance's `_keys_to_ignore_on_load_missing`, which `post_init`
+        creates and transformers' loader reads).
+        """
+        config = self.config
+        # `exit_decider`: None, or a callable `(layer, logits, valid, setting, state) -> bool [rows]` that the exit
+        # loop consults at each exit instead of `exit_decision` (same arguments, plus `layer`, the 1-based encoder
+        # layer of the exit); tooling uses it to send rows to chosen layers. Not saved with the model.
+        self.exit_decider = None
+        # `overlap_exit_decisions`: queue the layer after an exit before waiting for the exit's decision (see
+        # `_early_exit_pass`). Off by default: the queued layer is wasted on the rows that leave (the two are
+        # compared in BENCHMARKS.md, "Waiting for each exit's decision").
+        self.overlap_exit_decisions = False
+        # Keyed by the 1-based layer so that checkpoint keys and error messages name the layer
+        # (`exit_branches.4.head.weight` is the branch after encoder layer 4).
+        self.exit_branches = nn.ModuleDict(
+            {str(layer): ExitBranch(config, self.encoder_layer_classes) for layer in config.exit_layers}
+        )
+        # `register_for_auto_class` records one Auto class per model class; the design asks for both.
+        modeling, configuration = type(self).__module__.split(".")[-1], type(config).__module__.split(".")[-1]
+        config.auto_map = {
+            **(getattr(config, "auto_map", None) or {}),
+            "AutoConfig": f"{configuration}.{type(config).__name__}",
+            "AutoModel": f"{modeling}.{type(self).__name__}",
+            "AutoModelForCTC": f"{modeling}.{type(self).__name__}",
+        }
+        self.post_init()
+        if exit_branches_are_new:
+            self._keys_to_ignore_on_load_missing.add(r"^exit_branches\.")
+        self.apply_exit_training_strategy()
+
+    # ------------------------------------------------------------------ what the backbone class provides
+
+    def embed_features(self, input_values, frame_mask, mask_time_indices):
+        """The projected (and, in training, SpecAugment-masked) features entering the encoder's prologue."""
+        raise NotImplementedError(f"{type(self).__name__} must say how it embeds audio (`embed_features`).")
+
+    @property
+    def encoder(self):
+        """The backbone's encoder: `pos_conv_embed`, `layer_norm`, `dropout` and `layers`, as transformers has them."""
+        return self.base_model.encoder
+
+    # ------------------------------------------------------------------ set-up
+
+    def freeze_feature_encoder(self):
+        """Stop gradients into the convolutional front end (as the backbone CTC model's `freeze_feature_encoder`)."""
+        self.base_model.feature_extractor._freeze_parameters()
+
+    def apply_exit_training_strategy(self):
+        """Set `requires_grad` for `config.exit_training_strategy`: frozen backbone and final head for
+        `two-stage`/`distill` (so no optimizer ever updates them), everything trainable for `joint` and
+        `joint-distill` (except a front end frozen with `freeze_feature_encoder`). Call again after changing the
+        strategy."""
+        frozen = self.config.backbone_is_frozen
+        for module in (self.base_model, self.lm_head):
+            for parameter in module.parameters():
+                parameter.requires_grad = not frozen
+        if not self.base_model.feature_extractor._requires_grad:
+            self.base_model.feature_extractor._freeze_parameters()
+        for parameter in self.exit_branches.parameters():
+            parameter.requires_grad = True
+
+    @torch.no_grad()
+    def init_exit_branches_from_backbone(self):
+        """Start each branch as "one more backbone layer, then the final head": its encoder layer copies the
+        backbone layer that follows the exit, its head copies `lm_head`, and (stable-layer-norm) its LayerNorm
+        copies the encoder's final LayerNorm. Branches then begin near what deeper layers would predict, which
+        makes exit training converge much faster than from random weights."""
+        for layer, branch in self.exit_branches.items():
+            if branch.layer is not None:
+                branch.layer.load_state_dict(self.encoder.layers[int(layer)].state_dict())
+            branch.head.load_state_dict(self.lm_head.state_dict())
+            if self.config.do_stable_layer_norm:
+                branch.layer_norm.load_state_dict(self.encoder.layer_norm.state_dict())
+
+    # ------------------------------------------------------------------ front-end geometry
+
+    def receptive_field(self) -> int:
+        """Samples the convolutional front end needs to emit one frame; a shorter utterance cannot run."""
+        field, hop = 1, 1
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            field += (kernel - 1) * hop
+            hop *= stride
+        return field
+
+    def samples_per_frame(self) -> int:
+        """Samples between consecutive frames: the product of the convolution strides."""
+        hop = 1
+        for stride in self.config.conv_stride:
+            hop *= stride
+        return hop
+
+    def frame_lengths(self, sample_lengths):
+        """Frames the front end emits for each utterance length in samples (`frames_from_samples` on this config).
+
+        A list of ints gives a list of ints, computed on the host; a tensor gives a long tensor on its device.
+        """
+        return frames_from_samples(self.config, sample_lengths)
+
+    @property
+    def sampling_rate(self) -> int:
+        """16 kHz, the rate HuBERT and wav2vec2 are trained at; the feature extractor owns resampling decisions."""
+        return 16000
+
+    # ------------------------------------------------------------------ input checks
+
+    def _prepare_inputs(self, input_values, attention_mask, labels):
+        """Clear errors for bad input, and what the passes need. Returns `(frame_lengths, attention_mask, finite)`:
+        the frames the front end emits per utterance (host-side), the attention mask or None when no utterance has
+        padding frames (an all-ones mask, what a feature extractor returns for one utterance, changes no output,
+        and without it nothing downstream masks), and the per-utterance "no NaN/inf sample" flags if they are
+        still to be read (else None).
+
+        Reading a value back from a GPU makes the host wait for it, and at batch 1 such a wait is a large share of
+        an exit's cost (BENCHMARKS.md). So the flags are read together with something that is read anyway: the
+        attention mask's lengths here, or else the first exit's decision in `_early_exit_pass`. Only a pass that
+        reads nothing else reads them on their own (`raise_if_not_finite`)."""
+        check_input_values(input_values, attention_mask)
+        finite = torch.isfinite(input_values).all(-1)
+        finite_rows = None
+        if attention_mask is not None:  # one read for the lengths and the flags
+            lengths, finite_rows = torch.stack((attention_mask.sum(-1, dtype=torch.long), finite.long())).tolist()
+            finite = None
+        else:
+            lengths = [input_values.shape[1]] * len(input_values)
+        raise_if_too_short(lengths, self.receptive_field(), self.sampling_rate)
+        if finite_rows is not None:
+            raise_if_not_finite(finite_rows)
+        if labels is not None and labels.numel() and labels.max() >= self.config.vocab_size:
+            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        frame_lengths = self.frame_lengths(lengths)
+        if attention_mask is not None and min(frame_lengths) == self.frame_lengths([input_values.shape[1]])[0]:
+            attention_mask = None
+        return frame_lengths, attention_mask, finite
 
     # ------------------------------------------------------------------ public API
 
@@ -1050,7 +1056,8 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
 
 
 __all__ = [
-    "EarlyExitAutomaticSpeechRecognitionPipeline", "EarlyExitCTCOutput", "EarlyExitForCTCMixin",
+    "EarlyExitAutomaticSpeechRecognitionPipeline", "EarlyExitCTCOutput", "EarlyExitForCTCMixin", "EarlyExitLoadingMixin",
+    "EarlyExitPassesMixin",
     "EarlyExitGenerateOutput", "ExitBranch", "ExitLoopState", "PER_CALL_EXIT_SETTINGS", "exit_decision",
     "frames_from_samples", "greedy_transcripts",
 ]
