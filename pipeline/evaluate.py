@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import math
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

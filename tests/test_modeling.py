@@ -343,7 +343,8 @@ def test_joint_distill_loss_is_the_final_loss_plus_the_distilled_branch_losses()
     joint = model(input_values, attention_mask=attention_mask, labels=labels)
     torch.testing.assert_close(without_kl, joint.loss)
     lengths = torch.tensor(model.frame_lengths(attention_mask.sum(-1).tolist()))
-    torch.testing.assert_close(joint.loss, model._ctc_loss(joint.logits, labels, lengths) + 0.5 * joint.exit_losses.mean())
+    torch.testing.assert_close(joint.loss, ctc_loss(model.config, joint.logits, labels, lengths)
+                               + 0.5 * joint.exit_losses.mean())
     model.config.exit_training_strategy = "joint-distill"
     model.config.distill_weight = 1.0
     model.config.exit_loss_weight = 0.0  # the branches' KL term alone: the final head must get no gradient from it
