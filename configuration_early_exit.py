@@ -64,6 +64,17 @@ class ExitSetting:
             raise ValueError(f"`exit_patience` is {self.patience!r}, but it must be an integer >= 1.")
 
     @classmethod
+    def coerce(cls, value) -> "ExitSetting":
+        """`value` as this class: itself, or rebuilt from its four fields. A model loaded with `trust_remote_code`
+        may get its config and its model code from two copies of this module (transformers caches each file's
+        imports apart), whose `ExitSetting` classes differ; anything else is a `TypeError`."""
+        if isinstance(value, cls):
+            return value
+        if not all(hasattr(value, name) for name in cls.CONFIG_FIELDS):
+            raise TypeError(f"`exit_setting` must be an ExitSetting, got {type(value).__name__}.")
+        return cls(**{name: getattr(value, name) for name in cls.CONFIG_FIELDS})
+
+    @classmethod
     def from_config(cls, config) -> "ExitSetting":
         """The setting a config stores (its `early_exit`, `exit_criterion`, `exit_threshold`, `exit_patience`)."""
         return cls(**{name: getattr(config, field) for name, field in cls.CONFIG_FIELDS.items()})

@@ -875,9 +875,8 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
         `exit_criterion`, `exit_threshold`, `exit_patience`; None: not given) applied. Naming a criterion or
         threshold turns early exit on (as for `generate`); bad values raise a `ValueError`, unknown names a
         `TypeError`. `config` is never changed."""
-        if exit_setting is not None and not isinstance(exit_setting, ExitSetting):
-            raise TypeError(f"`exit_setting` must be an ExitSetting, got {type(exit_setting).__name__}.")
-        return (exit_setting or self.config.exit_setting).with_overrides(**overrides)
+        setting = self.config.exit_setting if exit_setting is None else exit_setting
+        return ExitSetting.coerce(setting).with_overrides(**overrides)
 
     def forward(
         self,
