@@ -138,8 +138,9 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Evaluate only the first N utterances of the split (quick runs).")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="Utterances per batch, batched by length (default: 8).")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="Time every batch this many times per setting, for steadier speedups (default: 3).")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Time every batch this many times per setting: more paired timings, narrower intervals, "
+                        "longer runs (default: 1; accuracy never needs more).")
     parser.add_argument(
         "--confidence-thresholds", type=float_list, default=None,
         help="Comma-separated confidence thresholds to sweep (default: "
@@ -187,8 +188,14 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-speedup", type=float, default=1.0,
-        help="A setting is only chosen when its measured speedup is above this (default: 1.0, i.e. faster than "
-        "the full model); if none is, early exit is switched off.",
+        help="A setting is only chosen when its speedup (see --choose-by) is above this (default: 1.0, i.e. faster "
+        "than the full model); if none is, early exit is switched off.",
+    )
+    parser.add_argument(
+        "--choose-by", choices=("expected", "measured"), default="expected",
+        help="The speedup a setting is chosen by: expected (default: the cost model's, from the setting's exit "
+        "layers and the measured cost of each part of the model, which timing noise cannot sway) or measured (the "
+        "clock's; settings whose measured speedup is marked unreliable are left out).",
     )
     parser.add_argument("--json", default=None, type=output_file,
                         help="Also write the evaluation and the choice as JSON to this file.")

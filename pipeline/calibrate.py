@@ -1,9 +1,9 @@
 """Calibrate stage: choose an operating point on a dev set and write it into the model's `config.json`.
 
 `hubert-ee calibrate --model FOLDER --dataset DEV [--max-wer-increase 0.5]` runs the evaluation of
-`hubert_ee.evaluate` (exits, threshold sweep with measured speedups), then picks the sweep row with the largest
-measured speedup whose WER stays within `--max-wer-increase` absolute percentage points of the final head's
-(ties: the lower WER), and stores it as the model's default (`exit_criterion`, `exit_threshold`, `exit_patience`,
+`hubert_ee.evaluate` (exits, threshold sweep with measured and expected speedups), then picks the sweep row with the
+largest speedup whose WER stays within `--max-wer-increase` absolute percentage points of the final head's (ties: the
+lower WER), and stores it as the model's default (`exit_criterion`, `exit_threshold`, `exit_patience`,
 `early_exit`), so `from_pretrained` + `generate` use it without arguments.
 
 It writes into the folder that `--model` names, and only there: `config.json`'s early-exit fields and, when the
@@ -11,9 +11,12 @@ folder has a card written by `hubert-ee card` (README.md), the card's operating-
 (`hubert_ee.outputs.write_texts`). The folder's code files are never touched. Without `--model` (the default model)
 nothing is written into a model folder; the choice is printed (and saved with `--json`).
 
-A row only counts when it is actually faster than the full model (`speedup > --min-speedup`, default 1.0): an
-early-exit setting that is slower than not exiting is never worth choosing. If no row qualifies, early exit is
-switched off (`early_exit=False`: the model then behaves exactly like `HubertForCTC`).
+The speedup it chooses by is the cost model's expected one (`--choose-by expected`, the default: from each
+utterance's exit layer and the measured cost of each part of the model, so timing noise cannot sway it), or the
+measured one (`--choose-by measured`: rows whose measured speedup is marked unreliable do not count); the choice
+names it. A row only counts when it is faster than the full model (`speedup > --min-speedup`, default 1.0) and some
+utterance leaves early (a setting that skips no layer is never faster). If no row qualifies, early exit is switched
+off (`early_exit=False`: the model then behaves exactly like `HubertForCTC`).
 
 Calibrate on a development split, never on the test split you report.
 """
@@ -60,7 +63,7 @@ def run(args) -> int:
         raise UsageError(f"--max-wer-increase must be >= 0, got {args.max_wer_increase}")
     folder = _folder_to_write(args)
     result = evaluate_from_args(args, str(folder) if folder else resolve_model_spec(None))
-    choice = choose_operating_point(result, args.max_wer_increase, args.min_speedup)
+    choice = choose_operating_point(result, args.max_wer_increase, args.min_speedup, args.choose_by)
     print(f"chose {describe_choice(choice, result['num_hidden_layers'])}")
     written = None
     if folder is None:

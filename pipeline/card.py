@@ -28,6 +28,7 @@ from .operating_point import (
 )
 from .outputs import check_output_path, write_bytes, write_texts
 from .results import markdown_report, setting_of_row
+from .timing import format_speedup
 
 CITATION = """@inproceedings{yoon2024hubertee,
   title     = {HuBERT-EE: Early Exiting HuBERT for Efficient Speech Recognition},
@@ -47,12 +48,12 @@ def example_override(result: dict, config: EarlyExitConfigMixin) -> tuple[str, s
     if not setting.early_exit:
         rows = [row for row in result["sweep"] if row["criterion"] == criterion]
         if rows:
-            best = max(rows, key=lambda row: row["speedup"])
+            best = max(rows, key=lambda row: row.get("expected_speedup", row["speedup"]))
             best_setting = setting_of_row(best)
             shown = (f"exit_patience={best_setting.patience}" if criterion == "patience"
                      else f"exit_threshold={best_setting.threshold:g}")
-            return shown, (f"early exit on for this call: {best['speedup']:.2f}x, WER {best['wer']:.2f} % "
-                             f"(full depth {result['final_wer']:.2f} %) on the test split")
+            return shown, (f"early exit on for this call: {format_speedup(best)}, WER {best['wer']:.2f} % "
+                           f"(full depth {result['final_wer']:.2f} %) on the test split")
         return f"exit_criterion={criterion!r}", "early exit on for this call, at the config's setting"
     stricter = {"confidence": "exit_threshold=0.99", "entropy": "exit_threshold=0.01",
                 "patience": f"exit_patience={setting.patience + 1}"}[criterion]
@@ -105,7 +106,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     if point is not None:
         lines.append(
             MEASURED_LINE + f"WER {point['wer']:.2f} % (full depth {result['final_wer']:.2f} %), "
-            f"mean exit layer {point['mean_exit_layer']:.2f}, measured speedup {point['speedup']:.2f}x"
+            f"mean exit layer {point['mean_exit_layer']:.2f}, measured speedup {format_speedup(point)}"
         )
     override, effect = example_override(result, config)
     name, value = override.split("=")

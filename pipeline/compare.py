@@ -2,9 +2,10 @@
 
 `hubert-ee compare NAME=EVAL.json ... [--markdown OUT.md] [--plot OUT.png] [--budgets 0.5,2]`
 
-One row per model: the WER of the final head and of every exit forced, the best measured speedup whose WER stays
-within each budget (absolute WER points above that model's own final head, chosen as `hubert-ee calibrate` would
-choose: `calibrate.choose_operating_point`), and the oracle. The plot draws every model's sweep (WER against
+One row per model: the WER of the final head and of every exit forced, the fastest setting whose WER stays within
+each budget (absolute WER points above that model's own final head, chosen as `hubert-ee calibrate` would choose, by
+the cost model's expected speedup: `operating_point.choose_operating_point`) with its measured speedup and interval,
+and the oracle. The plot draws every model's sweep (WER against
 measured speedup) in one figure. The results should come from the same test set, device and batch size; a
 mismatch is reported as an error rather than compared.
 """
@@ -17,6 +18,7 @@ from .arguments import UsageError
 from .operating_point import choose_operating_point
 from .outputs import write_text
 from .plots import pyplot, save_figure
+from .timing import format_speedup
 
 __all__ = ["comparison_markdown", "plot_comparison", "run"]
 
@@ -48,8 +50,9 @@ def comparison_markdown(results: dict[str, dict], budgets: tuple[float, ...] = (
         f"Test set: `{first.get('dataset')}` ({first['num_utterances']} utterances), device "
         f"{first.get('timing', {}).get('device')}, batch {first.get('timing', {}).get('batch_size')}. WER in percent "
         "(corpus level, after `normalize_text`); exit columns: every utterance forced out at that exit. "
-        "'best within +b': the sweep setting with the largest measured speedup whose WER is at most the model's own "
-        "final-head WER + b points (WER, speedup, setting).",
+        "'best within +b': the sweep setting with the largest speedup whose WER is at most the model's own "
+        "final-head WER + b points, chosen by the cost model's expected speedup as `hubert-ee calibrate` chooses "
+        "(WER, measured speedup ± its 95 % interval, setting).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -65,9 +68,9 @@ def comparison_markdown(results: dict[str, dict], budgets: tuple[float, ...] = (
                 continue
             setting = (f"patience {choice['exit_patience']}" if choice["exit_criterion"] == "patience"
                        else f"{choice['exit_criterion']} {choice['exit_threshold']:g}")
-            cells.append(f"{choice['wer']:.2f}, {choice['speedup']:.2f}x ({setting})")
+            cells.append(f"{choice['wer']:.2f}, {format_speedup(choice['row'])} ({setting})")
         oracle = result["oracle"]
-        cells.append(f"{oracle['wer']:.2f} / {oracle['mean_exit_layer']:.2f} / {oracle['speedup']:.2f}x")
+        cells.append(f"{oracle['wer']:.2f} / {oracle['mean_exit_layer']:.2f} / {format_speedup(oracle)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

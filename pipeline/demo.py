@@ -6,10 +6,13 @@ With the trained model shipped in `models/hubert-ee-compact-synth` (`hubert_ee.D
    (what a Hub user does), runs `pipeline("automatic-speech-recognition")` on the example clips in
    `examples/clips`, and prints per clip the reference, the transcript, the exit layer and the time of early exit
    against the same model at full depth (`early_exit=False`, i.e. plain `HubertForCTC`; both warmed up first, then
-   timed interleaved). Where the config has early exit off (as the shipped model's calibration left it), this step
+   timed in `CLIP_REPEATS` paired repetitions), and the speedup over all clips with its 95 % interval, marked
+   unreliable where the noise could explain it; one line says so when the machine is busy (the full-depth
+   repetitions of a clip spread by more than `hubert_ee.timing.BUSY_SPREAD`). Where the config has early exit off (as the shipped model's calibration left it), this step
    turns it on at confidence 0.6 (`THRESHOLD_WHEN_OFF`), the trade-off the README reports for that model.
 2. The speed/accuracy trade-off on the small test subset `examples/test-subset` (`hubert_ee.evaluate`): WER of
-   every exit, a threshold sweep with measured speedups, and the oracle.
+   every exit, a threshold sweep with measured speedups (and their intervals), the cost model's expected ones and
+   the ideal, and the oracle.
 
 Without a shipped model (`--convert-random`, or a checkout without models/), it shows the conversion path instead:
 a small random `HubertForCTC` (the stand-in for downloading `facebook/hubert-*-ls960-ft`) converted to
@@ -33,8 +36,11 @@ from transformers import HubertForCTC
 
 from .export import convert_checkpoint, save_hub_folder
 from .audio_effects import to_16k, trim_silence
+from .metrics import word_error_rate
+from .results import busy_message
 from .tts import synthesize
 from .text import build_processor
+from .timing import BUSY_SPREAD, format_speedup, median, paired_speedup, speedup_verdict, spread
 from .train import build_backbone_config
 
 DEMO_SENTENCES = [
@@ -44,13 +50,15 @@ DEMO_SENTENCES = [
 ]
 
 # Runs in a separate interpreter without this project on its path: what a Hub user does. argv: the model folder,
-# the early-exit settings of the "early exit" runs (JSON, passed to the pipeline and to generate), the clips.
+# the early-exit settings of the "early exit" runs (JSON, passed to the pipeline and to generate), the number of
+# paired repetitions, the clips. It prints every timing; this process turns them into figures (`hubert_ee.timing`).
 FRESH_PROCESS = r"""
 import json, sys, time
 import soundfile
 from transformers import pipeline
 
-folder, settings, clips = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+folder, settings, clips = sys.argv[1], json.loads(sys.argv[2]), sys.argv[4:]
+REPEATS = int(sys.argv[3])
 asr = pipeline("automatic-speech-recognition", model=folder, trust_remote_code=True)
 model = asr.model.eval()
 print(f"loaded {type(model).__name__} from {type(model).__module__}")
@@ -69,16 +77,22 @@ for _ in range(3):  # warm-up before any clip is timed: the first calls pay for 
 rows = []
 for clip, (audio, rate), input_values in zip(clips, audios, features):
     text = asr({"raw": audio, "sampling_rate": rate}, **settings)["text"]
-    early_s = full_s = float("inf")
-    for _ in range(3):  # interleaved, best of 3 each: drift in the machine's speed hits both alike
+    full_text = asr({"raw": audio, "sampling_rate": rate}, early_exit=False)["text"]
+    early_s, full_s = [], []
+    for repetition in range(REPEATS):  # paired: each repetition times both, one right after the other, in turn
+        if repetition % 2:
+            full_s.append(timed(input_values, early_exit=False)[1])
         early, seconds = timed(input_values, **settings)
-        early_s = min(early_s, seconds)
-        full_s = min(full_s, timed(input_values, early_exit=False)[1])
-    rows.append({"clip": clip, "text": text, "exit_layer": int(early.exit_layer[0]),
-                 "num_layers": model.config.num_hidden_layers, "early_ms": early_s * 1e3, "full_ms": full_s * 1e3})
+        early_s.append(seconds)
+        if not repetition % 2:
+            full_s.append(timed(input_values, early_exit=False)[1])
+    rows.append({"clip": clip, "text": text, "full_text": full_text, "exit_layer": int(early.exit_layer[0]),
+                 "num_layers": model.config.num_hidden_layers, "early_s": early_s, "full_s": full_s})
 print(json.dumps(rows))
 """
 
+# Step 1 times each clip this many times both ways, paired (its interval is a bootstrap over these repetitions).
+CLIP_REPEATS = 5
 # Step 1's early-exit setting when the shipped config has exits off: confidence 0.6, the trade-off measured for the
 # shipped model on its test split (README, "The shipped default model"); step 2 shows every threshold.
 THRESHOLD_WHEN_OFF = 0.6
@@ -116,7 +130,7 @@ def _run_fresh_process(folder: Path, clips: list[Path], workdir: Path, settings:
     script = workdir / "fresh_process.py"
     script.write_text(FRESH_PROCESS)
     result = subprocess.run([sys.executable, str(script.resolve()), str(folder.resolve()), json.dumps(settings),
-                             *[str(clip.resolve()) for clip in clips]],
+                             str(CLIP_REPEATS), *[str(clip.resolve()) for clip in clips]],
                             cwd=workdir, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)
@@ -126,18 +140,50 @@ def _run_fresh_process(folder: Path, clips: list[Path], workdir: Path, settings:
     return json.loads(lines[-1])
 
 
+def clip_speedup(rows: list[dict]) -> dict:
+    """Step 1's speed over all clips: `paired_speedup` of the repetitions (each times every clip both ways), its
+    verdict against the ideal (layers / mean exit layer) and the spread of the full-depth repetitions."""
+    full = [sum(row["full_s"][repetition] for row in rows) for repetition in range(CLIP_REPEATS)]
+    early = [sum(row["early_s"][repetition] for row in rows) for repetition in range(CLIP_REPEATS)]
+    measured = paired_speedup(full, early)
+    ideal = rows[0]["num_layers"] / float(np.mean([row["exit_layer"] for row in rows]))
+    return {**measured, **speedup_verdict(measured, ideal), "ideal_speedup": ideal,
+            "full_spread": spread([row["full_s"] for row in rows]), "full_s": median(full), "early_s": median(early)}
+
+
 def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None) -> None:
-    print(f"\n   {'clip':<28} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  transcript")
+    print(f"\n   {'clip':<28} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  transcripts")
+    indent = f"   {'':<28} {'':>10} {'':>9} {'':>8}  "
     for row in rows:
         name = Path(row["clip"]).name
         print(f"   {name:<28} {row['exit_layer']:>4} / {row['num_layers']:<3} "
-              f"{row['early_ms']:>9.1f} {row['full_ms']:>8.1f}  {row['text']!r}")
+              f"{median(row['early_s']) * 1e3:>9.1f} {median(row['full_s']) * 1e3:>8.1f}  early exit: {row['text']!r}")
+        print(f"{indent}full depth: {row['full_text']!r}")
         if references and name in references:
-            print(f"   {'':<28} {'':>10} {'':>9} {'':>8}  reference: {references[name]!r}")
-    early, full = sum(row["early_ms"] for row in rows), sum(row["full_ms"] for row in rows)
+            print(f"{indent}reference:  {references[name]!r}")
+    _print_early_exit_cost(rows, references)
+    speed = clip_speedup(rows)
     mean_exit = float(np.mean([row["exit_layer"] for row in rows]))
-    print(f"\n   mean exit layer {mean_exit:.1f} of {rows[0]['num_layers']}; all clips: early exit {early:.0f} ms, "
-          f"full depth {full:.0f} ms ({full / early:.2f}x; batch 1, best of 3, this machine)")
+    print(f"\n   mean exit layer {mean_exit:.1f} of {rows[0]['num_layers']}; all clips: early exit "
+          f"{speed['early_s'] * 1e3:.0f} ms, full depth {speed['full_s'] * 1e3:.0f} ms: {format_speedup(speed)} "
+          f"(ideal {speed['ideal_speedup']:.2f}x; batch 1, medians of {CLIP_REPEATS} paired repetitions, this machine)")
+    if not speed["speedup_reliable"]:
+        print(f"   ({speed['speedup_note']}: the noise could explain this figure)")
+    if speed["full_spread"] > BUSY_SPREAD:
+        print(f"   {busy_message(speed['full_spread'])}")
+
+
+def _print_early_exit_cost(rows: list[dict], references: dict[str, str] | None) -> None:
+    """The WER that the early setting costs on these clips: early exit against full depth, both against the
+    references (when every clip has one)."""
+    names = [Path(row["clip"]).name for row in rows]
+    if not references or any(name not in references for name in names):
+        return
+    truth = [references[name] for name in names]
+    early = word_error_rate(truth, [row["text"] for row in rows])
+    full = word_error_rate(truth, [row["full_text"] for row in rows])
+    print(f"\n   WER on these {len(rows)} clips: early exit {early:.1f} %, full depth {full:.1f} %: the early setting "
+          f"costs {early - full:+.1f} points here")
 
 
 def _setting(config: dict) -> str:

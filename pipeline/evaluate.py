@@ -8,23 +8,34 @@ What is measured (all WERs and CERs are corpus-level percentages after `hubert_e
 * **Exits forced** (`exits`): one full-depth pass per batch with `output_exit_logits=True` gives every branch's
   logits and the final head's; each is greedy-CTC decoded on its valid (non-padding) frames. The last row of
   `exits` is the final head (`layer == num_hidden_layers`, `wer == final_wer`).
-* **Sweep** (`sweep`): for each criterion setting (confidence and entropy thresholds, patience values) the model
-  runs `generate(early_exit=True, ...)`; each row gives the WER, the mean exit layer, `layers_skipped`
-  (`1 - mean_exit_layer / num_hidden_layers`, the share of encoder layers not run), the measured wall-clock
-  `speedup` and `ideal_speedup` (`num_hidden_layers / mean_exit_layer`, the cost model below).
-* **Measured speedup**: the dataset is sorted by length (longest first) and cut into batches; for every setting
-  each batch is run with `early_exit=False` (the baseline: this same model at full depth, every layer and the
-  final head, which computes what plain HuBERT CTC computes) and with the setting,
-  alternating which of the two goes first from batch to batch (interleaving cancels drift: clocks, caches,
-  thermal state). Times are summed with `time.perf_counter` under `torch.inference_mode` (with CUDA
-  synchronisation on GPUs); `speedup = baseline time / early-exit time` on the same batches. Feature extraction is
-  done once up front and is not timed. One warm-up call of each kind runs before any timing.
+* **Sweep** (`sweep`): for each criterion setting (confidence and entropy thresholds, patience values), where each
+  utterance leaves comes from the same full-depth pass: the model's own criterion (`exit_decision`) is applied to
+  every branch's logits in turn, and the first exit that says leave answers (`exits_taken`), with that head's
+  transcript. Each row gives the WER, the mean exit layer, `layers_skipped` (`1 - mean_exit_layer /
+  num_hidden_layers`, the share of encoder layers not run) and three speedups: `speedup` (measured, with
+  `speedup_interval`, `speedup_reliable` and `speedup_note`), `expected_speedup` (the cost model's) and
+  `ideal_speedup` (`num_hidden_layers / mean_exit_layer`, the layers run).
+* **Measured speedup** (the only part that needs a clock): the dataset is sorted by length (longest first) and cut
+  into batches. On every batch, one right after the other in an order rotated from batch to batch, run: the
+  baseline twice (this same model with `early_exit=False`, every layer and the final head, which computes what
+  plain HuBERT CTC computes), each distinct way of exiting once (settings that send every utterance to the same
+  layers under the same criterion are the same work, timed once) and the oracle. Each batch gives a pair
+  (baseline: the mean of its two timings), `speedup = summed baseline time / summed early-exit time`, and its 95 %
+  interval is a bootstrap over the pairs, with the cost model's expected times as a control variate so that the
+  interval measures the noise rather than the mix of batches (`hubert_ee.timing.paired_speedup`). A speedup is
+  marked unreliable when its interval is wide, when fewer than 3 pairs were timed, or when it lies above its ideal
+  (`hubert_ee.timing.speedup_verdict`). The spread of the two baseline timings tells a busy machine (`timing.busy`).
+  Feature extraction is done once up front and is not timed; one warm-up call of each kind runs first; with
+  `repeats` > 1 every batch is timed that many times (more pairs).
+* **Expected speedup** (the cost model, `hubert_ee.cost_model`): the front end, one encoder layer, one branch, the
+  criterion and the final head are each timed once, on the middle batch (`timing.part_costs`); each batch's cost at
+  full depth and under a setting follows from where its utterances leave, with batch compaction and the frames of
+  the rows still running. Calibration chooses by it (`hubert_ee.operating_point.choose_operating_point`).
 * **Oracle** (`oracle`): each utterance takes the earliest exit whose greedy transcript equals the final head's
   (else the final head). Its WER is therefore the final head's. Its speedup is measured like the sweep's: the
   model runs with each utterance's exit forced to its oracle layer (`hubert_ee.forced_exits.forced_exit_targets`;
   branches and the criterion still run, only the decision is replaced), timed against the full model on the same
-  batches. It bounds what any exit criterion can reach on this data. `ideal_speedup` (`num_hidden_layers /
-  mean_exit_layer`, layers run) is given beside it, as for the sweep rows.
+  batches. It bounds what any exit criterion can reach on this data.
 * **Groups** (`groups`, with `group_by`): for each named dataset column (a speaker, voice or domain column, e.g.
   LibriSpeech's `speaker_id`) and each of its values, the utterance count, the final head's WER/CER, every forced
   exit's WER, the oracle's mean exit layer, and each sweep setting's WER, CER and mean exit layer on that group's
@@ -35,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 from typing import Sequence
 
@@ -45,9 +55,18 @@ import torch
 from configuration_early_exit import ExitSetting
 
 from .arguments import DEFAULT_PATIENCES, DEFAULT_THRESHOLDS, UsageError, check_threshold_range
+from .cost_model import expected_batch_costs, measure_components
 from .forced_exits import forced_exit_targets, prepare_forced_targets
-from .inference import decode, featurize, greedy_decode
-from .timing import interleaved_times
+from .inference import featurize, frame_lengths, greedy_decode
+from .timing import (
+    BUSY_SPREAD,
+    CONFIDENCE,
+    interleaved_times_per_input,
+    paired_speedup,
+    progress_bar,
+    speedup_verdict,
+    spread,
+)
 from .loading import load_model_and_processor, model_device, resolve_model_spec
 from .metrics import char_error_rate, word_error_rate
 from .outputs import write_json, write_text
@@ -58,6 +77,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PATIENCES", "EvaluationResult", "evaluate_model", "evaluate_from_args",
            "run"]
 
+
+# The cost model's parts are each timed PART_REPEATS times, interleaved, each timer spanning PART_MIN_SECONDS.
+PART_REPEATS = 5
+PART_MIN_SECONDS = 0.02
 
 
 @dataclasses.dataclass
@@ -145,10 +168,40 @@ def prepare_data(model, processor, dataset, batch_size: int, group_by: Sequence[
     return EvaluationData(references, group_values, skipped, batches)
 
 
-def decode_every_head(model, processor, data: EvaluationData, progress: bool) -> list[list[str]]:
-    """Transcripts of every exit forced and of the final head (last), from one full-depth pass per batch."""
+@dataclasses.dataclass
+class AllExitsPass:
+    """What one full-depth pass with every branch gives, without a clock: the transcript of every head (each exit,
+    then the final head) and, per sweep setting, where each utterance leaves under it."""
+
+    head_texts: list[list[str]]  # [head][utterance]
+    setting_layers: list[list[int]]  # [setting][utterance]
+    frames: list[int]  # valid frames per utterance
+
+
+def exits_taken(model, exit_logits: Sequence[torch.Tensor], valid: torch.Tensor, setting: ExitSetting
+                ) -> torch.Tensor:
+    """The layer each row leaves at under `setting` (from `model.exit_setting`), decided by the model's own
+    criterion (`exit_decision`) on every branch's logits of a full-depth pass: the first exit whose decision says
+    leave, else the final head. Rows keep their place in the criterion's state after they leave (the exit loop drops
+    them instead), which changes no decision of the rows still running."""
+    taken = torch.full((valid.shape[0],), int(model.config.num_hidden_layers), dtype=torch.long)
+    left = torch.zeros(valid.shape[0], dtype=torch.bool)
+    state: dict = {}
+    for layer, logits in zip(model.config.exit_layers, exit_logits):
+        leaving = model.exit_decision(logits, valid, setting, state).cpu() & ~left
+        taken[leaving] = int(layer)
+        left |= leaving
+    return taken
+
+
+def all_exits_pass(model, processor, data: EvaluationData, settings: list[ExitSetting], progress: bool
+                   ) -> AllExitsPass:
+    """Every head's transcripts and every setting's exit layers, from one full-depth pass per batch."""
     num_heads = len(model.config.exit_layers) + 1
     head_texts = [[""] * data.count for _ in range(num_heads)]
+    setting_layers = [[0] * data.count for _ in settings]
+    frames = [0] * data.count
+    resolved = [model.exit_setting(setting) for setting in settings]
     with torch.inference_mode():
         for indices, input_values, attention_mask in _tqdm(data.batches, desc="all exits", disable=not progress,
                                                            leave=False):
@@ -156,7 +209,21 @@ def decode_every_head(model, processor, data: EvaluationData, progress: bool) ->
             for head, logits in enumerate([*output.exit_logits, output.logits]):
                 for i, text in zip(indices, greedy_decode(model, processor, logits, attention_mask)):
                     head_texts[head][i] = text
-    return head_texts
+            lengths = frame_lengths(model, attention_mask)
+            valid = torch.arange(output.logits.shape[1], device=lengths.device)[None, :] < lengths[:, None]
+            for i, length in zip(indices, lengths.tolist()):
+                frames[i] = int(length)
+            for number, setting in enumerate(resolved):
+                taken = exits_taken(model, output.exit_logits, valid, setting)
+                for i, layer in zip(indices, taken.tolist()):
+                    setting_layers[number][i] = layer
+    return AllExitsPass(head_texts, setting_layers, frames)
+
+
+def texts_at(head_texts: list[list[str]], head_layers: list[int], layers: list[int]) -> list[str]:
+    """Each utterance's transcript from the head at its exit layer."""
+    head_of = {layer: head for head, layer in enumerate(head_layers)}
+    return [head_texts[head_of[layer]][i] for i, layer in enumerate(layers)]
 
 
 def oracle_exits(head_texts: list[list[str]], exit_layers: list[int], num_layers: int) -> tuple[list[int], list[str]]:
@@ -170,50 +237,61 @@ def oracle_exits(head_texts: list[list[str]], exit_layers: list[int], num_layers
     return layers, texts
 
 
-def race(model, data: EvaluationData, repeats: int, candidate) -> tuple[float, float, list]:
-    """Time `candidate(indices, input_values, attention_mask)` against the baseline, the same model with
-    `early_exit=False`, on every batch, interleaved (`hubert_ee.timing.interleaved_times`). Returns both total times
-    and the candidate's first output per batch, as `(indices, output)` in batch order."""
-    outputs = {}
-
-    def keep_candidate_output(name, index, output):
-        if name == "candidate":
-            outputs[index] = (data.batches[index][0], output)
-
-    cases = {"baseline": lambda indices, values, mask: model.generate(values, mask, early_exit=False),
-             "candidate": candidate}
-    with torch.inference_mode():
-        times = interleaved_times(cases, model_device(model), repeats, inputs=data.batches,
-                                  on_first_output=keep_candidate_output)
-    return sum(times["baseline"]), sum(times["candidate"]), [outputs[index] for index in range(len(data.batches))]
-
-
 def warm_up(model, data: EvaluationData) -> None:
-    """One call of each kind (allocator, kernels, lazy init) before any timing."""
-    _, values, mask = data.batches[0]
+    """One call of each kind on the smallest batch (allocator, kernels, lazy init) before any timing."""
+    _, values, mask = data.batches[-1]
     with torch.inference_mode():
         model.generate(values, mask, early_exit=False)
         model.generate(values, mask, early_exit=True)
 
 
-def measured(references, texts, layers, baseline_time: float, early_time: float, num_layers: int) -> dict:
-    """Accuracy, depth and speed of one way of exiting (a sweep setting or the oracle)."""
+def measure_part_costs(model, data: EvaluationData) -> tuple[dict, int]:
+    """The cost model's parts measured once on a batch of the data (the middle one by length): front end, one
+    encoder layer, one branch, the criterion, the final head. Returns the table and the frames it was measured at."""
+    _, values, _ = data.batches[len(data.batches) // 2]
+    table = measure_components(model, values, {values.shape[0]}, repeats=PART_REPEATS, warmup=1,
+                               min_seconds=PART_MIN_SECONDS)
+    return table, int(model.frame_lengths([values.shape[1]])[0])
+
+
+def accuracy_fields(references, texts, layers, num_layers: int) -> dict:
     mean_layer = float(np.mean(layers))
-    return {
-        "wer": word_error_rate(references, texts),
-        "cer": char_error_rate(references, texts),
-        "mean_exit_layer": mean_layer,
-        "layers_skipped": 1.0 - mean_layer / num_layers,
-        "speedup": baseline_time / early_time if early_time > 0 else math.inf,
-        "ideal_speedup": num_layers / mean_layer,
-        "baseline_seconds": baseline_time,
-        "early_exit_seconds": early_time,
-    }
+    return {"wer": word_error_rate(references, texts), "cer": char_error_rate(references, texts),
+            "mean_exit_layer": mean_layer, "layers_skipped": 1.0 - mean_layer / num_layers}
 
 
-def time_oracle(model, data: EvaluationData, oracle_layers: list[int], oracle_texts: list[str], repeats: int) -> dict:
-    """The oracle's measurement: each batch runs with its rows forced out at their oracle layers (branches and the
-    criterion still run, only the decision is replaced), raced against the baseline."""
+def speed_fields(baseline: list[float], candidate: list[float], expected: list[tuple[float, float]], layers,
+                 num_layers: int) -> dict:
+    """Measured speedup over the paired timings (baseline, candidate), with its interval and verdict; the cost
+    model's expected speedup; the ideal (layers run)."""
+    expected_baseline, expected_candidate = zip(*expected)
+    measured = paired_speedup(baseline, candidate, expected_baseline, expected_candidate)
+    ideal = num_layers / float(np.mean(layers))
+    return {"speedup": measured["speedup"], "speedup_interval": measured["speedup_interval"],
+            **speedup_verdict(measured, ideal),
+            "expected_speedup": sum(expected_baseline) / sum(expected_candidate), "ideal_speedup": ideal,
+            "baseline_seconds": sum(baseline), "early_exit_seconds": sum(candidate)}
+
+
+def timed_cases(model, data: EvaluationData, settings: list[ExitSetting], setting_layers: list[list[int]],
+                oracle_layers: list[int]) -> tuple[dict, list[int]]:
+    """The calls to time on each batch `(indices, input_values, attention_mask)`: the baseline twice (this model
+    with `early_exit=False`; the two timings' spread tells a busy machine), each distinct way of exiting once (a
+    setting whose criterion sends every utterance to the same layers as an earlier one's is the same work), and the
+    oracle (each batch's rows forced out at their oracle layers; branches and the criterion still run). Returns the
+    cases and, per setting, the case that times it."""
+    def generate_with(overrides):
+        return lambda indices, input_values, attention_mask: model.generate(input_values, attention_mask,
+                                                                            **overrides)
+
+    cases = {"baseline": generate_with({"early_exit": False}), "baseline again": generate_with({"early_exit": False})}
+    timed_as, first_of = [], {}
+    for number, setting in enumerate(settings):
+        key = (setting.criterion, tuple(setting_layers[number]))
+        if key not in first_of:
+            first_of[key] = number
+            cases[f"setting {number}"] = generate_with({"exit_setting": setting})
+        timed_as.append(first_of[key])
     device = model_device(model)
     targets = {  # on the model's device before any timing (see prepare_forced_targets)
         tuple(indices): prepare_forced_targets(model, [oracle_layers[i] for i in indices], device)
@@ -224,31 +302,30 @@ def time_oracle(model, data: EvaluationData, oracle_layers: list[int], oracle_te
         with forced_exit_targets(model, targets[tuple(indices)]):
             return model.generate(input_values, attention_mask, early_exit=True)
 
-    baseline_time, oracle_time, _ = race(model, data, repeats, forced_call)
-    return measured(data.references, oracle_texts, oracle_layers, baseline_time, oracle_time,
-                    model.config.num_hidden_layers)
+    cases["oracle"] = forced_call
+    return cases, timed_as
 
 
-def run_sweep(model, processor, data: EvaluationData, settings: list[ExitSetting], repeats: int, progress: bool
-              ) -> tuple[list[dict], list[tuple[dict, list[str], list[int]]]]:
-    """One row per setting (accuracy, depth, speed against the baseline), and each setting's texts and layers."""
-    num_layers = int(model.config.num_hidden_layers)
-    sweep, outputs_per_setting = [], []
-    for setting in _tqdm(settings, desc="early-exit sweep", disable=not progress):
-        baseline_time, early_time, outputs = race(
-            model, data, repeats,
-            lambda indices, input_values, attention_mask, setting=setting: model.generate(
-                input_values, attention_mask, exit_setting=setting),
-        )
-        texts, layers = [""] * data.count, [num_layers] * data.count
-        for indices, output in outputs:
-            for i, text, layer in zip(indices, decode(processor, output.sequences), output.exit_layer.tolist()):
-                texts[i], layers[i] = text, int(layer)
-        row = {**row_of_setting(setting),
-               **measured(data.references, texts, layers, baseline_time, early_time, num_layers)}
-        sweep.append(row)
-        outputs_per_setting.append((row, texts, layers))
-    return sweep, outputs_per_setting
+def time_cases(model, data: EvaluationData, cases: dict, setting_layers: list[list[int]], timed_as: list[int],
+               repeats: int, progress: bool) -> tuple[dict[str, list[float]], int]:
+    """Every case on every batch, interleaved, `repeats` times: per case, one time per (repetition, batch) pair.
+    Also counts the utterances whose exit in the timed run differs from the one the all-exits pass gave (float
+    noise at a threshold's edge)."""
+    timed_layers = {f"setting {number}": setting_layers[number] for number in set(timed_as)}
+    landed: dict[str, dict[int, int]] = {name: {} for name in timed_layers}
+
+    def keep_exit_layers(name, index, output):
+        if name in landed:
+            landed[name].update(zip(data.batches[index][0], output.exit_layer.tolist()))
+
+    bar = progress_bar(repeats * len(cases) * len(data.batches), "timing", progress)
+    with torch.inference_mode():
+        per_input = interleaved_times_per_input(cases, model_device(model), repeats, progress=bar,
+                                                inputs=data.batches, on_first_output=keep_exit_layers)
+    bar.close()
+    mismatches = sum(timed_layers[name][i] != layer for name, layers in landed.items() for i, layer in layers.items())
+    pairs = {name: [seconds for repetition in times for seconds in repetition] for name, times in per_input.items()}
+    return pairs, mismatches
 
 
 def evaluate_model(
@@ -281,17 +358,26 @@ def evaluate_model(
     config = model.config
     num_layers = int(config.num_hidden_layers)
     exit_layers = [int(layer) for layer in config.exit_layers]
+    head_layers = [*exit_layers, num_layers]
 
     data = prepare_data(model, processor, dataset, batch_size, group_by)
-    head_texts = decode_every_head(model, processor, data, progress)
-    head_layers = [*exit_layers, num_layers]
-    exits = [{"layer": layer, "wer": word_error_rate(data.references, head_texts[head]),
-              "cer": char_error_rate(data.references, head_texts[head])} for head, layer in enumerate(head_layers)]
-    oracle_layers, oracle_texts = oracle_exits(head_texts, exit_layers, num_layers)
-    warm_up(model, data)
-    oracle = time_oracle(model, data, oracle_layers, oracle_texts, repeats)
-    sweep, sweep_outputs = run_sweep(model, processor, data, settings, repeats, progress)
-    groups = {column: group_breakdown(data.group_values[column], data.references, head_texts, head_layers,
+    passed = all_exits_pass(model, processor, data, settings, progress)
+    exits = [{"layer": layer, "wer": word_error_rate(data.references, passed.head_texts[head]),
+              "cer": char_error_rate(data.references, passed.head_texts[head])} for head, layer in enumerate(head_layers)]
+    oracle_layers, oracle_texts = oracle_exits(passed.head_texts, exit_layers, num_layers)
+    sweep_texts = [texts_at(passed.head_texts, head_layers, layers) for layers in passed.setting_layers]
+
+    sweep_speeds, oracle_speed, timing = measure_speed(model, data, settings, passed, oracle_layers, repeats,
+                                                       progress)
+    sweep = []
+    for number, setting in enumerate(settings):
+        sweep.append({**row_of_setting(setting),
+                      **accuracy_fields(data.references, sweep_texts[number], passed.setting_layers[number],
+                                        num_layers),
+                      **sweep_speeds[number]})
+    oracle = {**accuracy_fields(data.references, oracle_texts, oracle_layers, num_layers), **oracle_speed}
+    sweep_outputs = [(row, sweep_texts[number], passed.setting_layers[number]) for number, row in enumerate(sweep)]
+    groups = {column: group_breakdown(data.group_values[column], data.references, passed.head_texts, head_layers,
                                       oracle_layers, sweep_outputs) for column in group_by}
     return EvaluationResult(
         model=model_name if model_name is not None else str(getattr(config, "_name_or_path", "") or "<in-memory>"),
@@ -306,9 +392,44 @@ def evaluate_model(
         sweep=sweep,
         oracle=oracle,
         groups=groups or None,
-        timing={"device": str(model_device(model)), "batch_size": batch_size, "repeats": repeats,
-                "method": TIMING_METHOD},
+        timing={"device": str(model_device(model)), "batch_size": batch_size, "repeats": repeats, **timing},
     )
+
+
+def measure_speed(model, data: EvaluationData, settings: list[ExitSetting], passed: AllExitsPass,
+                  oracle_layers: list[int], repeats: int, progress: bool) -> tuple[list[dict], dict, dict]:
+    """The speed fields of each setting and of the oracle (`speed_fields`), and what the `timing` record says of
+    how they were measured: the cost model's parts timed once, then each batch timed at full depth twice and in
+    each distinct way of exiting once (`timed_cases`, `time_cases`)."""
+    num_layers, exit_layers = int(model.config.num_hidden_layers), list(model.config.exit_layers)
+    warm_up(model, data)
+    table, measured_frames = measure_part_costs(model, data)
+    cases, timed_as = timed_cases(model, data, settings, passed.setting_layers, oracle_layers)
+    times, mismatches = time_cases(model, data, cases, passed.setting_layers, timed_as, repeats, progress)
+    if mismatches:
+        logger.warning("%d timed exit(s) differ from the all-exits pass's (float noise at a threshold's edge); "
+                       "accuracy and depth are the all-exits pass's.", mismatches)
+    baseline = [(first + again) / 2 for first, again in zip(times["baseline"], times["baseline again"])]
+
+    def speed(case: str, layers: list[int]) -> dict:
+        batches = [([layers[i] for i in indices], [passed.frames[i] for i in indices])
+                   for indices, _, _ in data.batches]
+        expected = expected_batch_costs(table, measured_frames, num_layers, exit_layers, batches) * repeats
+        return speed_fields(baseline, times[case], expected, layers, num_layers)
+
+    sweep_speeds = [speed(f"setting {timed_as[number]}", layers) for number, layers in enumerate(passed.setting_layers)]
+    baseline_spread = spread([times["baseline"], times["baseline again"]])
+    timing = {"method": TIMING_METHOD, "confidence": CONFIDENCE, "timed_settings": len(set(timed_as)),
+              "baseline_spread": baseline_spread, "busy": baseline_spread > BUSY_SPREAD,
+              "exit_mismatches": mismatches, "part_costs": part_costs(table, measured_frames)}
+    return sweep_speeds, speed("oracle", oracle_layers), timing
+
+
+def part_costs(table: dict, frames: int) -> dict:
+    """The cost model's parts as the JSON keeps them: seconds per call at the rows and frames measured."""
+    rows = next(iter(table["layer"]))
+    return {"rows": rows, "frames": frames,
+            **{name: table[name][rows] for name in ("embed", "layer", "branch", "criterion", "head")}}
 
 
 def group_breakdown(values, references, head_texts, head_layers, oracle_layers, sweep_outputs) -> list[dict]:

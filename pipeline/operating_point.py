@@ -17,9 +17,10 @@ import yaml
 
 from .outputs import check_output_path, write_texts
 from .results import setting_of_row
+from .timing import format_speedup
 
 __all__ = [
-    "SETTING_LINE", "MEASURED_LINE", "CALIBRATED_METRIC", "choose_operating_point", "describe_choice",
+    "SETTING_LINE", "MEASURED_LINE", "CALIBRATED_METRIC", "CHOOSE_BY", "choose_operating_point", "describe_choice",
     "operating_point", "operating_point_setting", "card_with_operating_point", "write_operating_point",
 ]
 
@@ -52,37 +53,58 @@ def operating_point_setting(config) -> str:
 WER_TOLERANCE = 1e-9  # float noise in "WER <= final_wer + max_wer_increase"
 
 
-def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: float = 1.0) -> dict[str, Any]:
+CHOOSE_BY = ("expected", "measured")
+
+
+def chosen_speedup(row: dict, by: str) -> float | None:
+    """The speedup a row is chosen by: the cost model's (`expected_speedup`) or the measured one; None where the row
+    cannot be chosen by it (a measured speedup marked unreliable). A result written before the cost model has only
+    the measured speedup, which then serves for both."""
+    if by == "expected" and row.get("expected_speedup") is not None:
+        return float(row["expected_speedup"])
+    return float(row["speedup"]) if row.get("speedup_reliable", True) else None
+
+
+def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: float = 1.0, by: str = "expected"
+                           ) -> dict[str, Any]:
     """Pick the operating point from an `evaluate_model` result.
 
-    Among the `sweep` rows with `wer <= final_wer + max_wer_increase` (absolute percentage points),
-    `speedup > min_speedup` and some utterance exiting early (`mean_exit_layer < num_hidden_layers`), the one
-    with the largest `speedup`; ties go to the lower WER, then to the earlier row.
+    Among the `sweep` rows with `wer <= final_wer + max_wer_increase` (absolute percentage points), some utterance
+    exiting early (`mean_exit_layer < num_hidden_layers`: a setting that skips no layer cannot be faster, whatever
+    a clock said) and a speedup above `min_speedup`, the one with the largest speedup; ties go to the lower WER,
+    then to the earlier row. `by` names the speedup: `"expected"` (the cost model's, from the row's exit layers and
+    the measured cost of each part: no timing noise sways it) or `"measured"` (only rows whose measured speedup is
+    reliable count; `hubert_ee.timing.speedup_verdict`).
 
     Returns `{"early_exit", "exit_criterion", "exit_threshold", "exit_patience", "wer", "speedup",
-    "mean_exit_layer", "final_wer", "max_wer", "row"}`. For a confidence/entropy row `exit_patience` is None (keep
-    the config's), for a patience row `exit_threshold` is None. When no row qualifies: `early_exit=False`, the
-    criterion fields None, `wer = final_wer`, `speedup = 1.0`, `mean_exit_layer = num_hidden_layers`, `row=None`.
+    "expected_speedup", "chosen_by", "mean_exit_layer", "final_wer", "max_wer", "row"}` (`speedup`: the measured
+    one). For a confidence/entropy row `exit_patience` is None (keep the config's), for a patience row
+    `exit_threshold` is None. When no row qualifies: `early_exit=False`, the criterion fields None, `wer =
+    final_wer`, `speedup = 1.0`, `mean_exit_layer = num_hidden_layers`, `row=None`.
     """
     if max_wer_increase < 0:
         raise ValueError(f"max_wer_increase must be >= 0 (percentage points), got {max_wer_increase}")
+    if by not in CHOOSE_BY:
+        raise ValueError(f"choose by {by!r}: choose among {list(CHOOSE_BY)}")
     final_wer = float(result["final_wer"])
     max_wer = final_wer + float(max_wer_increase)
     num_layers = result.get("num_hidden_layers")
+    rows = result.get("sweep") or []
+    chosen_by = by if by == "measured" or any(row.get("expected_speedup") is not None for row in rows) else "measured"
     qualifying = [
-        (index, row) for index, row in enumerate(result.get("sweep") or [])
-        if row["wer"] <= max_wer + WER_TOLERANCE and row["speedup"] > min_speedup
-        # a setting under which no utterance exits cannot be faster: a measured speedup > 1 there is timing noise
-        and not (num_layers and row["mean_exit_layer"] >= num_layers)
+        (index, row, chosen_speedup(row, by)) for index, row in enumerate(rows)
+        if row["wer"] <= max_wer + WER_TOLERANCE and not (num_layers and row["mean_exit_layer"] >= num_layers)
     ]
-    choice: dict[str, Any] = {"final_wer": final_wer, "max_wer": max_wer}
+    qualifying = [item for item in qualifying if item[2] is not None and item[2] > min_speedup]
+    choice: dict[str, Any] = {"final_wer": final_wer, "max_wer": max_wer, "chosen_by": chosen_by}
     if not qualifying:
         choice.update(
             early_exit=False, exit_criterion=None, exit_threshold=None, exit_patience=None, wer=final_wer,
-            speedup=1.0, mean_exit_layer=float(result.get("num_hidden_layers", 0)) or None, row=None,
+            speedup=1.0, expected_speedup=1.0, mean_exit_layer=float(result.get("num_hidden_layers", 0)) or None,
+            row=None,
         )
         return choice
-    _, row = min(qualifying, key=lambda item: (-item[1]["speedup"], item[1]["wer"], item[0]))
+    _, row, _ = min(qualifying, key=lambda item: (-item[2], item[1]["wer"], item[0]))
     patience_row = row["criterion"] == "patience"
     choice.update(
         early_exit=True,
@@ -91,6 +113,7 @@ def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: f
         exit_patience=int(row["patience"]) if patience_row else None,
         wer=float(row["wer"]),
         speedup=float(row["speedup"]),
+        expected_speedup=None if row.get("expected_speedup") is None else float(row["expected_speedup"]),
         mean_exit_layer=float(row["mean_exit_layer"]),
         row=dict(row),
     )
@@ -137,17 +160,23 @@ def write_operating_point(folder: str | Path, choice: dict, note: str = "chosen 
 def describe_choice(choice: dict, num_layers: int | None = None) -> str:
     if not choice["early_exit"]:
         return (
-            f"no early-exit setting is both faster than the full model and within WER {choice['max_wer']:.2f} % "
-            f"(final head {choice['final_wer']:.2f} %): early exit switched off (early_exit=False)"
+            f"no early-exit setting is both faster than the full model ({choice.get('chosen_by', 'measured')} "
+            f"speedup) and within WER {choice['max_wer']:.2f} % (final head {choice['final_wer']:.2f} %): early exit "
+            "switched off (early_exit=False)"
         )
     if choice["exit_criterion"] == "patience":
         setting = f"patience criterion, exit_patience={choice['exit_patience']}"
     else:
         setting = f"{choice['exit_criterion']} criterion, exit_threshold={choice['exit_threshold']:g}"
     layers = f"/{num_layers}" if num_layers else ""
+    row = choice["row"]
+    measured = format_speedup(row) if row else f"{choice['speedup']:.2f}x"
+    speed = (f"expected speedup {choice['expected_speedup']:.2f}x (cost model; chosen by it), measured {measured}"
+             if choice.get("chosen_by") == "expected" and choice.get("expected_speedup") is not None
+             else f"measured speedup {measured} (chosen by it)")
     return (
         f"{setting}: expected WER {choice['wer']:.2f} % (final head {choice['final_wer']:.2f} %, "
-        f"{choice['wer'] - choice['final_wer']:+.2f} points), expected speedup {choice['speedup']:.2f}x (measured), "
+        f"{choice['wer'] - choice['final_wer']:+.2f} points), {speed}, "
         f"mean exit layer {choice['mean_exit_layer']:.2f}{layers}"
     )
 

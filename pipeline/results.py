@@ -15,11 +15,13 @@ from typing import Any, Iterator
 from configuration_early_exit import ExitSetting
 
 from .plots import pyplot, save_figure
+from .timing import BUSY_SPREAD, MIN_PAIRS, WIDE_INTERVAL, format_speedup
 
 __all__ = ["EvaluationResult", "markdown_report", "plot_tradeoff", "print_summary", "row_of_setting",
            "setting_label", "setting_of_row"]
 
-TIMING_METHOD = "sum of perf_counter times per batch, early_exit=False vs early exit, interleaved"
+TIMING_METHOD = ("per batch, early_exit=False (twice) and each distinct way of exiting once, interleaved; speedup = "
+                 "ratio of the summed times, 95 % bootstrap interval over the batches (cost-model control variate)")
 WER_NOTE = "corpus-level WER and CER in percent after hubert_ee.text.normalize_text"
 
 
@@ -50,19 +52,27 @@ class EvaluationResult(Mapping):
     * `final_wer`, `final_cer`: the final head's.
     * `exits`: `[{"layer", "wer", "cer"}]`, every exit forced, then the final head (`layer == num_hidden_layers`).
     * `sweep`: `[{"criterion", "threshold", ["patience"], "wer", "cer", "mean_exit_layer", "layers_skipped",
-      "speedup", "ideal_speedup", "baseline_seconds", "early_exit_seconds"}]`, one row per setting; `threshold`
-      is null for a patience row, which has `patience`.
+      "speedup", "speedup_interval", "speedup_reliable", "speedup_note", "expected_speedup", "ideal_speedup",
+      "baseline_seconds", "early_exit_seconds"}]`, one row per setting; `threshold` is null for a patience row,
+      which has `patience`.
     * `oracle`: the same measurement fields as a sweep row, for the earliest agreeing exit.
     * `groups` (only with `group_by`): column -> `[{"value", "utterances", "final_wer", "final_cer", "exits":
       [{"layer", "wer"}], "oracle_mean_exit_layer", "sweep": [{setting, "wer", "cer", "mean_exit_layer"}]}]`.
-    * `timing`: `{"device", "batch_size", "repeats", "method"}`; `wer_note`.
+    * `timing`: `{"device", "batch_size", "repeats", "method", "confidence", "timed_settings", "baseline_spread",
+      "busy", "exit_mismatches", "part_costs": {"rows", "frames", "embed", "layer", "branch", "criterion",
+      "head"}}` (seconds per call of each part of the cost model); `wer_note`.
     * `unreadable` (only when files were left out): `[{"path", "error"}]`.
 
     Speedups: `speedup = baseline_seconds / early_exit_seconds`, where the baseline is the same model run with
     `early_exit=False` (every layer, the final head) on the same batches, interleaved; `baseline_seconds` keeps
     that name in the JSON. (`hubert-ee benchmark`'s baseline is another one: `HubertForCTC` on the same weights.)
-    `ideal_speedup = num_hidden_layers / mean_exit_layer`, `layers_skipped = 1 - mean_exit_layer /
-    num_hidden_layers`.
+    `speedup_interval`: its 95 % bootstrap interval over the timed batches (`hubert_ee.timing.paired_speedup`);
+    `speedup_reliable` is false, with the reasons in `speedup_note`, when the interval is wide, the timings too
+    few, or the speedup above `ideal_speedup` (`hubert_ee.timing.speedup_verdict`): the noise could explain it.
+    `expected_speedup`: the cost model's, from each utterance's exit layer and the measured cost of each part
+    (`hubert_ee.cost_model`). `ideal_speedup = num_hidden_layers / mean_exit_layer` (the layers run),
+    `layers_skipped = 1 - mean_exit_layer / num_hidden_layers`. Accuracy and exit layers come from one pass with
+    every branch (each setting's criterion applied to its logits), not from the timed runs.
 
     The record reads like its JSON form too (`result["final_wer"]`), so code written for a loaded file takes
     either.
@@ -108,9 +118,56 @@ def setting_label(row: dict) -> str:
     return f"{row['criterion']} {row['threshold']:g}"
 
 
+SPEED_NOTE = (
+    "Measured speedup: wall-clock time of the full model (`early_exit=False`) over that of early exit on the same "
+    "batches, paired and interleaved, ± the larger half of its 95 % bootstrap interval. Marked unreliable (the noise "
+    f"could explain it) when the interval exceeds {100 * WIDE_INTERVAL:g} % of it, when fewer than {MIN_PAIRS} "
+    "batches were timed, or when it lies above the ideal. Expected: the cost model's, from each utterance's exit "
+    "layer and the measured cost of the front end, one layer, one branch with its criterion and the final head. "
+    "Ideal: layers / mean exit layer."
+)
+
+
+# Results written before speedups carried intervals (e.g. the committed default-model JSON) keep their old note and
+# speedup column.
+OLD_SPEED_NOTE = ("Speedup: wall-clock time of the full model (`early_exit=False`) divided by that of early exit, on "
+                  "the same batches, interleaved.")
+
+
+def speed_cells(row: dict, intervals: bool) -> str:
+    """`measured | expected | ideal` cells; the speedup alone for a result written before intervals."""
+    if not intervals:
+        return f"{row['speedup']:.2f}x"
+    return f"{format_speedup(row)} | {row['expected_speedup']:.2f}x | {row['ideal_speedup']:.2f}x"
+
+
+def unreliable_lines(rows: list[dict], label) -> list[str]:
+    """One line per row whose speedup is marked unreliable, with the reasons."""
+    marked = [row for row in rows if not row.get("speedup_reliable", True)]
+    return [""] + [f"- unreliable speedup, {label(row)}: {row.get('speedup_note', '')}" for row in marked] \
+        if marked else []
+
+
+def busy_lines(result: dict) -> list[str]:
+    """The line saying the machine was busy while timing (baseline repetitions spread), if it was."""
+    timing = result.get("timing") or {}
+    if not timing.get("busy"):
+        return []
+    return [busy_message(timing["baseline_spread"]), ""]
+
+
+def busy_message(baseline_spread: float) -> str:
+    return (f"Note: this machine is busy: repeated full-model timings of the same work spread by "
+            f"{100 * baseline_spread:.0f} % (more than {100 * BUSY_SPREAD:g} %); speed figures the noise could explain "
+            "are marked unreliable.")
+
+
 def markdown_report(result: dict) -> str:
     """A markdown summary of an `evaluate_model` result: per-exit WERs, the sweep and the oracle."""
     num_layers = result["num_hidden_layers"]
+    intervals = "speedup_interval" in result["oracle"]
+    speed_heads, speed_rule = (("measured speedup | expected | ideal |", "---:|---:|---:|") if intervals
+                               else ("speedup |", "---:|"))
     lines = [
         "# HuBERT-EE evaluation",
         "",
@@ -121,9 +178,10 @@ def markdown_report(result: dict) -> str:
         + (f", CER: {result['final_cer']:.2f} %" if "final_cer" in result else ""),
         "",
         ("WER and CER" if "final_cer" in result else "WER")
-        + ": corpus-level, in percent, after `hubert_ee.text.normalize_text`. Speedup: wall-clock time of the full "
-        "model (`early_exit=False`) divided by that of early exit, on the same batches, interleaved.",
+        + ": corpus-level, in percent, after `hubert_ee.text.normalize_text`. "
+        + (SPEED_NOTE if intervals else OLD_SPEED_NOTE),
         "",
+        *busy_lines(result),
     ]
     # Results written before CER was reported have no "cer" fields: their tables keep their old columns.
     cer = "final_cer" in result
@@ -140,26 +198,28 @@ def markdown_report(result: dict) -> str:
         "",
         "## Early-exit sweep",
         "",
-        "| criterion | threshold / patience | " + rate_heads + " mean exit layer | layers skipped | speedup |",
-        "|---|---:|" + rate_rule + "---:|---:|---:|",
+        "| criterion | threshold / patience | " + rate_heads + " mean exit layer | layers skipped | " + speed_heads,
+        "|---|---:|" + rate_rule + "---:|---:|" + speed_rule,
     ]
     for row in result["sweep"]:
         setting = f"patience {row['patience']}" if row["criterion"] == "patience" else f"{row['threshold']:g}"
         lines.append(
             f"| {row['criterion']} | {setting} | " + rates(row) + f" {row['mean_exit_layer']:.2f} | "
             f"{100 * row.get('layers_skipped', 1 - row['mean_exit_layer'] / num_layers):.1f} % | "
-            f"{row['speedup']:.2f}x |"
+            + speed_cells(row, intervals) + " |"
         )
     oracle = result["oracle"]
     lines += [
+        *unreliable_lines(result["sweep"], setting_label),
         "",
         "## Oracle",
         "",
         "Each utterance leaves at the earliest exit whose transcript equals the final head's.",
         "",
-        "| " + rate_heads + " mean exit layer | speedup |",
-        "|" + rate_rule + "---:|---:|",
-        "| " + rates(oracle) + f" {oracle['mean_exit_layer']:.2f} | {oracle['speedup']:.2f}x |",
+        "| " + rate_heads + " mean exit layer | " + speed_heads,
+        "|" + rate_rule + "---:|" + speed_rule,
+        "| " + rates(oracle) + f" {oracle['mean_exit_layer']:.2f} | " + speed_cells(oracle, intervals) + " |",
+        *unreliable_lines([oracle], lambda row: "oracle"),
         "",
     ]
     for column, entries in (result.get("groups") or {}).items():
@@ -178,14 +238,18 @@ def markdown_report(result: dict) -> str:
 
 
 def plot_tradeoff(result: dict, path: str | Path) -> Path:
-    """PNG of WER against speedup: one curve per criterion, the oracle and the final head (speedup 1)."""
+    """PNG of WER against measured speedup (with its interval as error bars where the result has one): one curve
+    per criterion, the oracle and the final head (speedup 1)."""
     figure, axes = pyplot().subplots(figsize=(7, 4.5))
     markers = {"confidence": "o", "entropy": "s", "patience": "^"}
     for criterion in ("confidence", "entropy", "patience"):
         rows = sorted((row for row in result["sweep"] if row["criterion"] == criterion), key=lambda r: r["speedup"])
         if rows:
-            axes.plot([r["speedup"] for r in rows], [r["wer"] for r in rows], marker=markers[criterion],
-                      label=criterion)
+            speedups = [r["speedup"] for r in rows]
+            errors = [[r["speedup"] - r.get("speedup_interval", [r["speedup"]] * 2)[0] for r in rows],
+                      [r.get("speedup_interval", [r["speedup"]] * 2)[1] - r["speedup"] for r in rows]]
+            axes.errorbar(speedups, [r["wer"] for r in rows], xerr=errors, marker=markers[criterion], capsize=2,
+                          label=criterion)
     oracle = result["oracle"]
     oracle_label = "oracle"
     axes.scatter([oracle["speedup"]], [oracle["wer"]], marker="*", s=180, color="gold", edgecolor="black",
@@ -204,10 +268,20 @@ def print_summary(result: dict, file=None) -> None:
     file = file or sys.stdout
     print(f"final head WER {result['final_wer']:.2f} %, CER {result['final_cer']:.2f} % on "
           f"{result['num_utterances']} utterances", file=file)
-    best = max(result["sweep"], key=lambda row: row["speedup"], default=None)
+    best = max(result["sweep"], key=lambda row: row.get("expected_speedup", row["speedup"]), default=None)
     if best is not None:
-        print(f"fastest setting: {setting_label(best)}: WER {best['wer']:.2f} %, speedup {best['speedup']:.2f}x",
-              file=file)
+        print(f"fastest setting (cost model): {setting_label(best)}: WER {best['wer']:.2f} %, "
+              f"{speed_summary(best)}", file=file)
     oracle = result["oracle"]
     print(f"oracle: WER {oracle['wer']:.2f} %, mean exit layer {oracle['mean_exit_layer']:.2f}, "
-          f"speedup {oracle['speedup']:.2f}x (ideal {oracle['ideal_speedup']:.2f}x)", file=file)
+          f"{speed_summary(oracle)}", file=file)
+    if (result.get("timing") or {}).get("busy"):
+        print(busy_message(result["timing"]["baseline_spread"]), file=file)
+
+
+def speed_summary(row: dict) -> str:
+    """`measured 1.42x ± 0.03, expected 1.45x, ideal 2.10x` (what a row has of these)."""
+    parts = [f"measured {format_speedup(row)}"]
+    parts += [f"{name} {row[key]:.2f}x" for name, key in (("expected", "expected_speedup"), ("ideal", "ideal_speedup"))
+              if row.get(key) is not None]
+    return ", ".join(parts)

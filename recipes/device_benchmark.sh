@@ -7,6 +7,8 @@
 #
 #     OUT=$OUT bash recipes/device_benchmark.sh
 #
+# Every speedup in the results carries its 95 % interval over the REPEATS paired repetitions and is marked
+# unreliable when the interval is wide or the figure lies above its ideal (`hubert_ee.timing`, as `evaluate`).
 # Steps run in the order STEPS names them, each under `timeout`, inside DEADLINE seconds (default 480) from the
 # start, so name the most important first; what finished is packed into $OUT/results.tgz after each step (JSON +
 # Markdown per step) beside $OUT/log.txt.

@@ -20,7 +20,7 @@ from modeling_hubert_ee import HubertEEForCTC
 from tests.conftest import padded_batch, tiny_config
 
 REQUIRED_ROW_KEYS = {"device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup",
-                     "ideal_speedup", "efficiency"}
+                     "ideal_speedup", "efficiency", "speedup_interval", "speedup_reliable", "speedup_note"}
 
 
 def _tiny_model(**overrides):
@@ -144,6 +144,9 @@ def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
             assert sum(row["rows_per_exit"].values()) == row["batch_size"]
         assert row["speedup"] > 0 and row["ideal_speedup"] > 0
         assert math.isclose(row["efficiency"], row["speedup"] / row["ideal_speedup"], rel_tol=1e-3)
+        # one repetition: one pair, no interval to speak of, so the figure is marked and not presented as a result
+        assert row["speedup_interval"] == [row["speedup"], row["speedup"]] and not row["speedup_reliable"]
+        assert "1 paired timing(s), fewer than 3" in row["speedup_note"]
     assert {row["exit_distribution"] for row in rows} == {"1:0.5,4:0.5", "3:1"}
     assert {row["branch"] for row in rows} == {"transformer", "linear"}
     assert len(report["overhead"]) == 4
@@ -165,6 +168,7 @@ def test_run_tiny_forced_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
     markdown = (tmp_path / "bench.md").read_text()
     assert "| cpu | fp32 | tiny | transformer | 4 | 1:0.5,4:0.5 |" in markdown
     assert "Overhead" in markdown and "Component costs" in markdown
+    assert markdown.count("| unreliable: ") == len(rows) and " ± 0.00 |" in markdown
     assert "| 3 / 0 |" in markdown  # host reads: HuBERT-EE / plain
     ops = report["branch_cost"][0]["dispatched_ops"]
     assert (f"| {ops['layer']} / {ops['criterion']} / {ops['branch_linear']} / {ops['branch_transformer']} |"
@@ -249,20 +253,21 @@ def test_module_imports_stay_light():
     import sys
     from pathlib import Path
 
-    from hubert_ee import CODE_FILES_BY_MODEL_TYPE, arguments, loading, outputs, timing
+    from hubert_ee import CODE_FILES_BY_MODEL_TYPE, arguments, cost_model, loading, outputs, timing
 
     model_files = {name.removesuffix(".py") for names in CODE_FILES_BY_MODEL_TYPE.values() for name in names}
     allowed = {"torch", "transformers", "numpy", "__future__", *model_files}
     files = sorted(Path(benchmark.__file__).parent.glob("*.py"))
-    assert {file.stem for file in files} >= {"instrumentation", "cost_model", "forced", "trained", "report", "cli"}
-    for file in files + [Path(module.__file__) for module in (forced_exits, outputs, arguments, loading, timing)]:
+    assert {file.stem for file in files} >= {"instrumentation", "forced", "trained", "report", "cli"}
+    for file in files + [Path(module.__file__) for module in (forced_exits, outputs, arguments, loading, timing,
+                                                              cost_model)]:
         in_package = file.parent.name == "benchmark"
         for node in ast.parse(file.read_text()).body:
             if isinstance(node, ast.Import):
                 names = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:  # a sibling in the package, or one of the light homes
-                    light = ("forced_exits", "outputs", "arguments", "loading", "timing")
+                    light = ("forced_exits", "outputs", "arguments", "loading", "timing", "cost_model")
                     assert (in_package and node.level == 1) or node.module in light, (
                         file.name, ast.dump(node))
                     continue

@@ -50,11 +50,12 @@ def test_command_evaluates_chooses_and_writes_config(model_folder, tmp_path, cap
     ])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "chose" in printed and "expected WER" in printed and "speedup" in printed
+    assert "chose" in printed and "expected WER" in printed and "(cost model; chosen by it), measured " in printed
     report = json.loads(out.read_text())
     assert set(report) == {"choice", "config_fields_written", "max_wer_increase", "evaluation"}
     choice = report["choice"]
     assert choice == choose_operating_point(report["evaluation"], 1000000, 0)  # what was chosen is the rule's pick
+    assert choice["chosen_by"] == "expected" and choice["row"]["layers_skipped"] > 0
     assert choice["early_exit"] is True
     config = HubertEEConfig.from_pretrained(model_folder)
     assert config.early_exit is True and config.exit_criterion == choice["exit_criterion"]

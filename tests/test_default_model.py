@@ -132,6 +132,9 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
     out = result.stdout
     assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
     assert "## Early-exit sweep" in out and "reference:" in out
+    # each clip's full-depth transcript beside the early-exit one, and what the early setting costs in WER
+    assert out.count("early exit: '") == out.count("full depth: '") > 0
+    assert "clips: early exit" in out and "the early setting costs" in out
     # step 1 compares early exit with full depth: the calibrated setting and a faster per-call one, or confidence 0.6
     # when the shipped config has exits off
     if json.loads((MODEL / "config.json").read_text())["early_exit"]:
@@ -141,6 +144,9 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
         assert "early exit at confidence 0.6 (asr(..., exit_threshold=0.6)" in out
     layers = [int(line.split(" / 12")[0].split()[-1]) for line in out.splitlines() if " / 12 " in line]
     assert layers and min(layers) < 12, out
+    # every speedup with its interval (step 1's over all clips, step 2's per row), beside the cost model's
+    assert "medians of 5 paired repetitions" in out and out.count("x ± ") >= 10
+    assert "| measured speedup | expected | ideal |" in out
 
 
 def test_naming_an_exit_setting_on_the_command_line_applies_it(tmp_path, capsys):
@@ -235,3 +241,15 @@ def test_the_cards_and_readmes_usage_is_true(shipped_asr, tmp_path, monkeypatch)
     exec(snippet, {"print": printed.append})
     assert all(isinstance(text, str) and text for text in printed[:2])
     assert isinstance(printed[2], torch.Tensor) and printed[2].item() < 12
+
+
+def test_the_demo_says_what_the_early_setting_costs_on_its_clips(capsys):
+    from hubert_ee.demo import _print_early_exit_cost
+
+    rows = [{"clip": "a.flac", "text": "HELLO WORD", "full_text": "HELLO WORLD"},
+            {"clip": "b.flac", "text": "GOOD DAY", "full_text": "GOOD DAY"}]
+    _print_early_exit_cost(rows, {"a.flac": "HELLO WORLD", "b.flac": "GOOD DAY"})
+    assert "WER on these 2 clips: early exit 25.0 %, full depth 0.0 %: the early setting costs +25.0 points" in (
+        capsys.readouterr().out)
+    _print_early_exit_cost(rows, {"a.flac": "HELLO WORLD"})  # a clip without its reference: no figure
+    assert capsys.readouterr().out == ""

@@ -26,7 +26,8 @@ TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterance
             "num_hidden_layers", "exit_layers"}
 EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note"}
 ROW_KEYS = {"criterion", "threshold", "wer", "cer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
-            "baseline_seconds", "early_exit_seconds"}
+            "baseline_seconds", "early_exit_seconds", "speedup_interval", "speedup_reliable", "speedup_note",
+            "expected_speedup"}
 WORDS = ["HELLO WORLD", "EARLY EXIT", "A CAT SAT", "SPEECH", "ON THE MAT", "QUICK BROWN FOX"]
 
 
@@ -96,6 +97,14 @@ def test_result_has_the_exact_keys_and_sane_values(result):
         assert 0 < row["speedup"] < math.inf
         assert row["layers_skipped"] == pytest.approx(1 - row["mean_exit_layer"] / 4)
         assert row["ideal_speedup"] == pytest.approx(4 / row["mean_exit_layer"])
+        low, high = row["speedup_interval"]
+        assert low <= row["speedup"] <= high and 0 < row["expected_speedup"] < math.inf
+        assert row["speedup_reliable"] == (row["speedup_note"] == "")
+        if row["speedup"] > row["ideal_speedup"]:  # never presented as a result
+            assert not row["speedup_reliable"] and "above its ideal" in row["speedup_note"]
+    timing = result["timing"]
+    assert {"baseline_spread", "busy", "part_costs", "timed_settings", "confidence"} <= set(timing)
+    assert timing["part_costs"]["layer"] > 0 and timing["part_costs"]["branch"] > 0
     assert [(r["criterion"], r["threshold"], r.get("patience")) for r in result["sweep"]] == [
         ("confidence", 0.5, None), ("confidence", 0.9, None), ("confidence", 0.99, None),
         ("entropy", 1.0, None), ("entropy", 0.1, None), ("entropy", 0.0, None),
@@ -114,6 +123,74 @@ def test_sweep_is_consistent_with_forced_exits(result):
     assert never["wer"] == pytest.approx(result["final_wer"])
     confidences = [by_setting[("confidence", t, None)]["mean_exit_layer"] for t in (0.5, 0.9, 0.99)]
     assert confidences == sorted(confidences)  # stricter thresholds never exit earlier
+
+
+def test_each_settings_exits_from_the_all_exits_pass_are_where_generate_leaves(processor, dataset):
+    """Accuracy and depth of every setting come from one full-depth pass (the criterion applied to every branch's
+    logits), not from running the setting: it must send each utterance where `generate` sends it."""
+    from hubert_ee.evaluate import all_exits_pass, prepare_data, sweep_settings
+
+    model = _model()
+    settings = sweep_settings({"confidence": [0.5, 0.95, 0.99, 0.999], "entropy": [0.5, 0.1, 0.01]}, (1, 2, 3))
+    data = prepare_data(model, processor, dataset, 3, [])
+    passed = all_exits_pass(model, processor, data, settings, progress=False)
+    exits_seen = set()
+    for number, setting in enumerate(settings):
+        for indices, values, mask in data.batches:
+            output = model.generate(values, mask, exit_setting=setting)
+            assert [passed.setting_layers[number][i] for i in indices] == output.exit_layer.tolist(), setting
+            exits_seen |= set(output.exit_layer.tolist())
+    assert len(exits_seen) >= 3  # the settings do send utterances to different exits
+
+
+def test_only_the_timing_runs_the_settings_each_distinct_one_once(processor, dataset, monkeypatch):
+    """What needs a clock is timed once: per batch the baseline twice, each distinct way of exiting once (settings
+    that send every utterance to the same layers share one timing) and the oracle, after one warm-up call of each
+    kind; the accuracy of every setting needs no run of its own."""
+    model = _model()
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda *args, **kwargs: calls.append(kwargs) or generate(*args, **kwargs))
+    # confidence 0.2 and 0.5 both send every utterance out at layer 1 on this model: one timing for the two
+    thresholds = {"confidence": [0.2, 0.5], "entropy": [0.0]}
+    result = evaluate_model(model, processor, dataset, thresholds=thresholds, patiences=(1,), batch_size=3,
+                            progress=False)
+    assert [row["mean_exit_layer"] for row in result["sweep"]] == [1.0, 1.0, 4.0, 1.0]
+    assert result["timing"]["timed_settings"] == 3
+    assert len(calls) == 2 + math.ceil(7 / 3) * (2 + 3 + 1)
+    first, second = result["sweep"][:2]
+    assert first["speedup"] == second["speedup"] and first["expected_speedup"] == second["expected_speedup"]
+
+
+def test_speed_figures_stay_honest_while_another_process_competes_for_the_cores(processor, dataset):
+    """`evaluate` with CPU-bound processes competing: a setting that skips no layer is never reported faster than
+    the full model unmarked, and no row is reported above its ideal unmarked; the cost model still expects what the
+    exits' layers say (a no-skip setting pays its branches: below 1)."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_branch="linear"))).eval()
+    rows = [*dataset, *dataset, *dataset]
+    competitors = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        result = evaluate_model(model, processor, rows, thresholds={"confidence": [0.5], "entropy": [0.0]},
+                                patiences=(1,), batch_size=3, progress=False)
+    finally:
+        for competitor in competitors:
+            competitor.kill()
+            competitor.wait()
+    no_skip = [row for row in [*result["sweep"], result["oracle"]] if row["layers_skipped"] == 0]
+    assert no_skip, "the entropy 0.0 row skips nothing"
+    for row in no_skip:
+        assert row["ideal_speedup"] == 1.0 and row["expected_speedup"] < 1.0
+        assert row["speedup_interval"][0] <= 1.0 or not row["speedup_reliable"], row
+    for row in [*result["sweep"], result["oracle"]]:
+        assert row["speedup"] <= row["ideal_speedup"] or not row["speedup_reliable"], row
+    report = markdown_report(result)
+    assert "± " in report and "| expected | ideal |" in report
+    assert report.count("unreliable: ") == sum(not row["speedup_reliable"] for row in [*result["sweep"],
+                                                                                         result["oracle"]])
 
 
 def test_oracle(result):
@@ -276,3 +353,15 @@ def test_the_json_form_has_the_keys_of_the_committed_results_in_their_order(resu
     assert [key for key in committed if key in written] == [key for key in written if key in committed]
     assert set(written) - {"unreadable", "groups"} <= set(committed)
     assert EvaluationResult(**committed).to_json() == committed
+
+
+def test_markdown_of_a_result_without_intervals_keeps_its_old_speedup_column(result):
+    """Results written before speedups carried intervals (the committed default-model JSON, whose card is rebuilt
+    from it) render as they did."""
+    old = json.loads(json.dumps(result.to_json()))
+    for row in [*old["sweep"], old["oracle"]]:
+        for key in ("speedup_interval", "speedup_reliable", "speedup_note", "expected_speedup"):
+            del row[key]
+    text = markdown_report(old)
+    assert "| mean exit layer | speedup |" in text and "±" not in text and "expected" not in text
+    assert "divided by that of early exit, on the same batches, interleaved." in text

@@ -346,18 +346,19 @@ def test_joint_distill_loss_is_the_final_loss_plus_the_distilled_branch_losses()
     torch.testing.assert_close(joint.loss, ctc_loss(model.config, joint.logits, labels, lengths)
                                + 0.5 * joint.exit_losses.mean())
     model.config.exit_training_strategy = "joint-distill"
-    model.config.distill_weight = 1.0
+    model.config.distill_weight = 1.0  # the branches learn from the teacher only: the head's gradient is the final CTC's
     model.config.exit_loss_weight = 1.0
     torch.manual_seed(0)
     output = model(input_values, attention_mask=attention_mask, labels=labels)
-    # the branches' KL term alone (the loss less the final head's CTC loss): the final head gets no gradient from it
-    # (`exit_losses` is a detached copy, for logging)
-    kl_only = output.loss - ctc_loss(model.config, output.logits, labels, lengths)
-    torch.testing.assert_close(kl_only, output.exit_losses.mean())
     model.zero_grad()
-    kl_only.backward()
-    assert kl_only > 0 and model.lm_head.weight.grad.abs().max() < 1e-6
-    assert any(p.grad is not None for p in model.exit_branches.parameters())
+    output.loss.backward()
+    with_branches = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(0)
+    logits = model(input_values, attention_mask=attention_mask, labels=labels).logits
+    ctc_loss(model.config, logits, labels, lengths).backward()
+    torch.testing.assert_close(with_branches, model.lm_head.weight.grad)
+    assert output.exit_losses.min() > 0
 
 
 def test_linear_branch_is_cheap_and_works():

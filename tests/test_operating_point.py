@@ -161,3 +161,27 @@ def test_a_setting_where_nothing_exits_is_never_chosen_even_if_timing_noise_call
     rows = [_row("confidence", 0.99, 5.0, 1.13, mean_exit_layer=12.0), _row("confidence", 0.9, 5.3, 1.05)]
     assert choice_of(rows, 0.5) == ("confidence", 0.9)
     assert choose_operating_point(_result(rows[:1]), 0.5)["early_exit"] is False
+
+
+def test_chooses_by_the_expected_speedup_and_names_it():
+    """A noisy clock cannot sway the choice: by default rows are ranked by the cost model's expected speedup; by the
+    measured one, a figure marked unreliable does not count; a setting that skips nothing is never chosen."""
+    rows = [
+        {**_row("confidence", 0.6, 5.2, 2.4, mean_exit_layer=6.0), "expected_speedup": 1.3},   # lucky clock
+        {**_row("confidence", 0.5, 5.3, 1.5, mean_exit_layer=4.0), "expected_speedup": 1.8},
+        {**_row("confidence", 0.95, 5.0, 1.9, mean_exit_layer=12.0), "expected_speedup": 0.93},  # skips nothing
+    ]
+    choice = choose_operating_point(_result(rows), 0.5)
+    assert choice["chosen_by"] == "expected" and choice["exit_threshold"] == 0.5
+    assert choice["expected_speedup"] == 1.8 and choice["speedup"] == 1.5
+    assert choose_operating_point(_result(rows), 0.5, by="measured")["exit_threshold"] == 0.6
+    rows[0].update(speedup_reliable=False, speedup_note="interval ±0.9 wider than 10 % of it")
+    assert choose_operating_point(_result(rows), 0.5, by="measured")["exit_threshold"] == 0.5
+    rows[1].update(speedup_reliable=False)
+    assert choose_operating_point(_result(rows), 0.5, by="measured")["early_exit"] is False
+    assert choose_operating_point(_result(rows[2:]), 0.5)["early_exit"] is False
+    # a result written before the cost model: chosen by the measured speedup, and it says so
+    old = choose_operating_point(_result([_row("entropy", 0.1, 5.5, 2.2)]), 0.5)
+    assert old["chosen_by"] == "measured" and old["exit_threshold"] == 0.1
+    with pytest.raises(ValueError, match="choose by"):
+        choose_operating_point(_result(rows), 0.5, by="luck")

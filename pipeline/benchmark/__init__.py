@@ -16,7 +16,7 @@ Workloads
     `forced` (module `forced`): random-weight HuBERT-base / HuBERT-large shapes with exits forced to a layer
     distribution.
 
-Ideal speedup and efficiency (`cost_model`)
+Ideal speedup and efficiency (`hubert_ee.cost_model`)
     From component costs measured in the same interleaved repetitions as the full forwards (each component call
     is repeated inside its timer until the timer spans `--component-min-ms`). Check `components_sum_ms` (front end
     + layers + head) against `baseline_ms` in the overhead rows: on CPU they agree; on a GPU that is launch-bound
@@ -42,14 +42,15 @@ Compiling (`--compile MODE`, `--compile-backend NAME`)
 Profiling (`--profile OUT.txt`, `profiling`)
     The never-exit path taken apart, then torch.profiler tables of both models.
 
-Modules: `timing`, `instrumentation`, `models`, `cost_model`, `forced`, `trained`, `profiling`, `report`, `cli`.
+Modules: `instrumentation`, `models`, `forced`, `trained`, `profiling`, `report`, `cli`; the cost model and the timing
+are the shared homes `hubert_ee.cost_model` and `hubert_ee.timing` (`evaluate` uses them too).
 They import only torch, transformers, numpy, the standard library, the model files and `hubert_ee.forced_exits` /
-`hubert_ee.outputs` at top level, so the benchmark runs on a GPU machine without datasets/jiwer/soundfile; the
+`.outputs` / `.timing` / `.cost_model` at top level, so the benchmark runs on a GPU machine without datasets/jiwer/soundfile; the
 `trained` workload imports `hubert_ee.data`, `.metrics` and `.export` when it runs.
 """
 
 from .cli import add_arguments, main, run
-from .cost_model import (
+from ..cost_model import (
     allocate_rows,
     early_exit_cost,
     format_distribution,

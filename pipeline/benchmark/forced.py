@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from ..forced_exits import forced_exit_targets, prepare_forced_targets
-from .cost_model import (
+from ..cost_model import (
     allocate_rows,
     component_cases,
     component_table,
@@ -33,11 +33,12 @@ from .models import (
     NEVER_EXIT,
     SAMPLING_RATE,
     baseline_from,
+    branch_of_type,
     build_forced_model,
     compiler,
     with_overlap,
 )
-from .report import overhead_fields, round_or_none, speed_fields
+from .report import overhead_fields, round_or_none, speed_fields, speedup_fields
 from ..timing import interleaved_times, median, progress_bar
 
 
@@ -175,7 +176,8 @@ def _measure_batch(args, model, baseline, input_values, distributions, label) ->
             targets = allocate_rows(distribution, batch_size)
             row_counts |= needed_row_counts(config.num_hidden_layers, config.exit_layers, targets)
     compile_fn = compiler(args.compile, args.compile_backend)
-    components = component_cases(model, input_values, row_counts, args.component_min_ms / 1000.0,
+    branches = {branch_type: branch_of_type(model, branch_type) for branch_type in ("transformer", "linear")}
+    components = component_cases(model, input_values, row_counts, args.component_min_ms / 1000.0, branches,
                                  compile_fn=compile_fn)
     never = functools.partial(model, input_values, exit_setting=NEVER_EXIT)
     measured = {"op_counts": dispatched_ops(model, input_values),
@@ -200,19 +202,19 @@ def _measure_batch(args, model, baseline, input_values, distributions, label) ->
 def _speed_rows(measured: dict, distributions: dict, config, common: dict, batch_size: int, repeats: int
                 ) -> list[dict]:
     """One row per distribution: its measured and ideal speedup over the baseline, and its efficiency."""
-    medians = measured["medians"]
+    medians, times = measured["medians"], measured["times"]
     base = medians["baseline"]
     rows = []
     for name, plan in measured["plans"].items():
         candidate_time = sum(share * medians[case] for case, share in plan.items())
+        candidate_times = [sum(share * times[case][repetition] for case, share in plan.items())
+                           for repetition in range(len(times["baseline"]))]
         distribution = distributions[name]
-        speedup = base / candidate_time
         ideal = ideal_speedup(measured["table"], config.num_hidden_layers, config.exit_layers, distribution,
                               batch_size)
         row = {**common, "workload": "forced", "batch_size": batch_size, "exit_distribution": name,
                "mean_exit_layer": round_or_none(sum(layer * share for layer, share in distribution.items())),
-               "speedup": round_or_none(speedup), "ideal_speedup": round_or_none(ideal),
-               "efficiency": round_or_none(speedup / ideal), "repeats": repeats}
+               **speedup_fields(times["baseline"], candidate_times, ideal), "repeats": repeats}
         if batch_size > 1:
             realised = allocate_rows(distribution, batch_size)
             row["rows_per_exit"] = {str(layer): realised.count(layer) for layer in sorted(set(realised))}

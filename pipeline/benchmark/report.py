@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..timing import median, paired_ratio
+from ..timing import format_speedup, median, paired_ratio, paired_speedup, speedup_verdict
 
 
 OVERHEAD_GOAL_PCT = 3.0
 # Keys every result row carries, besides latency_ms/baseline_latency_ms (batch 1) or throughput/baseline_throughput.
-ROW_KEYS = ("device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup", "ideal_speedup",
-            "efficiency")
+ROW_KEYS = ("device", "dtype", "batch_size", "workload", "arch", "exit_distribution", "speedup", "speedup_interval",
+            "speedup_reliable", "speedup_note", "ideal_speedup", "efficiency")
 
 
 def round_or_none(value, digits=4):
@@ -33,6 +33,18 @@ def overhead_fields(never_times: Sequence[float], baseline_times: Sequence[float
             "overhead_pct": round_or_none(overhead_pct, 2),
             "overhead_paired_pct": round_or_none((paired_ratio(never_times, baseline_times) - 1) * 100, 2),
             "goal_pct": OVERHEAD_GOAL_PCT, "meets_goal": bool(overhead_pct <= OVERHEAD_GOAL_PCT)}
+
+
+def speedup_fields(baseline_times: Sequence[float], candidate_times: Sequence[float], ideal: float) -> dict:
+    """A row's speedup over its paired repetitions (the same work each repetition: no cost model needed to take
+    the mix of work out), its 95 % interval, its verdict against the ideal (`hubert_ee.timing`), the ideal and the
+    efficiency."""
+    measured = paired_speedup(baseline_times, candidate_times)
+    speedup = measured["speedup"]
+    return {"speedup": round_or_none(speedup),
+            "speedup_interval": [round_or_none(value) for value in measured["speedup_interval"]],
+            **speedup_verdict(measured, ideal), "ideal_speedup": round_or_none(ideal),
+            "efficiency": round_or_none(speedup / ideal)}
 
 
 def speed_fields(batch_size: int, candidate_seconds: float, baseline_seconds: float) -> dict:
@@ -106,6 +118,11 @@ def _fmt(value, digits=3):
     return str(value)
 
 
+def _speedup_cell(row: dict) -> str:
+    """The speedup with its interval (`timing.format_speedup`); reports written before intervals: the bare figure."""
+    return format_speedup(row) if row.get("speedup") is not None else "-"
+
+
 def _host_reads_cell(transfers: dict | None) -> str:
     """"2 / 0": host reads per forward of HuBERT-EE and of the baseline ("-" in reports that lack the counts)."""
     if not transfers:
@@ -126,7 +143,10 @@ def to_markdown(report: dict) -> str:
     lines = [f"# HuBERT-EE benchmark ({meta['created']})", "",
              f"torch {meta['torch']}, transformers {meta['transformers']}; devices: "
              + "; ".join(f"{key}: {value}" for key, value in meta["device_names"].items())
-             + f"; {meta['repeats']} repeats after {meta['warmup']} warm-up, medians, interleaved.", ""]
+             + f"; {meta['repeats']} repeats after {meta['warmup']} warm-up, interleaved; times are medians, speedups "
+               "the ratio of summed paired times ± the larger half of their 95 % bootstrap interval over the "
+               "repetitions, marked unreliable when the interval is wide, the repetitions fewer than 3 or the "
+               "speedup above the ideal.", ""]
     lines += _forced_table([row for row in report["rows"] if row["workload"] == "forced"])
     lines += _trained_table([row for row in report["rows"] if row["workload"] == "trained"])
     lines += _overhead_table(report["overhead"])
@@ -147,7 +167,7 @@ def _forced_table(rows: list[dict]) -> list[str]:
         unit = " ms" if row["batch_size"] == 1 else " utt/s"
         lines.append(f"| {row['device']} | {row['dtype']} | {row['arch']} | {row['branch']} | {row['batch_size']} "
                      f"| {row['exit_distribution']} | {_fmt(row['mean_exit_layer'], 2)} | {_fmt(value, 2)}{unit} "
-                     f"| {_fmt(base, 2)}{unit} | {_fmt(row['speedup'])} | {_fmt(row['ideal_speedup'])} "
+                     f"| {_fmt(base, 2)}{unit} | {_speedup_cell(row)} | {_fmt(row['ideal_speedup'])} "
                      f"| {_fmt(row['efficiency'])} |")
     return lines + [""]
 
@@ -164,7 +184,7 @@ def _trained_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {row['device']} | {row['dtype']} | {row['batch_size']} | {row['threshold']} "
                      f"| {_fmt(row['mean_exit_layer'], 2)} | {_fmt(row['wer'], 2)} "
                      f"| {_fmt(row['baseline_wer'], 2)} | {_fmt(value, 2)} | {_fmt(base, 2)} "
-                     f"| {_fmt(row['speedup'])} | {_fmt(row['ideal_speedup'])} "
+                     f"| {_speedup_cell(row)} | {_fmt(row['ideal_speedup'])} "
                      f"| {_fmt(row['efficiency'])} |")
     return lines + [""]
 

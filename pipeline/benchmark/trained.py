@@ -14,9 +14,9 @@ import torch
 
 from configuration_early_exit import ExitSetting
 
-from .cost_model import format_distribution, ideal_speedup_of_layers, measure_components
+from ..cost_model import format_distribution, ideal_speedup_of_layers, measure_components
 from .models import DTYPES, NEVER_EXIT, SAMPLING_RATE, baseline_from, with_overlap
-from .report import overhead_fields, round_or_none
+from .report import overhead_fields, round_or_none, speedup_fields
 from ..loading import load_early_exit_model
 from ..timing import interleaved_times, median, progress_bar
 
@@ -127,7 +127,7 @@ def _component_costs(args, model, audio, batch_size: int) -> dict:
                                                                                 dtype=parameter.dtype)
     with torch.inference_mode():
         return measure_components(model, probe, set(range(1, probe.shape[0] + 1)), args.repeats, 1,
-                                  args.component_min_ms / 1000.0, branch_types=(model.config.exit_branch,))
+                                  args.component_min_ms / 1000.0)
 
 def _trained_rows(totals, hypotheses, exit_layers, references, baseline_wer, table, config, common, repeats):
     """A row per threshold (speedup, ideal, WER, mean exit layer, latency or throughput per utterance) and the
@@ -146,13 +146,11 @@ def _trained_rows(totals, hypotheses, exit_layers, references, baseline_wer, tab
         layers = exit_layers[name]
         counts = {layer: layers.count(layer) / len(layers) for layer in sorted(set(layers))}
         ideal = ideal_speedup_of_layers(table, config.num_hidden_layers, config.exit_layers, layers, batch_size)
-        speedup = base / medians[name]
         row = {**common, "threshold": name, "exit_distribution": format_distribution(counts),
                "mean_exit_layer": round_or_none(float(np.mean(layers))),
                "wer": round_or_none(word_error_rate(references, hypotheses[name]), 3),
                "baseline_wer": round_or_none(baseline_wer, 3),
-               "speedup": round_or_none(speedup), "ideal_speedup": round_or_none(ideal),
-               "efficiency": round_or_none(speedup / ideal), "repeats": repeats}
+               **speedup_fields(totals["baseline"], totals[name], ideal), "repeats": repeats}
         if batch_size == 1:  # mean latency per utterance
             row.update(latency_ms=round_or_none(medians[name] / count * 1e3),
                        baseline_latency_ms=round_or_none(base / count * 1e3))

@@ -1,5 +1,9 @@
 # Copyright 2026 The HuBERT-EE authors. Licensed under the Apache License, Version 2.0.
-"""The ideal speedup: what early exit would save if the exits themselves cost nothing but their branches.
+"""The cost model: what early exit should save, from the measured cost of each part of the model.
+
+`hubert-ee benchmark` gives its ideal speedup (the exits cost nothing but their branches) and `hubert-ee evaluate`
+the expected speedup of each sweep row (the exits cost their branch and criterion), from the exit layer of each
+utterance.
 
 Components are timed on the same device and dtype as the forwards: the front end (`model.embed`), one encoder
 layer, one exit branch, the final head (`model.final_head`), and the criterion. A row exiting after layer k costs
@@ -13,7 +17,10 @@ all layers + all branches + head. The plain model costs front end + all layers +
   measured one. ideal = cost(plain, B rows) / cost(compacted batch).
 
 The exit criterion, the host synchronisation per exit and the compaction copies are NOT in the ideal: they are what
-`efficiency = measured speedup / ideal speedup` charges to the implementation.
+`efficiency = measured speedup / ideal speedup` charges to the implementation. `evaluate`'s expected speedup counts
+the criterion (`exit_parts=("branch", "criterion")`) and batches of utterances of different lengths: each part's
+cost scales with the frames of the longest row it runs on (compaction cuts the padding beyond it), linearly from the
+frames it was measured at (`frames=`).
 
 Exit distributions (`"4:0.25,8:0.25,final:0.5"`: the share of utterances leaving after each layer) are parsed and
 turned into per-row target layers here too.
@@ -26,8 +33,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .models import branch_of_type
-from ..timing import interleaved_times, median, repeated
+from .timing import interleaved_times, median, repeated
 
 COMPONENT_PREFIX = "component:"
 
@@ -83,20 +89,50 @@ def lookup_cost(table: dict, component: str, rows: int) -> float:
     nearest = min(measured, key=lambda count: (abs(count - rows), -count))
     return measured[nearest] * rows / nearest
 
-def plain_cost(table: dict, num_layers: int, batch_size: int) -> float:
-    """Plain `HubertForCTC`: front end + every layer + head, all on `batch_size` rows."""
-    return (lookup_cost(table, "embed", batch_size) + num_layers * lookup_cost(table, "layer", batch_size)
-            + lookup_cost(table, "head", batch_size))
 
-def early_exit_cost(table: dict, num_layers: int, exit_layers: Sequence[int], targets: Sequence[int]) -> float:
-    """Ideal cost of one batch whose rows leave after `targets` (one layer per row), with batch compaction."""
+def _scaled(table: dict, component: str, rows: Sequence[int], frames: tuple[Sequence[int], int] | None) -> float:
+    """Seconds of `component` on the rows `rows` (indices into the batch); with `frames` = (frames of each row,
+    frames the table was measured at), scaled by the frames of the longest of those rows."""
+    seconds = lookup_cost(table, component, len(rows))
+    if frames is None or not rows:
+        return seconds
+    row_frames, measured_frames = frames
+    return seconds * max(row_frames[row] for row in rows) / measured_frames
+
+
+def plain_cost(table: dict, num_layers: int, batch_size: int, frames: tuple[Sequence[int], int] | None = None
+               ) -> float:
+    """Plain `HubertForCTC`: front end + every layer + head, all on `batch_size` rows (padded to the longest, with
+    `frames`)."""
+    rows = range(batch_size)
+    return (_scaled(table, "embed", rows, frames) + num_layers * _scaled(table, "layer", rows, frames)
+            + _scaled(table, "head", rows, frames))
+
+
+def early_exit_cost(table: dict, num_layers: int, exit_layers: Sequence[int], targets: Sequence[int],
+                    frames: tuple[Sequence[int], int] | None = None, exit_parts: Sequence[str] = ("branch",)
+                    ) -> float:
+    """Cost of one batch whose rows leave after `targets` (one layer per row), with batch compaction: each exit
+    costs `exit_parts` on the rows still running there. `frames`: see `_scaled`."""
     targets = list(targets)
-    cost = lookup_cost(table, "embed", len(targets))
+    rows = range(len(targets))
+    cost = _scaled(table, "embed", rows, frames)
     for layer in range(1, num_layers + 1):
-        cost += lookup_cost(table, "layer", sum(target >= layer for target in targets))
+        running = [row for row in rows if targets[row] >= layer]
+        cost += _scaled(table, "layer", running, frames)
         if layer in exit_layers:
-            cost += lookup_cost(table, "branch", sum(target >= layer for target in targets))
-    return cost + lookup_cost(table, "head", sum(target == num_layers for target in targets))
+            cost += sum(_scaled(table, part, running, frames) for part in exit_parts)
+    return cost + _scaled(table, "head", [row for row in rows if targets[row] == num_layers], frames)
+
+
+def expected_batch_costs(table: dict, measured_frames: int, num_layers: int, exit_layers: Sequence[int],
+                         batches: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[tuple[float, float]]:
+    """`(full depth, early exit)` cost of each batch `(targets, frames per row)`, exits costing branch and
+    criterion: what `evaluate` expects its baseline (`early_exit=False`) and a setting to take on that batch."""
+    return [(plain_cost(table, num_layers, len(targets), (frames, measured_frames)),
+             early_exit_cost(table, num_layers, exit_layers, targets, (frames, measured_frames),
+                             ("branch", "criterion")))
+            for targets, frames in batches]
 
 def ideal_speedup(table: dict, num_layers: int, exit_layers: Sequence[int], distribution: dict[int, float],
                   batch_size: int) -> float:
@@ -137,11 +173,12 @@ def needed_row_counts(num_layers: int, exit_layers: Sequence[int], targets: Sequ
 
 @torch.inference_mode()
 def component_cases(model, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
-                    branch_types: Sequence[str] = ("transformer", "linear"),
+                    branches: dict[str, torch.nn.Module] | None = None,
                     compile_fn: Callable[[Callable], Callable] = lambda fn: fn) -> dict[str, tuple[Callable, int]]:
     """Timed pieces of the model on `input_values`' device and dtype: `embed` at the full batch; `layer` (one
-    encoder layer), `branch_<type>` (one exit branch of each type), `head` (`final_head`) and `criterion` (the
-    confidence criterion, with its device->host copy) at every count in `row_counts`. Returns
+    encoder layer), `branch_<type>` (one exit branch of each type in `branches`, type -> branch; default: the
+    model's own), `head` (`final_head`) and `criterion` (the config's criterion, with its device->host copy) at
+    every count in `row_counts`. Returns
     {"component:<name>:<rows>": (callable running the piece `inner` times, inner)}, to be timed interleaved with
     the full forwards (so that a busy phase of the machine affects both alike). `compile_fn` wraps each piece as
     `--compile` wraps the models, so that the ideal is built from pieces run the way the forwards run them."""
@@ -149,7 +186,8 @@ def component_cases(model, input_values: torch.Tensor, row_counts: set[int], min
     batch_size = input_values.shape[0]
     hidden_states, _ = model.embed(input_values)  # no padding: no attention mask, as the model runs it then
     layer = model.encoder.layers[0]
-    branches = {branch_type: branch_of_type(model, branch_type) for branch_type in branch_types}
+    if branches is None:
+        branches = {model.config.exit_branch: next(iter(model.exit_branches.values()))}
     settings = model.exit_setting()
     calls = {("embed", batch_size): lambda: model.embed(input_values)}
     for rows in sorted(row_counts | {batch_size}):
@@ -175,11 +213,12 @@ def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, 
     table["branch"] = dict(table[f"branch_{branch}"])
     return table
 
+
 def measure_components(model, input_values: torch.Tensor, row_counts: set[int], repeats: int,
-                       warmup: int, min_seconds: float, branch_types: Sequence[str] = ("transformer", "linear"),
+                       warmup: int, min_seconds: float, branches: dict[str, torch.nn.Module] | None = None,
                        ) -> dict[str, dict[int, float]]:
     """`component_table` of `component_cases` timed on their own (medians of `repeats`, interleaved)."""
-    cases = component_cases(model, input_values, row_counts, min_seconds, branch_types)
+    cases = component_cases(model, input_values, row_counts, min_seconds, branches)
     with torch.inference_mode():
         times = interleaved_times({key: fn for key, (fn, _) in cases.items()}, input_values.device, repeats, warmup)
     return component_table({key: median(values) for key, values in times.items()}, cases, model.config.exit_branch)
