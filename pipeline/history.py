@@ -143,7 +143,7 @@ def plot_learning_curve(history: dict, path: str | Path, target_cer: float | Non
     import numpy as np
 
     plt = pyplot()
-    figure, axes = plt.subplots(figsize=(6.5, 4))
+    figure, axes = plt.subplots(figsize=(9, 4))
     points = learning_curve(history)
     for session in sorted({point[2] for point in points}):
         xs = [x for x, _, s in points if s == session]
@@ -168,7 +168,7 @@ def plot_learning_curve(history: dict, path: str | Path, target_cer: float | Non
     axes.set_ylabel("CER (%): synthetic dev" + (", real-speech dev" if real else ""))
     axes.set_title("Learning curve of the default model's backbone")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: no point is hidden
     return save_figure(figure, path)
 
 

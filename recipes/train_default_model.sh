@@ -125,8 +125,11 @@ exits() {
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
 }
-SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.9,0.95 --entropy-thresholds 0.5,0.2,0.1 --patiences 2
+SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.84,0.88,0.9 --entropy-thresholds 0.5,0.35,0.2 --patiences 2
        --batch-size 8 --repeats 1 --no-progress)
+# calibration looks closely where jointly trained late exits trade: confidence 0.8-0.9, entropy 0.25-0.45
+CALIBRATION_SWEEP=(--confidence-thresholds 0.8,0.82,0.84,0.86,0.88 --entropy-thresholds 0.45,0.4,0.35,0.3,0.25
+                   --patiences 1,2 --batch-size 1 --repeats 1 --no-progress)
 compare() {
   local named=()
   for folder in "$OUT"/exits/*/; do
@@ -167,8 +170,7 @@ ship() {
   rm -rf "$MODEL" && mkdir -p "$MODEL"
   find "$OUT/$CANDIDATE" -maxdepth 1 -type f ! -name 'training_args.bin' -exec cp {} "$MODEL/" \;
   $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 200 --max-wer-increase 1.0 \
-    "${SWEEP[@]}" --batch-size 1 \
-    --json "$RESULTS/default_model_calibration.json"
+    "${CALIBRATION_SWEEP[@]}" --json "$RESULTS/default_model_calibration.json"
 }
 evaluate() {
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test --max-samples 300 "${SWEEP[@]}" \
