@@ -10,15 +10,20 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # The two model files stay top-level modules: they are the files that travel to the Hub beside the weights.
-    py_modules=["configuration_hubert_ee", "modeling_hubert_ee"],
+    # The model files stay top-level modules: they are the files that travel to the Hub beside the weights.
+    py_modules=[
+        "configuration_early_exit", "configuration_hubert_ee", "configuration_wav2vec2_ee",
+        "modeling_early_exit", "modeling_hubert_ee", "modeling_wav2vec2_ee",
+    ],
     # The tooling in pipeline/ installs as `hubert_ee`: a top-level package named `pipeline` would collide.
     packages=["hubert_ee", "hubert_ee.benchmark"],
     package_dir={"hubert_ee": "pipeline"},
     package_data={"hubert_ee": ["hubert_ee_wer/*.py"]},  # the `evaluate` metric, a folder evaluate.load() takes
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0",
+        # The tested range: the model code follows transformers' HuBERT and wav2vec2 modules, whose internals
+        # (encoder layers, masks, loading) change between minor releases; widen it after the suite passes on another.
+        "transformers>=5.25,<5.26",
         "huggingface-hub>=1.0",
         "datasets>=4.0",
         "evaluate>=0.4",

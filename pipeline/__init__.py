@@ -2,40 +2,54 @@
 
 Importing this package is light (no torch, no transformers), so that `hubert-ee --help` answers at once. The model
 classes come with their first use: `hubert_ee.HubertEEConfig`, `hubert_ee.HubertEEForCTC`,
-`hubert_ee.register_auto_classes()` and every stage that loads a model (`hubert_ee.export`, and the stages built
-on it) register them with transformers' Auto classes (`AutoConfig`, `AutoModel`, `AutoModelForCTC`), so local code
-can use them without `trust_remote_code`. The model itself lives in the two root modules `configuration_hubert_ee`
-and `modeling_hubert_ee`, the files that travel to the Hub.
+`hubert_ee.Wav2Vec2EEConfig`, `hubert_ee.Wav2Vec2EEForCTC`, `hubert_ee.register_auto_classes()` and every stage that
+loads a model (`hubert_ee.export`, and the stages built on it) register them with transformers' Auto classes
+(`AutoConfig`, `AutoModel`, `AutoModelForCTC`), so local code can use them without `trust_remote_code`. The models
+live in the root modules listed in `CODE_FILES`, the files that travel to the Hub.
 """
 
 import os
 from pathlib import Path
 
 
-# The model files that travel to the Hub beside the weights (and that `trust_remote_code` runs).
-CODE_FILES = ("configuration_hubert_ee.py", "modeling_hubert_ee.py")
+# The model files that travel to the Hub beside the weights (and that `trust_remote_code` runs), per early-exit
+# `model_type`: the backbone's configuration and modeling files, and the shared early-exit modules they import.
+SHARED_CODE_FILES = ("configuration_early_exit.py", "modeling_early_exit.py")
+CODE_FILES_BY_MODEL_TYPE = {
+    "hubert_ee": ("configuration_hubert_ee.py", "modeling_hubert_ee.py", *SHARED_CODE_FILES),
+    "wav2vec2_ee": ("configuration_wav2vec2_ee.py", "modeling_wav2vec2_ee.py", *SHARED_CODE_FILES),
+}
+CODE_FILES = CODE_FILES_BY_MODEL_TYPE["hubert_ee"]
+# The model classes, by the name this package gives them (`hubert_ee.HubertEEForCTC`), with their root module.
+MODEL_CLASSES = {
+    "HubertEEConfig": "configuration_hubert_ee", "HubertEEForCTC": "modeling_hubert_ee",
+    "Wav2Vec2EEConfig": "configuration_wav2vec2_ee", "Wav2Vec2EEForCTC": "modeling_wav2vec2_ee",
+}
 
 
 def register_auto_classes() -> None:
-    """Make `model_type="hubert_ee"` known to transformers' Auto classes in this process (idempotent)."""
+    """Make `model_type` "hubert_ee" and "wav2vec2_ee" known to transformers' Auto classes in this process
+    (idempotent)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCTC
 
     from configuration_hubert_ee import HubertEEConfig
+    from configuration_wav2vec2_ee import Wav2Vec2EEConfig
     from modeling_hubert_ee import HubertEEForCTC
+    from modeling_wav2vec2_ee import Wav2Vec2EEForCTC
 
-    AutoConfig.register(HubertEEConfig.model_type, HubertEEConfig, exist_ok=True)
-    AutoModel.register(HubertEEConfig, HubertEEForCTC, exist_ok=True)
-    AutoModelForCTC.register(HubertEEConfig, HubertEEForCTC, exist_ok=True)
+    for config_class, model_class in ((HubertEEConfig, HubertEEForCTC), (Wav2Vec2EEConfig, Wav2Vec2EEForCTC)):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        AutoModelForCTC.register(config_class, model_class, exist_ok=True)
 
 
 def __getattr__(name: str):
-    """`HubertEEConfig` and `HubertEEForCTC`, imported (and registered) on first use."""
-    if name in ("HubertEEConfig", "HubertEEForCTC"):
-        register_auto_classes()
-        import configuration_hubert_ee
-        import modeling_hubert_ee
+    """The model classes of `MODEL_CLASSES`, imported (and registered) on first use."""
+    if name in MODEL_CLASSES:
+        import importlib
 
-        return getattr(configuration_hubert_ee if name == "HubertEEConfig" else modeling_hubert_ee, name)
+        register_auto_classes()
+        return getattr(importlib.import_module(MODEL_CLASSES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -51,6 +65,6 @@ DEFAULT_MODEL: str | None = os.environ.get("HUBERT_EE_DEFAULT_MODEL") or (
 )
 
 __all__ = [
-    "CODE_FILES", "DEFAULT_MODEL", "EXAMPLES", "HubertEEConfig", "HubertEEForCTC", "SHIPPED_MODEL",
-    "register_auto_classes",
+    "CODE_FILES", "CODE_FILES_BY_MODEL_TYPE", "DEFAULT_MODEL", "EXAMPLES", "HubertEEConfig", "HubertEEForCTC",
+    "SHIPPED_MODEL", "Wav2Vec2EEConfig", "Wav2Vec2EEForCTC", "register_auto_classes",
 ]

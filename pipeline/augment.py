@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .synth import add_noise
+from .audio_effects import add_noise
 from .text import SAMPLING_RATE
 
 __all__ = ["AugmentationConfig", "Augmenter"]

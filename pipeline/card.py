@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from configuration_hubert_ee import HubertEEConfig
+from configuration_early_exit import EarlyExitConfigMixin
 
 from .arguments import UsageError
+from .loading import early_exit_class, load_early_exit_config
 from .operating_point import (
     CALIBRATED_METRIC,
     MEASURED_LINE,
@@ -26,7 +27,7 @@ from .operating_point import (
     operating_point_setting,
 )
 from .outputs import check_output_path, write_bytes, write_texts
-from .results import markdown_report
+from .results import markdown_report, setting_of_row
 from .timing import format_speedup
 
 CITATION = """@inproceedings{yoon2024hubertee,
@@ -38,22 +39,24 @@ CITATION = """@inproceedings{yoon2024hubertee,
 }"""
 
 
-def example_override(result: dict, config: HubertEEConfig) -> tuple[str, str]:
+def example_override(result: dict, config: EarlyExitConfigMixin) -> tuple[str, str]:
     """The per-call setting the card's usage shows, and what it does. Exits off in the config: the fastest setting
     of the config's criterion measured in `result` (naming it turns exits on for the call), with its speed and WER;
     exits on: a stricter one."""
-    criterion = config.exit_criterion
-    if not config.early_exit:
+    setting = config.exit_setting
+    criterion = setting.criterion
+    if not setting.early_exit:
         rows = [row for row in result["sweep"] if row["criterion"] == criterion]
         if rows:
             best = max(rows, key=lambda row: row.get("expected_speedup", row["speedup"]))
-            setting = (f"exit_patience={best['patience']}" if criterion == "patience"
-                       else f"exit_threshold={best['threshold']:g}")
-            return setting, (f"early exit on for this call: {format_speedup(best)}, WER {best['wer']:.2f} % "
-                             f"(full depth {result['final_wer']:.2f} %) on the test split")
+            best_setting = setting_of_row(best)
+            shown = (f"exit_patience={best_setting.patience}" if criterion == "patience"
+                     else f"exit_threshold={best_setting.threshold:g}")
+            return shown, (f"early exit on for this call: {format_speedup(best)}, WER {best['wer']:.2f} % "
+                           f"(full depth {result['final_wer']:.2f} %) on the test split")
         return f"exit_criterion={criterion!r}", "early exit on for this call, at the config's setting"
     stricter = {"confidence": "exit_threshold=0.99", "entropy": "exit_threshold=0.01",
-                "patience": f"exit_patience={config.exit_patience + 1}"}[criterion]
+                "patience": f"exit_patience={setting.patience + 1}"}[criterion]
     return stricter, "stricter: later exits, closer to full depth; this call only"
 
 
@@ -85,14 +88,16 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                curve_name: str | None = None, peer: dict | None = None, training_data: str = "") -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results; `training_data` (markdown)
     is its "Training data" section: what the model learned from, and the credit each corpus asks for."""
-    config = HubertEEConfig.from_pretrained(str(model_folder))
+    config = load_early_exit_config(model_folder)
+    model_class = early_exit_class(config.model_type)
+    plain_class = model_class.plain_ctc_class.__name__
     point = operating_point(result, config)
     metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood), sort_keys=False)
     lines = [
         "---", metadata.rstrip(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
-        "HuBERT-EE: a CTC HuBERT with early-exit branches. Each utterance stops at the first branch confident enough "
-        "and returns that branch's transcript, skipping the deeper encoder layers "
+        f"HuBERT-EE: a CTC {model_class.backbone_name} with early-exit branches. Each utterance stops at the first "
+        "branch confident enough and returns that branch's transcript, skipping the deeper encoder layers "
         "([Yoon, Woo & Kim, arXiv 2204.06328](https://arxiv.org/abs/2204.06328)).", "",
         f"- encoder layers: {config.num_hidden_layers}, hidden size {config.hidden_size}; exit branches "
         f"(`{config.exit_branch}`) after layers {config.exit_layers}",
@@ -105,7 +110,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
         )
     override, effect = example_override(result, config)
     name, value = override.split("=")
-    default = "early exit per utterance" if config.early_exit else "full depth (early exit off in the config)"
+    default = "early exit per utterance" if config.exit_setting.early_exit else "full depth (early exit off in the config)"
     lines += ["", "## Usage", "", "```python", "from transformers import pipeline", "",
               f'asr = pipeline("automatic-speech-recognition", model="{repo_id}", trust_remote_code=True)',
               f'print(asr("speech.wav")["text"])  # {default}',
@@ -119,7 +124,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
               f"out = model.generate(inputs.input_values)  # {default}",
               "print(processor.batch_decode(out.sequences), out.exit_layer)",
               f"model.generate(inputs.input_values, {override})  # {effect}",
-              "model.generate(inputs.input_values, early_exit=False)  # full depth = HubertForCTC", "```", ""]
+              f"model.generate(inputs.input_values, early_exit=False)  # full depth = {plain_class}", "```", ""]
     if training_data.strip():
         lines += ["## Training data", "", training_data.strip(), ""]
     if commands.strip():

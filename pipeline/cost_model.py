@@ -33,13 +33,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from modeling_hubert_ee import HubertEEForCTC
-
 from .timing import interleaved_times, median, repeated
 
-
 COMPONENT_PREFIX = "component:"
-
 
 # ---------------------------------------------------------------------------------------------- distributions
 
@@ -68,10 +64,8 @@ def parse_distribution(spec: str, num_layers: int, exit_layers: Sequence[int] | 
             raise ValueError(f"Exit distribution {spec!r} names layer {layer}, but exits are at {where}.")
     return {layer: shares[layer] / total for layer in sorted(shares) if shares[layer] > 0}
 
-
 def format_distribution(distribution: dict[int, float]) -> str:
     return ",".join(f"{layer}:{share:g}" for layer, share in sorted(distribution.items()))
-
 
 def allocate_rows(distribution: dict[int, float], batch_size: int) -> list[int]:
     """Target exit layer per row of a batch: the counts nearest to the shares (largest remainder), rows ordered
@@ -82,7 +76,6 @@ def allocate_rows(distribution: dict[int, float], batch_size: int) -> list[int]:
     for layer in sorted(quotas, key=lambda layer: (-(quotas[layer] - counts[layer]), layer))[:remaining]:
         counts[layer] += 1
     return [layer for layer in sorted(counts) for _ in range(counts[layer])]
-
 
 # ---------------------------------------------------------------------------------------------- ideal speedup
 
@@ -141,7 +134,6 @@ def expected_batch_costs(table: dict, measured_frames: int, num_layers: int, exi
                              ("branch", "criterion")))
             for targets, frames in batches]
 
-
 def ideal_speedup(table: dict, num_layers: int, exit_layers: Sequence[int], distribution: dict[int, float],
                   batch_size: int) -> float:
     """Ideal speedup of a forced exit distribution (see the module docstring).
@@ -157,7 +149,6 @@ def ideal_speedup(table: dict, num_layers: int, exit_layers: Sequence[int], dist
     targets = allocate_rows(distribution, batch_size)
     return plain_cost(table, num_layers, batch_size) / early_exit_cost(table, num_layers, exit_layers, targets)
 
-
 def ideal_speedup_of_layers(table: dict, num_layers: int, exit_layers: Sequence[int], layers: Sequence[int],
                             batch_size: int) -> float:
     """Ideal speedup of a data set whose utterances left at `layers` (in order), run in batches of `batch_size`."""
@@ -170,7 +161,6 @@ def ideal_speedup_of_layers(table: dict, num_layers: int, exit_layers: Sequence[
                     for start in starts)
     return plain / compacted
 
-
 def needed_row_counts(num_layers: int, exit_layers: Sequence[int], targets: Sequence[int]) -> set[int]:
     """Row counts at which layers/branches/head run for a batch with these targets (for measuring)."""
     counts = {sum(target >= layer for target in targets) for layer in list(exit_layers) + [num_layers]}
@@ -179,11 +169,10 @@ def needed_row_counts(num_layers: int, exit_layers: Sequence[int], targets: Sequ
     counts.add(len(targets))
     return {count for count in counts if count > 0}
 
-
 # ---------------------------------------------------------------------------------------------- component costs
 
 @torch.inference_mode()
-def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
+def component_cases(model, input_values: torch.Tensor, row_counts: set[int], min_seconds: float,
                     branches: dict[str, torch.nn.Module] | None = None,
                     compile_fn: Callable[[Callable], Callable] = lambda fn: fn) -> dict[str, tuple[Callable, int]]:
     """Timed pieces of the model on `input_values`' device and dtype: `embed` at the full batch; `layer` (one
@@ -196,10 +185,10 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     device = input_values.device
     batch_size = input_values.shape[0]
     hidden_states, _ = model.embed(input_values)  # no padding: no attention mask, as the model runs it then
-    layer = model.hubert.encoder.layers[0]
+    layer = model.encoder.layers[0]
     if branches is None:
         branches = {model.config.exit_branch: next(iter(model.exit_branches.values()))}
-    settings = model.exit_settings()
+    settings = model.exit_setting()
     calls = {("embed", batch_size): lambda: model.embed(input_values)}
     for rows in sorted(row_counts | {batch_size}):
         h = hidden_states[:rows].contiguous()
@@ -213,7 +202,6 @@ def component_cases(model: HubertEEForCTC, input_values: torch.Tensor, row_count
     return {f"{COMPONENT_PREFIX}{name}:{rows}": repeated(compile_fn(fn), device, min_seconds)
             for (name, rows), fn in calls.items()}
 
-
 def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, int]], branch: str
                     ) -> dict[str, dict[int, float]]:
     """{component: {rows: seconds per call}} from the medians of `component_cases` timings; `branch` is the
@@ -226,7 +214,7 @@ def component_table(medians: dict[str, float], cases: dict[str, tuple[Callable, 
     return table
 
 
-def measure_components(model: HubertEEForCTC, input_values: torch.Tensor, row_counts: set[int], repeats: int,
+def measure_components(model, input_values: torch.Tensor, row_counts: set[int], repeats: int,
                        warmup: int, min_seconds: float, branches: dict[str, torch.nn.Module] | None = None,
                        ) -> dict[str, dict[int, float]]:
     """`component_table` of `component_cases` timed on their own (medians of `repeats`, interleaved)."""

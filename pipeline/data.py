@@ -1,20 +1,20 @@
 """Loading speech corpora and preparing them for CTC fine-tuning.
 
-Everything here works offline.  Audio is decoded with ``soundfile`` (libsndfile) directly,
-*not* through the ``datasets`` ``Audio`` feature: ``datasets`` 5.x decodes audio with
-``torchcodec`` + FFmpeg, which may be missing.  Audio columns are therefore cast to
-``Audio(decode=False)`` and the stored bytes / paths are read here.
+Everything here works offline.  Audio is decoded with `soundfile` (libsndfile) directly,
+*not* through the `datasets` `Audio` feature: `datasets` 5.x decodes audio with
+`torchcodec` + FFmpeg, which may be missing.  Audio columns are therefore cast to
+`Audio(decode=False)` and the stored bytes / paths are read here.
 
-Conventions of every dataset returned by :func:`load_speech_dataset`:
+Conventions of every dataset returned by `load_speech_dataset`:
 
-* ``audio``: mono float32 samples in [-1, 1] (nominally) at the requested ``sampling_rate``.
-  The dataset is formatted so that ``ds[i]["audio"]`` is a ``numpy.ndarray`` (float32); the
+* `audio`: mono float32 samples in [-1, 1] (nominally) at the requested `sampling_rate`.
+  The dataset is formatted so that `ds[i]["audio"]` is a `numpy.ndarray` (float32); the
   other columns come back as plain Python objects.  Multi-channel audio is downmixed to mono
-  by averaging the channels.  Audio at another rate is resampled with ``soxr`` (the ``soxr``
+  by averaging the channels.  Audio at another rate is resampled with `soxr` (the `soxr`
   PyPI package, "HQ" quality).  Integer PCM is scaled to float in [-1, 1].
-* ``text``: the raw transcript (not normalised; :func:`prepare_for_ctc` and the metrics
-  normalise with :func:`hubert_ee.text.normalize_text`).
-* ``id``: an existing ``id`` column is kept; otherwise the file name stem of the audio file,
+* `text`: the raw transcript (not normalised; `prepare_for_ctc` and the metrics
+  normalise with `hubert_ee.text.normalize_text`).
+* `id`: an existing `id` column is kept; otherwise the file name stem of the audio file,
   or the row index (as a string) where no file name is known.
 * all other columns of the source are kept unchanged.
 """
@@ -56,7 +56,7 @@ __all__ = [
     "wav_truncation",
 ]
 
-#: Transcript columns looked for, in this order, when ``text_column`` is not given.
+#: Transcript columns looked for, in this order, when `text_column` is not given.
 TEXT_COLUMN_CANDIDATES: tuple[str, ...] = (
     "text",
     "transcription",
@@ -74,7 +74,7 @@ _AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
 class AudioReadError(ValueError):
     """An audio file (or in-memory audio) could not be read or is unusable.
 
-    ``source`` names the file (or describes the in-memory item); ``reason`` says why.
+    `source` names the file (or describes the in-memory item); `reason` says why.
     """
 
     def __init__(self, source: str, reason: str):
@@ -117,13 +117,13 @@ def to_mono_float32(
     source: str = "<array>",
     channels_first: bool | None = None,
 ) -> np.ndarray:
-    """Turn decoded samples into a finite mono float32 vector at ``sampling_rate`` (None: left at its own rate).
+    """Turn decoded samples into a finite mono float32 vector at `sampling_rate` (None: left at its own rate).
 
-    ``samples`` may be 1-D (mono) or 2-D; 2-D arrays are taken as ``(frames, channels)``
-    (soundfile's layout), or as ``(channels, frames)`` when ``channels_first`` is true; with
-    ``channels_first=None`` the layout is guessed (channels first when the first axis is the
+    `samples` may be 1-D (mono) or 2-D; 2-D arrays are taken as `(frames, channels)`
+    (soundfile's layout), or as `(channels, frames)` when `channels_first` is true; with
+    `channels_first=None` the layout is guessed (channels first when the first axis is the
     short one, at most 8).  Channels are averaged.  Integer PCM is scaled to [-1, 1].  Raises
-    :class:`AudioReadError` for empty audio or NaN/Inf samples.
+    `AudioReadError` for empty audio or NaN/Inf samples.
     """
     x = np.asarray(samples)
     if x.dtype == object:
@@ -167,13 +167,13 @@ def _decode_with_soundfile(fileobj: Any, source: str) -> tuple[np.ndarray, int]:
 
 
 def read_audio_file(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
-    """Read one audio file into a mono float32 numpy vector at ``sampling_rate`` (None: the file's own rate).
+    """Read one audio file into a mono float32 numpy vector at `sampling_rate` (None: the file's own rate).
 
-    Raises :class:`AudioReadError` (a ``ValueError``) naming ``path`` and the reason when the
+    Raises `AudioReadError` (a `ValueError`) naming `path` and the reason when the
     file is missing, empty, truncated, corrupt, in an unsupported format, or holds NaN/Inf
     samples.  Formats are those of libsndfile (WAV, FLAC, OGG/Vorbis, OPUS, AIFF, ...; MP3
     with libsndfile >= 1.1).  A WAV file cut off inside its audio data is read as far as it goes,
-    with a logged warning (see :func:`wav_truncation`).
+    with a logged warning (see `wav_truncation`).
     """
     p = Path(path)
     if not p.exists():
@@ -193,8 +193,8 @@ def read_audio_file(path: str | os.PathLike, sampling_rate: int | None = 16000) 
 
 
 def wav_truncation(path: str | os.PathLike) -> str | None:
-    """For a WAV file cut off before the end of its ``data`` chunk (an interrupted recording or copy), a
-    message saying how much of the audio the header declares and how much is there; ``None`` otherwise
+    """For a WAV file cut off before the end of its `data` chunk (an interrupted recording or copy), a
+    message saying how much of the audio the header declares and how much is there; `None` otherwise
     (complete WAV files, streamed WAVs whose header leaves the size open, other formats, unreadable headers).
     libsndfile reads such files without complaint, returning only the samples present.
     """
@@ -234,7 +234,7 @@ _warned_pcm = False
 
 
 def _undo_arrow_pcm_cast(x: np.ndarray, source: str) -> np.ndarray:
-    """Recover the scale of integer PCM whose dtype Arrow changed in an ``array`` column.
+    """Recover the scale of integer PCM whose dtype Arrow changed in an `array` column.
 
     Arrow stores a column of int16 arrays as int64 (python ints), and a column mixing int and
     float arrays as float.  Integer data (int32/int64 or integral floats beyond +-1.5) whose
@@ -271,10 +271,10 @@ def decode_audio(value: Any, sampling_rate: int | None = None, base_dir: Path | 
                  source: str = "<audio>") -> tuple[np.ndarray, int]:
     """One audio value, whatever its storage, as a mono float32 vector and its sampling rate.
 
-    Accepted values: ``{"bytes", "path"}`` (an ``Audio(decode=False)`` item, read with soundfile: no torchcodec
-    or FFmpeg needed), ``{"array", "sampling_rate"}``, a torchcodec ``AudioDecoder`` (a decoded ``Audio`` item),
-    or a path (relative paths are looked up in ``base_dir`` too). Resampled to ``sampling_rate``; None keeps the
-    audio's own rate. Raises :class:`AudioReadError` naming ``source`` for what cannot be read.
+    Accepted values: `{"bytes", "path"}` (an `Audio(decode=False)` item, read with soundfile: no torchcodec
+    or FFmpeg needed), `{"array", "sampling_rate"}`, a torchcodec `AudioDecoder` (a decoded `Audio` item),
+    or a path (relative paths are looked up in `base_dir` too). Resampled to `sampling_rate`; None keeps the
+    audio's own rate. Raises `AudioReadError` naming `source` for what cannot be read.
     """
     samples, rate, _ = _decode_audio_value(value, sampling_rate, base_dir, source)
     return samples, rate
@@ -410,12 +410,12 @@ def _decode_dataset(
     ds: Dataset, sampling_rate: int, base_dir: Path | None, source: str, use_dataset_cache: bool = False,
     num_proc: int | None = None, keep_going: bool = False,
 ) -> Dataset:
-    """Decode the ``audio`` column of ``ds`` into float32 mono arrays (eagerly).
+    """Decode the `audio` column of `ds` into float32 mono arrays (eagerly).
 
-    With ``use_dataset_cache`` (Hub datasets) the result goes to the usual ``datasets`` cache
+    With `use_dataset_cache` (Hub datasets) the result goes to the usual `datasets` cache
     next to the source's Arrow files and is reused; otherwise to a temporary file. With
-    ``keep_going`` an unreadable item gets empty audio and its file and reason in the columns
-    ``UNREADABLE_COLUMNS`` (empty strings for the others) instead of raising.
+    `keep_going` an unreadable item gets empty audio and its file and reason in the columns
+    `UNREADABLE_COLUMNS` (empty strings for the others) instead of raising.
     """
     if "audio" not in ds.column_names:
         raise ValueError(f"{source} has no 'audio' column; columns: {ds.column_names}")
@@ -479,31 +479,31 @@ def load_speech_dataset(
     num_proc: int | None = None,
     unreadable: list[dict[str, str]] | None = None,
 ) -> Dataset:
-    """Load a speech corpus as a :class:`datasets.Dataset` with ``audio``, ``text`` and ``id``.
+    """Load a speech corpus as a `datasets.Dataset` with `audio`, `text` and `id`.
 
-    ``spec`` is one of
+    `spec` is one of
 
-    (a) a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (it holds
-        ``dataset_dict.json``, ``dataset_info.json`` or ``state.json``); its ``audio`` column may
-        be a datasets ``Audio`` feature, a ``{"array", "sampling_rate"}`` struct or a path string;
-    (b) an "audiofolder": a folder with ``metadata.csv`` (or ``metadata.jsonl``) holding a
-        ``file_name`` column (relative to the folder) and a transcript column (``transcription``,
-        ``text``, ``sentence``, ...); with ``split`` given, ``<folder>/<split>/metadata.csv`` is
+    (a) a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` (it holds
+        `dataset_dict.json`, `dataset_info.json` or `state.json`); its `audio` column may
+        be a datasets `Audio` feature, a `{"array", "sampling_rate"}` struct or a path string;
+    (b) an "audiofolder": a folder with `metadata.csv` (or `metadata.jsonl`) holding a
+        `file_name` column (relative to the folder) and a transcript column (`transcription`,
+        `text`, `sentence`, ...); with `split` given, `<folder>/<split>/metadata.csv` is
         used when the folder itself has no metadata;
-    (c) a Hugging Face Hub dataset id (e.g. ``"librispeech_asr"`` with ``config="clean"``,
-        ``split="test"``), fetched with ``datasets.load_dataset``; when the Hub cannot be
-        reached, :class:`HubDatasetUnavailableError` (a ``ConnectionError``) is raised.
+    (c) a Hugging Face Hub dataset id (e.g. `"librispeech_asr"` with `config="clean"`,
+        `split="test"`), fetched with `datasets.load_dataset`; when the Hub cannot be
+        reached, `HubDatasetUnavailableError` (a `ConnectionError`) is raised.
 
-    A non-existent ``spec`` that looks like a path raises ``FileNotFoundError``.  With several
-    splits and ``split=None`` a ``ValueError`` lists them.  ``max_samples`` keeps the first N
-    rows (before decoding).  The transcript column is renamed to ``text`` (see
-    :data:`TEXT_COLUMN_CANDIDATES`, or pass ``text_column``).
+    A non-existent `spec` that looks like a path raises `FileNotFoundError`.  With several
+    splits and `split=None` a `ValueError` lists them.  `max_samples` keeps the first N
+    rows (before decoding).  The transcript column is renamed to `text` (see
+    `TEXT_COLUMN_CANDIDATES`, or pass `text_column`).
 
     Audio is decoded eagerly with soundfile, downmixed to mono by averaging the channels and
-    resampled to ``sampling_rate`` with soxr; a file that cannot be read raises
-    :class:`AudioReadError` naming the file, unless ``unreadable`` is a list: then each such
-    file is left out and noted there as ``{"path", "error"}`` (a batch job reports it and goes
-    on).  ``ds[i]["audio"]`` is a float32 numpy array.
+    resampled to `sampling_rate` with soxr; a file that cannot be read raises
+    `AudioReadError` naming the file, unless `unreadable` is a list: then each such
+    file is left out and noted there as `{"path", "error"}` (a batch job reports it and goes
+    on).  `ds[i]["audio"]` is a float32 numpy array.
     """
     spec = os.fspath(spec)
     path = Path(spec).expanduser()
@@ -527,9 +527,9 @@ def load_speech_dataset(
 
 
 def _load_local(path: Path, spec: str, split: str | None, text_column: str | None, max_samples: int | None):
-    """``(dataset, base_dir, source, text_column)`` of an existing folder: a ``save_to_disk`` folder or an
-    audiofolder (whose transcript column comes back already renamed to ``text``); anything else is a
-    ``ValueError`` saying what the folder lacks."""
+    """`(dataset, base_dir, source, text_column)` of an existing folder: a `save_to_disk` folder or an
+    audiofolder (whose transcript column comes back already renamed to `text`); anything else is a
+    `ValueError` saying what the folder lacks."""
     if not path.is_dir():
         raise ValueError(
             f"{spec} is a file; expected a dataset folder (save_to_disk output or an "
@@ -559,8 +559,8 @@ def _load_local(path: Path, spec: str, split: str | None, text_column: str | Non
 
 
 def _rename_text_column(ds: Dataset, text_column: str | None, source: str) -> Dataset:
-    """``ds`` with its transcript column (``text_column``, or the one ``_find_text_column`` picks) named ``text``
-    (a ``text`` column that is not the transcript is dropped)."""
+    """`ds` with its transcript column (`text_column`, or the one `_find_text_column` picks) named `text`
+    (a `text` column that is not the transcript is dropped)."""
     tcol = _find_text_column(ds.column_names, text_column, source)
     if tcol != "text":
         if "text" in ds.column_names:
@@ -644,15 +644,15 @@ def prepare_for_ctc(
     num_proc: int = 1,
     keep_columns: Sequence[str] = ("id", "text"),
 ) -> Dataset:
-    """Map a :func:`load_speech_dataset` dataset to CTC training features.
+    """Map a `load_speech_dataset` dataset to CTC training features.
 
-    Adds ``input_values`` (the processor's feature extractor output; it zero-mean/unit-variance
-    normalises when its ``do_normalize`` is set, as for HuBERT), ``labels`` (tokenizer ids of
-    ``normalize_text(text)``) and ``input_length`` (number of audio samples, for
+    Adds `input_values` (the processor's feature extractor output; it zero-mean/unit-variance
+    normalises when its `do_normalize` is set, as for HuBERT), `labels` (tokenizer ids of
+    `normalize_text(text)`) and `input_length` (number of audio samples, for
     length-grouped batching: ``TrainingArguments(group_by_length=True,
     length_column_name="input_length")``).  The audio is assumed to be at the feature
-    extractor's ``sampling_rate``.  Rows whose normalised text is empty are dropped (the count
-    is logged).  Columns other than ``keep_columns`` are removed.
+    extractor's `sampling_rate`.  Rows whose normalised text is empty are dropped (the count
+    is logged).  Columns other than `keep_columns` are removed.
     """
     fe, tok = _parts(processor)
     n_before = len(dataset)
@@ -698,9 +698,9 @@ def prepare_for_ctc(
 class DataCollatorCTCWithPadding:
     """Pads CTC training examples into a batch (the standard HF CTC fine-tuning collator).
 
-    ``input_values`` are padded with the feature extractor (returning ``attention_mask``),
-    ``labels`` with the tokenizer; label padding is replaced by ``-100`` so the CTC loss
-    ignores it.  Returns PyTorch tensors ``input_values``, ``attention_mask`` and ``labels``.
+    `input_values` are padded with the feature extractor (returning `attention_mask`),
+    `labels` with the tokenizer; label padding is replaced by `-100` so the CTC loss
+    ignores it.  Returns PyTorch tensors `input_values`, `attention_mask` and `labels`.
     """
 
     processor: Any

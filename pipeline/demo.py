@@ -35,9 +35,10 @@ import torch
 from transformers import HubertForCTC
 
 from .export import convert_checkpoint, save_hub_folder
-from .synth import synthesize, to_16k, trim_silence
-from .results import busy_message
+from .audio_effects import to_16k, trim_silence
 from .metrics import word_error_rate
+from .results import busy_message
+from .tts import synthesize
 from .text import build_processor
 from .timing import BUSY_SPREAD, format_speedup, median, paired_speedup, speedup_verdict, spread
 from .train import build_backbone_config

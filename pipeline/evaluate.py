@@ -47,10 +47,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
+
+from configuration_early_exit import ExitSetting
 
 from .arguments import DEFAULT_PATIENCES, DEFAULT_THRESHOLDS, UsageError, check_threshold_range
 from .cost_model import expected_batch_costs, measure_components
@@ -68,14 +70,13 @@ from .timing import (
 from .loading import load_model_and_processor, model_device, resolve_model_spec
 from .metrics import char_error_rate, word_error_rate
 from .outputs import write_json, write_text
-from .results import TIMING_METHOD, EvaluationResult, markdown_report, plot_tradeoff, print_summary
+from .results import TIMING_METHOD, EvaluationResult, markdown_report, plot_tradeoff, print_summary, row_of_setting
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PATIENCES", "EvaluationResult", "evaluate_model", "evaluate_from_args",
            "run"]
 
-Setting = tuple[str, "float | None", "int | None"]  # (criterion, threshold, patience)
 
 # The cost model's parts are each timed PART_REPEATS times, interleaved, each timer spanning PART_MIN_SECONDS.
 PART_REPEATS = 5
@@ -104,8 +105,8 @@ def _tqdm(iterable, **kwargs):
 
 # ---------------------------------------------------------------------------------------------- settings
 
-def sweep_settings(thresholds: dict[str, list[float]] | None, patiences) -> list[Setting]:
-    """The sweep's `(criterion, threshold, patience)` settings: thresholds per criterion, then patience values."""
+def sweep_settings(thresholds: dict[str, list[float]] | None, patiences) -> list[ExitSetting]:
+    """The sweep's exit settings (each checked as it is built): thresholds per criterion, then patience values."""
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
     unknown = set(thresholds) - {"confidence", "entropy"}
     if unknown:
@@ -113,36 +114,23 @@ def sweep_settings(thresholds: dict[str, list[float]] | None, patiences) -> list
             f"thresholds has unknown criteria {sorted(unknown)}: only 'confidence' and 'entropy' take thresholds "
             "(patience values go in `patiences`)."
         )
-    settings: list[Setting] = []
+    settings: list[ExitSetting] = []
     for criterion in ("confidence", "entropy"):
         for threshold in thresholds.get(criterion) or []:
-            settings.append((criterion, float(threshold), None))
+            settings.append(ExitSetting(criterion=criterion, threshold=float(threshold)))
     for patience in patiences or ():
         if isinstance(patience, bool) or int(patience) != patience or int(patience) < 1:
             raise ValueError(f"patience values must be integers >= 1, got {patience!r}")
-        settings.append(("patience", None, int(patience)))
+        settings.append(ExitSetting(criterion="patience", patience=int(patience)))
     return settings
 
 
-def setting_overrides(setting: Setting) -> dict[str, Any]:
-    """The `generate` keyword arguments of one sweep setting (early exit on)."""
-    criterion, threshold, patience = setting
-    overrides: dict[str, Any] = {"early_exit": True, "exit_criterion": criterion}
-    if threshold is not None:
-        overrides["exit_threshold"] = threshold
-    if patience is not None:
-        overrides["exit_patience"] = patience
-    return overrides
-
-
-def check_arguments(model, dataset, settings: list[Setting], batch_size: int, repeats: int, group_by) -> None:
-    """Fail before any work on a bad batch size, repeat count, setting or group column."""
+def check_arguments(model, dataset, batch_size: int, repeats: int, group_by) -> None:
+    """Fail before any work on a bad batch size, repeat count or group column (settings check themselves)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for setting in settings:
-        model.config.validate_exit_settings(**{k: v for k, v in setting_overrides(setting).items() if k != "early_exit"})
     columns = list(getattr(dataset, "column_names", None) or (dataset[0].keys() if len(dataset) else []))
     unknown_columns = [column for column in group_by if column not in columns]
     if unknown_columns:
@@ -190,8 +178,9 @@ class AllExitsPass:
     frames: list[int]  # valid frames per utterance
 
 
-def exits_taken(model, exit_logits: Sequence[torch.Tensor], valid: torch.Tensor, settings: dict) -> torch.Tensor:
-    """The layer each row leaves at under `settings` (from `model.exit_settings`), decided by the model's own
+def exits_taken(model, exit_logits: Sequence[torch.Tensor], valid: torch.Tensor, setting: ExitSetting
+                ) -> torch.Tensor:
+    """The layer each row leaves at under `setting` (from `model.exit_setting`), decided by the model's own
     criterion (`exit_decision`) on every branch's logits of a full-depth pass: the first exit whose decision says
     leave, else the final head. Rows keep their place in the criterion's state after they leave (the exit loop drops
     them instead), which changes no decision of the rows still running."""
@@ -199,19 +188,20 @@ def exits_taken(model, exit_logits: Sequence[torch.Tensor], valid: torch.Tensor,
     left = torch.zeros(valid.shape[0], dtype=torch.bool)
     state: dict = {}
     for layer, logits in zip(model.config.exit_layers, exit_logits):
-        leaving = model.exit_decision(logits, valid, settings, state).cpu() & ~left
+        leaving = model.exit_decision(logits, valid, setting, state).cpu() & ~left
         taken[leaving] = int(layer)
         left |= leaving
     return taken
 
 
-def all_exits_pass(model, processor, data: EvaluationData, settings: list[Setting], progress: bool) -> AllExitsPass:
+def all_exits_pass(model, processor, data: EvaluationData, settings: list[ExitSetting], progress: bool
+                   ) -> AllExitsPass:
     """Every head's transcripts and every setting's exit layers, from one full-depth pass per batch."""
     num_heads = len(model.config.exit_layers) + 1
     head_texts = [[""] * data.count for _ in range(num_heads)]
     setting_layers = [[0] * data.count for _ in settings]
     frames = [0] * data.count
-    resolved = [model.exit_settings(**setting_overrides(setting)) for setting in settings]
+    resolved = [model.exit_setting(setting) for setting in settings]
     with torch.inference_mode():
         for indices, input_values, attention_mask in _tqdm(data.batches, desc="all exits", disable=not progress,
                                                            leave=False):
@@ -223,8 +213,8 @@ def all_exits_pass(model, processor, data: EvaluationData, settings: list[Settin
             valid = torch.arange(output.logits.shape[1], device=lengths.device)[None, :] < lengths[:, None]
             for i, length in zip(indices, lengths.tolist()):
                 frames[i] = int(length)
-            for number, resolved_settings in enumerate(resolved):
-                taken = exits_taken(model, output.exit_logits, valid, resolved_settings)
+            for number, setting in enumerate(resolved):
+                taken = exits_taken(model, output.exit_logits, valid, setting)
                 for i, layer in zip(indices, taken.tolist()):
                     setting_layers[number][i] = layer
     return AllExitsPass(head_texts, setting_layers, frames)
@@ -283,7 +273,7 @@ def speed_fields(baseline: list[float], candidate: list[float], expected: list[t
             "baseline_seconds": sum(baseline), "early_exit_seconds": sum(candidate)}
 
 
-def timed_cases(model, data: EvaluationData, settings: list[Setting], setting_layers: list[list[int]],
+def timed_cases(model, data: EvaluationData, settings: list[ExitSetting], setting_layers: list[list[int]],
                 oracle_layers: list[int]) -> tuple[dict, list[int]]:
     """The calls to time on each batch `(indices, input_values, attention_mask)`: the baseline twice (this model
     with `early_exit=False`; the two timings' spread tells a busy machine), each distinct way of exiting once (a
@@ -297,10 +287,10 @@ def timed_cases(model, data: EvaluationData, settings: list[Setting], setting_la
     cases = {"baseline": generate_with({"early_exit": False}), "baseline again": generate_with({"early_exit": False})}
     timed_as, first_of = [], {}
     for number, setting in enumerate(settings):
-        key = (setting[0], tuple(setting_layers[number]))
+        key = (setting.criterion, tuple(setting_layers[number]))
         if key not in first_of:
             first_of[key] = number
-            cases[f"setting {number}"] = generate_with(setting_overrides(setting))
+            cases[f"setting {number}"] = generate_with({"exit_setting": setting})
         timed_as.append(first_of[key])
     device = model_device(model)
     targets = {  # on the model's device before any timing (see prepare_forced_targets)
@@ -363,7 +353,7 @@ def evaluate_model(
     """
     group_by = list(group_by or ())
     settings = sweep_settings(thresholds, patiences)
-    check_arguments(model, dataset, settings, batch_size, repeats, group_by)
+    check_arguments(model, dataset, batch_size, repeats, group_by)
     model.eval()
     config = model.config
     num_layers = int(config.num_hidden_layers)
@@ -380,13 +370,11 @@ def evaluate_model(
     sweep_speeds, oracle_speed, timing = measure_speed(model, data, settings, passed, oracle_layers, repeats,
                                                        progress)
     sweep = []
-    for number, (criterion, threshold, patience) in enumerate(settings):
-        row = {"criterion": criterion, "threshold": threshold,
-               **accuracy_fields(data.references, sweep_texts[number], passed.setting_layers[number], num_layers),
-               **sweep_speeds[number]}
-        if patience is not None:
-            row["patience"] = patience
-        sweep.append(row)
+    for number, setting in enumerate(settings):
+        sweep.append({**row_of_setting(setting),
+                      **accuracy_fields(data.references, sweep_texts[number], passed.setting_layers[number],
+                                        num_layers),
+                      **sweep_speeds[number]})
     oracle = {**accuracy_fields(data.references, oracle_texts, oracle_layers, num_layers), **oracle_speed}
     sweep_outputs = [(row, sweep_texts[number], passed.setting_layers[number]) for number, row in enumerate(sweep)]
     groups = {column: group_breakdown(data.group_values[column], data.references, passed.head_texts, head_layers,
@@ -408,8 +396,8 @@ def evaluate_model(
     )
 
 
-def measure_speed(model, data: EvaluationData, settings: list[Setting], passed: AllExitsPass, oracle_layers: list[int],
-                  repeats: int, progress: bool) -> tuple[list[dict], dict, dict]:
+def measure_speed(model, data: EvaluationData, settings: list[ExitSetting], passed: AllExitsPass,
+                  oracle_layers: list[int], repeats: int, progress: bool) -> tuple[list[dict], dict, dict]:
     """The speed fields of each setting and of the oracle (`speed_fields`), and what the `timing` record says of
     how they were measured: the cost model's parts timed once, then each batch timed at full depth twice and in
     each distinct way of exiting once (`timed_cases`, `time_cases`)."""

@@ -1,5 +1,5 @@
 # Copyright 2026 The HuBERT-EE authors. Licensed under the Apache License, Version 2.0.
-"""Forced exits: make each row of a batch leave `HubertEEForCTC` at a chosen layer, without changing the model.
+"""Forced exits: make each row of a batch leave an early-exit model at a chosen layer, without changing the model.
 
 Used where the speed of the early-exit machinery must be judged apart from what a model happens to decide: the
 `forced` workload of `hubert-ee benchmark` (a layer distribution on random weights) and `hubert-ee evaluate`'s
@@ -22,7 +22,7 @@ import contextlib
 
 import torch
 
-from modeling_hubert_ee import HubertEEForCTC
+from modeling_early_exit import EarlyExitForCTCMixin
 
 
 class ForcedExits:
@@ -30,7 +30,7 @@ class ForcedExits:
 
     STATE_KEY = "forced_target_layer"
 
-    def __init__(self, model: HubertEEForCTC, targets: torch.Tensor):
+    def __init__(self, model: EarlyExitForCTCMixin, targets: torch.Tensor):
         self.model = model
         self.targets = targets
 
@@ -43,7 +43,7 @@ class ForcedExits:
         return state[self.STATE_KEY] == layer
 
 
-def prepare_forced_targets(model: HubertEEForCTC, targets, device: torch.device | str) -> torch.Tensor:
+def prepare_forced_targets(model: EarlyExitForCTCMixin, targets, device: torch.device | str) -> torch.Tensor:
     """Forced exit layers (one per row: an exit layer, or `num_hidden_layers` for the final head), checked and
     put on `device` once. Hand the result to `forced_exit_targets` from outside timed code: a list or a CPU
     tensor is copied to the GPU inside every forward, and that copy from pageable memory waits for the GPU like
@@ -57,7 +57,7 @@ def prepare_forced_targets(model: HubertEEForCTC, targets, device: torch.device 
 
 
 @contextlib.contextmanager
-def exit_decider_set(model: HubertEEForCTC, decider):
+def exit_decider_set(model: EarlyExitForCTCMixin, decider):
     """Within the block, `model.exit_decider` is `decider`; the previous one is restored after it."""
     previous, model.exit_decider = model.exit_decider, decider
     try:
@@ -67,7 +67,7 @@ def exit_decider_set(model: HubertEEForCTC, decider):
 
 
 @contextlib.contextmanager
-def forced_exit_targets(model: HubertEEForCTC, targets):
+def forced_exit_targets(model: EarlyExitForCTCMixin, targets):
     """Within the block, row i of the next batches leaves after layer `targets[i]` (an exit layer, or
     `num_hidden_layers` for the final head). `targets`: a sequence of ints, checked here, or a long tensor
     from `prepare_forced_targets`, used as it is (checking it again would read it back from the device)."""

@@ -3,7 +3,7 @@
 `featurize` turns float arrays into padded `input_values` and the sample-level `attention_mask`. Greedy CTC
 decoding is one rule everywhere: argmax per frame, the frames beyond each row's valid length (padding) set to the
 pad (blank) id, then `processor.batch_decode` merges repeats and drops blanks (`greedy_ids`, `decode`,
-`greedy_decode`). Both HuBERT-EE and plain `HubertForCTC` models are accepted.
+`greedy_decode`). Early-exit models and plain CTC models (`HubertForCTC`, `Wav2Vec2ForCTC`) are accepted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from modeling_hubert_ee import frames_from_samples
+from modeling_early_exit import frames_from_samples
 
 __all__ = ["featurize", "frame_lengths", "greedy_ids", "decode", "greedy_decode"]
 
@@ -33,7 +33,7 @@ def featurize(processor, audios: Sequence[np.ndarray], device) -> tuple[torch.Te
 
 def frame_lengths(model, attention_mask: torch.Tensor) -> torch.Tensor:
     """Valid frames per row of a batch with this sample-level `attention_mask` (a long tensor on its device), for
-    HuBERT-EE and plain `HubertForCTC` alike (the front end's arithmetic reads only the config)."""
+    early-exit and plain CTC models alike (the front end's arithmetic reads only the config)."""
     return frames_from_samples(model.config, attention_mask.sum(-1))
 
 

@@ -1,21 +1,32 @@
-"""Loading: a model spec to a folder or Hub id, the device, and a HuBERT-EE model with its processor.
+"""Loading: a model spec to a folder or Hub id, the device, and an early-exit model with its processor.
 
 Every stage that takes `--model` goes through here: `resolve_model_spec` (the flag, or the package's default model),
-`is_local_path` (the one rule telling a folder from a Hub id, also used for dataset specs), `resolve_device` and
+`is_local_path` (the one rule telling a folder from a Hub id, also used for dataset specs), `resolve_device`,
+`early_exit_class` (HuBERT-EE or Wav2Vec2-EE, from the checkpoint's `model_type`), `load_early_exit_model` and
 `load_model_and_processor`.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import struct
 from pathlib import Path
 
 from .arguments import UsageError
 
 __all__ = [
-    "NO_DEFAULT_MODEL", "is_local_path", "resolve_model_spec", "resolve_device", "model_device", "load_processor",
-    "check_vocab_matches", "load_model_and_processor",
+    "NO_DEFAULT_MODEL", "EARLY_EXIT_MODEL_TYPES", "is_local_path", "resolve_model_spec", "resolve_device",
+    "model_device", "load_processor", "check_vocab_matches", "early_exit_class", "load_early_exit_config", "load_early_exit_model",
+    "is_complete_safetensors", "load_model_and_processor",
 ]
+
+# The early-exit model class (a root module and its class) for each checkpoint `model_type` it loads: its own, and
+# the plain CTC checkpoint of its backbone, which it converts.
+EARLY_EXIT_MODEL_TYPES = {
+    "hubert_ee": ("modeling_hubert_ee", "HubertEEForCTC"), "hubert": ("modeling_hubert_ee", "HubertEEForCTC"),
+    "wav2vec2_ee": ("modeling_wav2vec2_ee", "Wav2Vec2EEForCTC"), "wav2vec2": ("modeling_wav2vec2_ee", "Wav2Vec2EEForCTC"),
+}
 
 NO_DEFAULT_MODEL = ("no --model given, and there is no default model: this install lacks the repository's "
                     "models/hubert-ee-compact-synth folder and HUBERT_EE_DEFAULT_MODEL is not set")
@@ -46,6 +57,11 @@ def resolve_model_spec(model: str | None) -> str:
     if not default:
         raise UsageError(NO_DEFAULT_MODEL)
     return str(default)
+
+
+def expand_spec(spec: str | Path) -> str:
+    """`spec` as a string, with a leading `~` expanded to the home folder."""
+    return str(Path(spec).expanduser()) if str(spec).startswith("~") else str(spec)
 
 
 def resolve_device(device=None):
@@ -92,16 +108,80 @@ def check_vocab_matches(model, processor) -> None:
         )
 
 
-def load_model_and_processor(spec: str | Path, device=None):
-    """Load a HuBERT-EE model (folder or Hub id) and the processor saved beside it, in eval mode on `device`."""
+def early_exit_class(model_type: str):
+    """The early-exit model class that loads a checkpoint of `model_type` (see `EARLY_EXIT_MODEL_TYPES`)."""
+    if model_type not in EARLY_EXIT_MODEL_TYPES:
+        raise ValueError(
+            f"model_type {model_type!r} has no early-exit model: HuBERT-EE loads {sorted(EARLY_EXIT_MODEL_TYPES)} "
+            "checkpoints (a HuBERT or wav2vec2 CTC checkpoint, or an early-exit one)."
+        )
     from . import register_auto_classes
-    from modeling_hubert_ee import HubertEEForCTC
 
     register_auto_classes()
-    spec = str(Path(spec).expanduser()) if str(spec).startswith("~") else str(spec)
+    module, name = EARLY_EXIT_MODEL_TYPES[model_type]
+    return getattr(importlib.import_module(module), name)
+
+
+def checkpoint_model_type(spec: str | Path) -> str | None:
+    """The `model_type` in a checkpoint's `config.json` (folder or Hub id), read without building the config."""
+    from transformers import PretrainedConfig
+
+    config_dict, _ = PretrainedConfig.get_config_dict(str(spec))
+    return config_dict.get("model_type")
+
+
+def load_early_exit_config(spec: str | Path):
+    """The early-exit config of a checkpoint (folder or Hub id): `HubertEEConfig` or `Wav2Vec2EEConfig` by its
+    `model_type`, a plain checkpoint's config converted."""
+    return early_exit_class(checkpoint_model_type(spec)).config_class.from_pretrained(str(spec))
+
+
+def is_complete_safetensors(path: str | Path) -> bool:
+    """Whether the safetensors file at `path` has a readable header and every byte that header promises.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's byte range, then the
+    data; a file cut short by an interrupted download or copy fails one of these checks.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        return False
+    with path.open("rb") as file:
+        (header_length,) = struct.unpack("<Q", file.read(8))
+        if 8 + header_length > size:
+            return False
+        try:
+            header = json.loads(file.read(header_length))
+        except ValueError:
+            return False
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    return 8 + header_length + max(ends, default=0) <= size
+
+
+def load_early_exit_model(spec: str | Path, **kwargs):
+    """The early-exit model of a checkpoint (folder or Hub id): HuBERT-EE or Wav2Vec2-EE by its `model_type`, a
+    plain HuBERT or wav2vec2 CTC checkpoint converted (`kwargs` go to `from_pretrained`). A weight file cut short
+    is named (the model code says only which checkpoint, since it reads no files itself)."""
+    spec = expand_spec(spec)
     if is_local_path(spec) and not Path(spec).exists():
         raise FileNotFoundError(f"model folder {spec} does not exist")
-    model = HubertEEForCTC.from_pretrained(spec)
+    model_class = early_exit_class(checkpoint_model_type(spec))
+    try:
+        return model_class.from_pretrained(spec, **kwargs)
+    except OSError as error:
+        folder = Path(spec, kwargs.get("subfolder") or "")
+        damaged = [str(path) for path in sorted(folder.glob("*.safetensors")) if not is_complete_safetensors(path)]
+        if "is incomplete or damaged" in str(error) and damaged:
+            raise OSError(f"{', '.join(damaged)} is incomplete or damaged ({error.__cause__}); was its download or "
+                          "copy interrupted? Download or copy it again.") from error
+        raise
+
+
+def load_model_and_processor(spec: str | Path, device=None):
+    """Load an early-exit model (folder or Hub id, see `load_early_exit_model`) and the processor saved beside it,
+    in eval mode on `device`."""
+    spec = expand_spec(spec)
+    model = load_early_exit_model(spec)
     processor = load_processor(spec)
     check_vocab_matches(model, processor)
     return model.to(resolve_device(device)).eval(), processor

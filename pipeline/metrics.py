@@ -1,14 +1,14 @@
-"""Word and character error rates, computed offline with ``jiwer``.
+"""Word and character error rates, computed offline with `jiwer`.
 
-Never use ``evaluate.load("wer")``: it fetches the metric script from the Hugging Face Hub. The same rates, as the
-fractions ``evaluate`` users expect, are an ``evaluate`` metric in this package: ``load_metric("wer")`` (or
-``evaluate.load(EVALUATE_METRIC)``, offline), e.g. in a ``Trainer``'s ``compute_metrics``.
+Never use `evaluate.load("wer")`: it fetches the metric script from the Hugging Face Hub. The same rates, as the
+fractions `evaluate` users expect, are an `evaluate` metric in this package: `load_metric("wer")` (or
+`evaluate.load(EVALUATE_METRIC)`, offline), e.g. in a `Trainer`'s `compute_metrics`.
 
 Both rates are **percentages (0-100, and above 100 when there are many insertions)** and are
 *corpus-level*: the edit operations of all utterances are summed and divided by the total
-number of reference words (or characters), as ``jiwer`` does for lists.  References and
-hypotheses are first normalised with :func:`hubert_ee.text.normalize_text` (upper case,
-``A-Z``, apostrophe and single spaces; numbers written out), so casing and punctuation never
+number of reference words (or characters), as `jiwer` does for lists.  References and
+hypotheses are first normalised with `hubert_ee.text.normalize_text` (upper case,
+`A-Z`, apostrophe and single spaces; numbers written out), so casing and punctuation never
 count as errors.  Say so wherever a WER computed here is reported.
 
 Empty references: an utterance whose normalised reference is empty adds its hypothesis words
@@ -31,12 +31,12 @@ __all__ = [
     "head_names", "greedy_head_ids",
 ]  # fmt: skip
 
-#: The folder ``evaluate.load`` takes for this module's rates as an ``evaluate`` metric (configs "wer", "cer").
+#: The folder `evaluate.load` takes for this module's rates as an `evaluate` metric (configs "wer", "cer").
 EVALUATE_METRIC = str(Path(__file__).resolve().parent / "hubert_ee_wer")
 
 
 def load_metric(name: str = "wer"):
-    """``evaluate.load(EVALUATE_METRIC, name)``: WER (``"wer"``) or CER (``"cer"``) as fractions, offline."""
+    """`evaluate.load(EVALUATE_METRIC, name)`: WER (`"wer"`) or CER (`"cer"`) as fractions, offline."""
     import evaluate
 
     return evaluate.load(EVALUATE_METRIC, name)
@@ -62,8 +62,8 @@ def error_counts(
 ) -> dict[str, int]:
     """Summed edit operations over all pairs.
 
-    Returns ``{"substitutions", "deletions", "insertions", "hits", "reference_length"}`` with
-    ``unit`` ``"word"`` or ``"char"`` (characters include the single spaces between words).
+    Returns `{"substitutions", "deletions", "insertions", "hits", "reference_length"}` with
+    `unit` `"word"` or `"char"` (characters include the single spaces between words).
     """
     refs = _as_list(references, "references")
     hyps = _as_list(hypotheses, "hypotheses")
@@ -105,10 +105,10 @@ def _rate(counts: dict[str, int]) -> float:
 def word_error_rate(
     references: str | Sequence[str], hypotheses: str | Sequence[str], normalize: bool = True
 ) -> float:
-    """Corpus-level word error rate in percent (0-100+), after ``normalize_text``.
+    """Corpus-level word error rate in percent (0-100+), after `normalize_text`.
 
-    ``100 * (S + D + I) / N`` over all pairs, N = number of reference words.  See the module
-    docstring for empty references.  ``normalize=False`` only collapses whitespace.
+    `100 * (S + D + I) / N` over all pairs, N = number of reference words.  See the module
+    docstring for empty references.  `normalize=False` only collapses whitespace.
     """
     return _rate(error_counts(references, hypotheses, "word", normalize))
 
@@ -116,7 +116,7 @@ def word_error_rate(
 def char_error_rate(
     references: str | Sequence[str], hypotheses: str | Sequence[str], normalize: bool = True
 ) -> float:
-    """Corpus-level character error rate in percent (0-100+), after ``normalize_text``.
+    """Corpus-level character error rate in percent (0-100+), after `normalize_text`.
 
     Characters include the single spaces between words.  See the module docstring for empty
     references.

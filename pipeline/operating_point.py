@@ -11,35 +11,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from .outputs import check_output_path, write_texts
+from .results import setting_of_row
 from .timing import format_speedup
-
-if TYPE_CHECKING:
-    from configuration_hubert_ee import HubertEEConfig
 
 __all__ = [
     "SETTING_LINE", "MEASURED_LINE", "CALIBRATED_METRIC", "CHOOSE_BY", "choose_operating_point", "describe_choice",
     "operating_point", "operating_point_setting", "card_with_operating_point", "write_operating_point",
 ]
 
-def operating_point(result: dict, config: HubertEEConfig) -> dict | None:
-    """The sweep row that matches the config's stored criterion/threshold (what `calibrate` wrote), if any."""
-    if not config.early_exit:
+def operating_point(result: dict, config) -> dict | None:
+    """The sweep row that measured the config's stored exit setting (what `calibrate` wrote), if any."""
+    setting = config.exit_setting
+    if not setting.early_exit:
         return None
-    for row in result["sweep"]:
-        if row["criterion"] != config.exit_criterion:
-            continue
-        if config.exit_criterion == "patience" and row.get("patience") == config.exit_patience:
-            return row
-        if config.exit_criterion != "patience" and row.get("threshold") is not None and abs(
-            row["threshold"] - config.exit_threshold
-        ) < 1e-9:
-            return row
-    return None
+    return next((row for row in result["sweep"] if setting_of_row(row).decides_like(setting)), None)
 
 
 # The card's lines about the operating point, and its metric there: `calibrate` rewrites them when it changes the
@@ -49,13 +39,14 @@ MEASURED_LINE = "- at that point on the test split: "
 CALIBRATED_METRIC = "WER (early exit, calibrated)"
 
 
-def operating_point_setting(config: HubertEEConfig) -> str:
+def operating_point_setting(config) -> str:
     """The config's stored early-exit setting, as the card states it."""
-    if not config.early_exit:
+    setting = config.exit_setting
+    if not setting.early_exit:
         return "early exit disabled (full depth)"
-    return f"`exit_criterion={config.exit_criterion!r}`, " + (
-        f"`exit_patience={config.exit_patience}`" if config.exit_criterion == "patience"
-        else f"`exit_threshold={config.exit_threshold}`"
+    return f"`exit_criterion={setting.criterion!r}`, " + (
+        f"`exit_patience={setting.patience}`" if setting.criterion == "patience"
+        else f"`exit_threshold={setting.threshold}`"
     )
 
 
@@ -140,17 +131,17 @@ def write_operating_point(folder: str | Path, choice: dict, note: str = "chosen 
     are not touched. Fields the choice leaves at None (the unused threshold or patience, or everything when early
     exit is off) keep their values.
     """
-    from configuration_hubert_ee import HubertEEConfig
+    from .loading import load_early_exit_config
 
     folder = Path(folder)
     config_path = check_output_path(folder / "config.json", "the model's config")
-    config = HubertEEConfig.from_pretrained(str(folder))
+    config = load_early_exit_config(folder)
     fields: dict[str, Any] = {"early_exit": bool(choice["early_exit"])}
     for name in ("exit_criterion", "exit_threshold", "exit_patience"):
         if choice.get(name) is not None:
             fields[name] = choice[name]
-    config.validate_exit_settings(**fields)
-    for name, value in fields.items():
+    setting = config.exit_setting.with_overrides(**fields)  # raises naming a bad value before anything is written
+    for name, value in setting.as_config_fields().items():
         setattr(config, name, value)
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     files = {config_path: json.dumps({**saved, **fields}, indent=2, sort_keys=True) + "\n"}
@@ -190,7 +181,7 @@ def describe_choice(choice: dict, num_layers: int | None = None) -> str:
     )
 
 
-def card_with_operating_point(card: str, config: HubertEEConfig, note: str) -> str | None:
+def card_with_operating_point(card: str, config, note: str) -> str | None:
     """`card` (as `build_card` writes it) stating `config`'s operating point, followed by `note` (where it comes
     from); None when `card` has no operating-point line (not a `hubert-ee card` card).
 

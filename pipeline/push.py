@@ -11,9 +11,9 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard
 
-from . import CODE_FILES
+from . import CODE_FILES_BY_MODEL_TYPE
 
-REQUIRED = ("config.json", *CODE_FILES, "vocab.json", "tokenizer_config.json", "README.md")
+REQUIRED = ("config.json", "vocab.json", "tokenizer_config.json", "README.md")
 OPTIONAL = ("special_tokens_map.json", "preprocessor_config.json", "processor_config.json", "added_tokens.json",
             "generation_config.json")
 
@@ -23,7 +23,10 @@ def files_to_upload(folder: str | Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--model {folder} is not a folder.")
-    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    config_file = folder / "config.json"
+    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    required = (*REQUIRED, *CODE_FILES_BY_MODEL_TYPE.get(model_type, ()))
+    missing = [name for name in required if not (folder / name).is_file()]
     if not any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
         missing.append("preprocessor_config.json or processor_config.json (feature extractor)")
     weights = _weight_files(folder)
@@ -31,13 +34,14 @@ def files_to_upload(folder: str | Path) -> list[str]:
         missing.append("model.safetensors (or model.safetensors.index.json and its shards)")
     if missing:
         raise FileNotFoundError(f"{folder} is not Hub-ready, it lacks: {missing}")
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("model_type") != "hubert_ee" or "AutoModelForCTC" not in (config.get("auto_map") or {}):
-        raise ValueError(f"{folder}/config.json is not a HuBERT-EE config with auto_map; save it with save_hub_folder.")
+    config = json.loads(config_file.read_text())
+    if model_type not in CODE_FILES_BY_MODEL_TYPE or "AutoModelForCTC" not in (config.get("auto_map") or {}):
+        raise ValueError(f"{folder}/config.json is not an early-exit config ({sorted(CODE_FILES_BY_MODEL_TYPE)}) "
+                         "with auto_map; save it with save_hub_folder.")
     ModelCard.load(folder / "README.md")  # the card's metadata must parse, or the Hub page is broken
     optional = [name for name in OPTIONAL if (folder / name).is_file()]
     extra = [path.name for path in folder.glob("*.png")]  # plots the card shows
-    return sorted({*REQUIRED, *optional, *weights, *extra})
+    return sorted({*required, *optional, *weights, *extra})
 
 
 def _weight_files(folder: Path) -> list[str]:

@@ -12,14 +12,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
+from configuration_early_exit import ExitSetting
+
 from .plots import pyplot, save_figure
 from .timing import BUSY_SPREAD, MIN_PAIRS, WIDE_INTERVAL, format_speedup
 
-__all__ = ["EvaluationResult", "markdown_report", "plot_tradeoff", "print_summary", "setting_label"]
+__all__ = ["EvaluationResult", "markdown_report", "plot_tradeoff", "print_summary", "row_of_setting",
+           "setting_label", "setting_of_row"]
 
 TIMING_METHOD = ("per batch, early_exit=False (twice) and each distinct way of exiting once, interleaved; speedup = "
                  "ratio of the summed times, 95 % bootstrap interval over the batches (cost-model control variate)")
 WER_NOTE = "corpus-level WER and CER in percent after hubert_ee.text.normalize_text"
+
+
+def row_of_setting(setting: ExitSetting) -> dict[str, Any]:
+    """A sweep row's setting fields (see `EvaluationResult`): `criterion`, `threshold` (None for patience) and, for
+    patience, `patience`."""
+    if setting.criterion == "patience":
+        return {"criterion": "patience", "threshold": None, "patience": setting.patience}
+    return {"criterion": setting.criterion, "threshold": setting.threshold}
+
+
+def setting_of_row(row: Mapping) -> ExitSetting:
+    """The exit setting a sweep row (or a group's sweep entry) measured: early exit on, its criterion and threshold
+    or patience."""
+    if row["criterion"] == "patience":
+        return ExitSetting(criterion="patience", patience=int(row["patience"]))
+    return ExitSetting(criterion=row["criterion"], threshold=float(row["threshold"]))
 
 
 @dataclasses.dataclass

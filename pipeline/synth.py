@@ -5,125 +5,84 @@ Everything here runs without network access, from Debian packages only:
 ===============  ==========================  ==================================
 what             Debian package (apt name)   used for
 ===============  ==========================  ==================================
-``espeak-ng``    ``espeak-ng``               formant TTS, 8 English accents
-``flite``        ``flite``                   CMU Flite TTS, voices kal16, awb,
+`espeak-ng`    `espeak-ng`               formant TTS, 8 English accents
+`flite`        `flite`                   CMU Flite TTS, voices kal16, awb,
                                              rms, slt
-``festival``     ``festival``,               Festival: diphone voices kal, ked
-                 ``festvox-kallpc16k``,      and the HTS voice cmu_us_slt_arctic
-                 ``festvox-kdlpc16k``,
-                 ``festvox-us-slt-hts``
-fortunes         ``fortunes``                sentences from
-                                             ``/usr/share/games/fortunes``
-WordNet          ``wordnet-base``            quoted example sentences in the
-                                             glosses of ``/usr/share/wordnet``
+`festival`     `festival`,               Festival: diphone voices kal, ked
+                 `festvox-kallpc16k`,      and the HTS voice cmu_us_slt_arctic
+                 `festvox-kdlpc16k`,
+                 `festvox-us-slt-hts`
+fortunes         `fortunes`                sentences from
+                                             `/usr/share/games/fortunes`
+WordNet          `wordnet-base`            quoted example sentences in the
+                                             glosses of `/usr/share/wordnet`
 ===============  ==========================  ==================================
 
-plus the PyPI packages ``soxr`` (resampling), ``soundfile``, ``numpy``,
-``datasets``, ``tqdm`` and ``num2words`` (via :func:`normalize_text`).
+plus the PyPI packages `soxr` (resampling), `soundfile`, `numpy`,
+`datasets`, `tqdm` and `num2words` (via `normalize_text`).
 
 Texts
-    Fortunes are split into sentences (attribution lines ``-- Author`` are
+    Fortunes are split into sentences (attribution lines `-- Author` are
     dropped), WordNet examples are the double-quoted parts of the glosses.
-    Each sentence is normalised with :func:`hubert_ee.text.normalize_text`;
+    Each sentence is normalised with `hubert_ee.text.normalize_text`;
     sentences with code-like characters, very long tokens, or fewer than 3 /
     more than 30 words are dropped, and duplicates (after normalisation) are
     removed.  The TTS engines are fed the *normalised* text (lower-cased, so
     that all-caps words are not spelled out as acronyms), so the label is
-    exactly what is spoken.  ``sentences=`` (``--sentences FILE``, plain text
-    or ``.gz``, one sentence per line) replaces both sources, e.g. on a machine
+    exactly what is spoken.  `sentences=` (`--sentences FILE`, plain text
+    or `.gz`, one sentence per line) replaces both sources, e.g. on a machine
     without the Debian packages: the lines go through the same filter and
-    normaliser, and a file holding :func:`load_sentences` in order gives the
-    same corpus as the packages (see :func:`read_sentences`).
+    normaliser, and a file holding `load_sentences` in order gives the
+    same corpus as the packages (see `read_sentences`).
 
-Voices
-    espeak-ng: every English voice that ``espeak-ng --voices=en`` lists except
-    the MBROLA ones (``mb/...``, they need the separate ``mbrola`` voices),
-    i.e. en-gb, en-us, en-gb-scotland, en-gb-x-gbclan, en-gb-x-rp,
-    en-gb-x-gbcwmd, en-029, en-us-nyc on Debian 12; each utterance gets a
-    random variant (none, m1-m8, f1-f5, klatt-klatt4, those that
-    ``espeak-ng --voices=variant`` lists), rate ``-s`` 130-200 wpm and pitch
-    ``-p`` 30-70.  flite: kal16, awb, rms, slt (the voices built into Debian's
-    flite 2.2; ``kal`` is the 8 kHz twin of kal16 and ``awb_time`` only says
-    the time, both unused), with ``duration_stretch`` 0.85-1.2 and the mean F0
-    (``int_f0_target_mean``) scaled by 0.85-1.2 around each voice's own mean
-    (rms ignores that setting, so its F0 is left at the default).  festival:
-    every English voice that ``(voice.list)`` names (kal_diphone,
-    ked_diphone, cmu_us_slt_arctic_hts with the packages above), with
-    ``Duration_Stretch`` 0.85-1.2 (cmu_us_slt_arctic_hts, an HTS voice,
-    ignores it: its output is the same for every stretch).  The ``voice`` column holds
-    the base voice (``en-gb-x-rp``, ``slt``); the per-utterance settings are in
-    ``voice_settings``.
+Voices and audio
+    The TTS engines and their voices are `hubert_ee.tts`'s (`synthesize`); each utterance is resampled to 16 kHz,
+    trimmed and, in train, noised with `hubert_ee.audio_effects`.
 
-Festival
-    espeak-ng and flite start in a few milliseconds, one process per
-    utterance.  Festival takes far longer to start and load a voice than to
-    speak a sentence, so every synthesis process (each pool worker, or the main
-    process with ``num_proc=1``) keeps one ``festival --pipe`` process
-    (:class:`FestivalProcess`), started at its first festival utterance, which
-    loads each voice once and writes each utterance to a WAV file on request:
-    the same bytes as one ``text2wave`` call (:func:`festival_text2wave`),
-    because it runs text2wave's own steps, selects the voice again for every
-    utterance and puts ``Duration_Stretch`` back after it, so nothing carries
-    over from one utterance to the next.  The text reaches festival in a file,
-    never as Scheme.  A festival that dies is restarted (the utterance is
-    retried once), one that hangs past the timeout is killed and the utterance
-    skipped, like any engine failure.  The festival processes end with the
-    pool (a worker ends its own as it exits; an interrupted or killed worker's
-    festival sees its input close, and ``setpriv --pdeathsig`` kills one stuck
-    in a synthesis) and :func:`build_corpus` ends the main process's before
-    it returns.  BENCHMARKS.md ("Corpus synthesis speed") measures the gain.
-
-Audio
-    The engine's WAV (22.05 kHz for espeak-ng, 16 kHz for flite and festival's
-    diphone voices, 32 kHz for cmu_us_slt_arctic_hts) is read with
-    ``soundfile``, resampled to 16 kHz mono float32 with **soxr** (HQ), leading
-    and trailing silence is trimmed (frames 40 dB under the loudest frame, with
-    0.1 s kept on each side) and the peak is kept below 1.
-
-Augmentation (training split only; ``augment=False`` turns it off)
+Augmentation (training split only; `augment=False` turns it off)
     speed perturbation 0.9 / 1.0 / 1.1 (uniform; done by resampling, so pitch
     moves too, as in Kaldi's speed perturbation) and, with probability 0.5,
     additive white or pink noise at an SNR drawn uniformly from 10-30 dB.  The
-    ``augmentation`` column describes what was done, e.g.
-    ``"speed=1.1,noise=pink,snr=18.3"`` or ``"none"``.
+    `augmentation` column describes what was done, e.g.
+    `"speed=1.1,noise=pink,snr=18.3"` or `"none"`.
 
 Splits
     The normalised sentences are shuffled with the seed and *split by text
     before synthesis*: dev and test get their own disjoint sentences (enough
     for the requested hours, at most 15 % of the pool each), train the rest.
-    ``test_voices`` (default ``espeak-ng:en-gb-scotland`` and ``flite:rms``)
+    `test_voices` (default `espeak-ng:en-gb-scotland` and `flite:rms`)
     are never used for train or dev; in test, half the utterances (see
-    ``test_heldout_fraction``) use a held-out voice and the rest use training
-    voices, so the ``voice`` column lets one score seen and unseen voices
+    `test_heldout_fraction`) use a held-out voice and the rest use training
+    voices, so the `voice` column lets one score seen and unseen voices
     apart.  Dev uses the training voices only and, like test, is never
     augmented.  Texts are reused (with new voices) within a split when it needs
     more audio than it has sentences.
 
 Storage (no torchcodec / FFmpeg needed)
-    ``audio`` is a plain struct ``{"array": list<float32>, "sampling_rate":
-    int32}`` -- not a ``datasets.Audio`` feature -- so reading it back needs no
-    audio decoder at all: ``ds[i]["audio"]["array"]`` is the waveform (a list,
-    or a numpy array under ``ds.with_format("numpy")``).  Use
-    :func:`decode_audio` to get ``(np.float32 array, sampling_rate)``; it also
-    accepts ``datasets.Audio`` rows (decoded dicts, or ``{"bytes", "path"}``
-    with ``decode=False``, decoded with soundfile).  Float32 costs 64 kB per
+    `audio` is a plain struct ``{"array": list<float32>, "sampling_rate":
+    int32}` -- not a `datasets.Audio`` feature -- so reading it back needs no
+    audio decoder at all: `ds[i]["audio"]["array"]` is the waveform (a list,
+    or a numpy array under `ds.with_format("numpy")`).  Use
+    `decode_audio` to get `(np.float32 array, sampling_rate)`; it also
+    accepts `datasets.Audio` rows (decoded dicts, or `{"bytes", "path"}`
+    with `decode=False`, decoded with soundfile).  Float32 costs 64 kB per
     second (about 230 MB per hour); the splits are written batch by batch
     straight to Arrow (64 rows at a time, audio as one numpy buffer, because
-    a ``Dataset.from_generator`` of numpy rows converts every sample through
+    a `Dataset.from_generator` of numpy rows converts every sample through
     Python, which would take longer than the synthesis) so memory use does
     not grow with the corpus.
 
 Determinism
     Every utterance's text, voice, settings, augmentation and noise come from
-    ``numpy.random.default_rng([seed, split, index])`` drawn in the main
+    `numpy.random.default_rng([seed, split, index])` drawn in the main
     process, workers are pure functions of their job (a worker's festival
-    process gives every utterance the samples a fresh ``text2wave`` gives it),
+    process gives every utterance the samples a fresh `text2wave` gives it),
     results are consumed in order and a split stops at the first utterance
     that reaches its hour budget -- so the same seed gives the same bytes
-    whatever ``num_proc`` is.
+    whatever `num_proc` is.
 
-Command line: ``hubert-ee synth --out data/synth --hours-train 1 ...`` (see
-:func:`add_synth_arguments`), or ``python -m hubert_ee.synth ...``.
+Command line: `hubert-ee synth --out data/synth --hours-train 1 ...` (see
+`add_synth_arguments`), or `python -m hubert_ee.synth ...`.
 """
 
 from __future__ import annotations
@@ -135,69 +94,49 @@ import multiprocessing as mp
 import multiprocessing.util
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .arguments import str_list
+from .audio_effects import add_noise, to_16k, trim_silence
 from .text import SAMPLING_RATE, normalize_text
+from .tts import (
+    ENGINE_PACKAGES, ENGINES, FLITE_VOICES, MissingSourceError, Voice, close_festival, engine_installed,
+    espeak_variants, list_voices, parse_voice, synthesize,
+)
 
 __all__ = [
-    "MissingSourceError", "APT_PACKAGES", "ENGINES", "TEXT_SOURCES",
-    "DEFAULT_TEST_VOICES", "Voice", "missing_packages", "check_sources",
-    "fortune_sentences", "wordnet_sentences", "load_sentences", "read_sentences", "split_texts",
-    "list_voices", "espeak_variants", "synthesize", "festival_text2wave", "FestivalProcess",
-    "close_festival", "to_16k", "trim_silence",
-    "add_noise", "synth_job", "build_corpus", "decode_audio", "load_corpus",
-    "summarize", "format_summary", "corpus_features", "add_synth_arguments",
-    "run_synth",
+    "MissingSourceError", "APT_PACKAGES", "TEXT_SOURCES", "DEFAULT_TEST_VOICES", "missing_packages", "check_sources",
+    "fortune_sentences", "wordnet_sentences", "load_sentences", "read_sentences", "split_texts", "synth_job",
+    "build_corpus", "decode_audio", "load_corpus", "summarize", "format_summary", "corpus_features",
+    "add_synth_arguments", "run_synth",
 ]
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")
 
-ENGINES = ("espeak-ng", "flite", "festival")
 TEXT_SOURCES = ("fortunes", "wordnet")
 SPLITS = ("train", "dev", "test")
 
 #: Debian package that provides each engine / text source.
-APT_PACKAGES = {
-    "espeak-ng": "espeak-ng",
-    "flite": "flite",
-    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
-    "fortunes": "fortunes",
-    "wordnet": "wordnet-base",
-}
+APT_PACKAGES = {**ENGINE_PACKAGES, "fortunes": "fortunes", "wordnet": "wordnet-base"}
 
 DEFAULT_TEST_VOICES = ("espeak-ng:en-gb-scotland", "flite:rms")
 
-# espeak-ng variants used (intersected with what `espeak-ng --voices=variant`
-# lists); "" means the voice's own default.  Whisper, robot, "demonic" etc.
-# variants are left out on purpose.
-ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8",
-                   "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3", "klatt4")
 ESPEAK_RATE = (130, 200)   # words per minute (-s)
 ESPEAK_PITCH = (30, 70)    # 0-99 (-p)
 
-# Flite voices built into Debian's flite 2.2 and the approximate mean F0 (Hz)
-# of their default output; the F0 target is scaled around it.  rms ignores
-# int_f0_target_mean, so its F0 is left alone (None).
-FLITE_VOICES = {"kal16": 90.0, "awb": 125.0, "rms": None, "slt": 172.0}
 FLITE_STRETCH = (0.85, 1.2)
 FLITE_F0_FACTOR = (0.85, 1.2)
 FESTIVAL_STRETCH = (0.85, 1.2)
-# Festival voices for languages other than English are not used.
-FESTIVAL_ENGLISH_VOICE = re.compile(r"^(kal|ked|rab|don|cmu_us_|cstr_us_|cstr_uk_|nitech_us_|us\d)")
 
 SPEEDS = (0.9, 1.0, 1.1)
 NOISE_PROB = 0.5
@@ -209,20 +148,14 @@ SECONDS_PER_WORD = 0.4  # rough TTS speaking rate, only used to size dev/test te
 MAX_HELDOUT_TEXT_FRACTION = 0.15  # of the sentence pool, for dev and for test each
 
 
-class MissingSourceError(FileNotFoundError):
-    """A TTS engine or text source is not installed; the message names the
-    Debian package(s) to ``apt-get install``."""
-
 
 # --------------------------------------------------------------------------
 # sources
 # --------------------------------------------------------------------------
 
 def _source_present(name: str) -> bool:
-    if name in ("espeak-ng", "flite"):
-        return shutil.which(name) is not None
-    if name == "festival":
-        return shutil.which("festival") is not None and bool(_festival_voices())
+    if name in ENGINES:
+        return engine_installed(name)
     if name == "fortunes":
         return FORTUNE_DIR.is_dir() and any(_fortune_files(FORTUNE_DIR))
     if name == "wordnet":
@@ -233,25 +166,21 @@ def _source_present(name: str) -> bool:
 
 def missing_packages(engines: Iterable[str] = ENGINES,
                      text_sources: Iterable[str] = TEXT_SOURCES) -> list[str]:
-    """Debian packages (apt names) that are needed by ``engines`` and
-    ``text_sources`` but not installed."""
+    """Debian packages (apt names) that are needed by `engines` and
+    `text_sources` but not installed."""
     return [package for n in (*engines, *text_sources) if not _source_present(n) for package in APT_PACKAGES[n].split()]
 
 
 def check_sources(engines: Iterable[str] = ENGINES,
                   text_sources: Iterable[str] = TEXT_SOURCES) -> None:
-    """Raise :class:`MissingSourceError` naming the missing Debian packages."""
+    """Raise `MissingSourceError` naming the missing Debian packages."""
     missing = missing_packages(engines, text_sources)
     if missing:
-        raise MissingSourceError(
-            "synthetic corpus sources missing: Debian package(s) "
-            + ", ".join(missing)
-            + " not installed; run: apt-get update && apt-get install -y "
-            + " ".join(missing))
+        raise MissingSourceError.for_packages("synthetic corpus sources", missing)
 
 
 def _fortune_files(fortune_dir: Path) -> list[Path]:
-    """Fortune databases (the plain files; their ``.u8`` UTF-8 twin is preferred)."""
+    """Fortune databases (the plain files; their `.u8` UTF-8 twin is preferred)."""
     out = []
     for p in sorted(fortune_dir.iterdir()):
         if p.is_file() and "." not in p.name and p.name not in ("ascii-art", "translate-me"):
@@ -268,7 +197,7 @@ _RE_WS = re.compile(r"\s+")
 
 
 def _keep_sentence(raw: str, min_words: int, max_words: int) -> str:
-    """Normalised sentence if it is usable, else ``""``."""
+    """Normalised sentence if it is usable, else `""`."""
     if _RE_CODE_LIKE.search(raw):
         return ""
     letters = sum(c.isalpha() for c in raw)
@@ -285,7 +214,7 @@ def _keep_sentence(raw: str, min_words: int, max_words: int) -> str:
 
 def fortune_sentences(fortune_dir: str | os.PathLike = FORTUNE_DIR,
                       min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
-    """Normalised sentences from the ``fortunes`` package, in file order."""
+    """Normalised sentences from the `fortunes` package, in file order."""
     fortune_dir = Path(fortune_dir)
     if not fortune_dir.is_dir():
         raise MissingSourceError(f"{fortune_dir} not found: apt-get install -y {APT_PACKAGES['fortunes']}")
@@ -313,7 +242,7 @@ def fortune_sentences(fortune_dir: str | os.PathLike = FORTUNE_DIR,
 
 def wordnet_sentences(wordnet_dir: str | os.PathLike = WORDNET_DIR,
                       min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
-    """Normalised example sentences (the ``"..."`` parts of WordNet glosses)."""
+    """Normalised example sentences (the `"..."` parts of WordNet glosses)."""
     wordnet_dir = Path(wordnet_dir)
     files = [wordnet_dir / f"data.{p}" for p in ("noun", "verb", "adj", "adv")]
     files = [f for f in files if f.is_file()]
@@ -353,7 +282,7 @@ def load_sentences(text_sources: Sequence[str] = TEXT_SOURCES,
                    min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
     """All usable normalised sentences, de-duplicated, in a deterministic order.
 
-    Raises :class:`MissingSourceError` (naming the Debian package) when a
+    Raises `MissingSourceError` (naming the Debian package) when a
     source is not installed.
     """
     for s in text_sources:
@@ -375,12 +304,12 @@ def _clean_sentences(lines: Iterable[str], min_words: int = MIN_WORDS,
 def read_sentences(path: str | os.PathLike, min_words: int = MIN_WORDS,
                    max_words: int = MAX_WORDS) -> list[str]:
     """Sentences from a UTF-8 text file, one per line (gzip-compressed if the
-    name ends in ``.gz``), to use instead of the Debian text sources.
+    name ends in `.gz`), to use instead of the Debian text sources.
 
     Every line goes through the same filter and normaliser as fortunes and
     WordNet (see the module docstring); empty lines, rejected lines and
     duplicates are dropped, the order is kept.  Already normalised sentences
-    come back unchanged, so a file written from :func:`load_sentences` gives
+    come back unchanged, so a file written from `load_sentences` gives
     exactly the Debian sources' pool (and corpus, for the same seed).
     """
     import gzip
@@ -396,10 +325,10 @@ def _estimated_seconds(text: str) -> float:
 
 
 def split_texts(texts: Sequence[str], seed: int, hours: dict[str, float]) -> dict[str, list[str]]:
-    """Shuffle ``texts`` with ``seed`` and split them into disjoint per-split lists.
+    """Shuffle `texts` with `seed` and split them into disjoint per-split lists.
 
     dev and test each get sentences until their estimated duration is 1.25x
-    the requested hours (at most ``MAX_HELDOUT_TEXT_FRACTION`` of the pool,
+    the requested hours (at most `MAX_HELDOUT_TEXT_FRACTION` of the pool,
     at least one sentence when their hours are > 0); train gets the rest.
     """
     order = np.random.default_rng([int(seed), 7919]).permutation(len(texts))
@@ -423,491 +352,12 @@ def split_texts(texts: Sequence[str], seed: int, hours: dict[str, float]) -> dic
     return {s: out[s] for s in SPLITS}
 
 
-# --------------------------------------------------------------------------
-# voices and engines
-# --------------------------------------------------------------------------
-
-@dataclass(frozen=True, order=True)
-class Voice:
-    engine: str
-    name: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.engine}:{self.name}"
-
-
-@lru_cache(maxsize=1)
-def _espeak_voices() -> tuple[str, ...]:
-    out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True,
-                         check=True).stdout
-    names, files = [], set()
-    for line in out.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) < 5:
-            continue
-        lang, file = cols[1], cols[4]
-        if lang == "variant" or file.startswith("mb/") or file in files:
-            continue  # MBROLA voices need the mbrola package + voice data
-        files.add(file)
-        names.append(lang)
-    return tuple(dict.fromkeys(names))
-
-
-@lru_cache(maxsize=1)
-def espeak_variants() -> tuple[str, ...]:
-    """The :data:`ESPEAK_VARIANTS` that this espeak-ng has ("" = no variant)."""
-    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
-                         check=True).stdout
-    have = {line.split()[4].split("/", 1)[-1] for line in out.splitlines()[1:]
-            if len(line.split()) >= 5}
-    return tuple(v for v in ESPEAK_VARIANTS if v == "" or v in have)
-
-
-@lru_cache(maxsize=1)
-def _flite_voices() -> tuple[str, ...]:
-    res = subprocess.run(["flite", "-lv"], capture_output=True, text=True)
-    have = set(res.stdout.replace("Voices available:", " ").split())
-    return tuple(v for v in FLITE_VOICES if v in have)
-
-
-@lru_cache(maxsize=1)
-def _festival_voices() -> tuple[str, ...]:
-    if shutil.which("festival") is None:
-        return ()
-    res = subprocess.run(["festival", "-b", "(print (voice.list))"], capture_output=True, text=True)
-    names = res.stdout.strip().strip("()").split()
-    return tuple(sorted(name for name in names if FESTIVAL_ENGLISH_VOICE.match(name)))
-
-
-def list_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
-    """Base voices of the installed ``engines`` (raises if one is missing)."""
-    engines = tuple(engines)
-    for e in engines:
-        if e not in ENGINES:
-            raise ValueError(f"unknown engine {e!r}; known: {', '.join(ENGINES)}")
-    check_sources(engines, ())
-    voices = []
-    if "espeak-ng" in engines:
-        voices += [Voice("espeak-ng", v) for v in _espeak_voices()]
-    if "flite" in engines:
-        voices += [Voice("flite", v) for v in _flite_voices()]
-    if "festival" in engines:
-        voices += [Voice("festival", v) for v in _festival_voices()]
-    return voices
-
-
-def _parse_voice(spec: str, voices: Sequence[Voice]) -> Voice:
-    spec = spec.strip()
-    if ":" in spec:
-        engine, name = spec.split(":", 1)
-        cand = [v for v in voices if v.engine == engine and v.name == name]
-    else:
-        cand = [v for v in voices if v.name == spec]
-    if len(cand) != 1:
-        raise ValueError(f"test voice {spec!r} is not {'unique among' if cand else 'one of'} "
-                         f"the available voices: {', '.join(v.key for v in voices)}")
-    return cand[0]
-
-
-def _read_wav(path: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
-    return x.mean(axis=1), int(sr)
-
-
-def _run_to_wav(command: Callable[[str], list[str]], stdin: bytes | None,
-                timeout: float) -> tuple[np.ndarray, int]:
-    """Run ``command(wav)``, a command line that writes the WAV file ``wav`` (a
-    temporary file), and read the result back."""
-    fd, wav = tempfile.mkstemp(suffix=".wav", prefix="hubert_ee_tts_")
-    os.close(fd)
-    try:
-        cmd = command(wav)
-        res = subprocess.run(cmd, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             timeout=timeout)
-        if res.returncode != 0 or os.path.getsize(wav) <= 44:
-            raise RuntimeError(f"{' '.join(cmd)} failed (rc={res.returncode}): "
-                               f"{res.stderr.decode(errors='replace')[-300:]}")
-        return _read_wav(wav)
-    finally:
-        try:
-            os.unlink(wav)
-        except OSError:
-            pass
-
-
-def synthesize(text: str, engine: str, voice: str, variant: str = "",
-               rate: int | None = None, pitch: int | None = None,
-               stretch: float | None = None, f0_mean: float | None = None,
-               timeout: float = 60.0) -> tuple[np.ndarray, int]:
-    """Speak ``text`` with one engine; returns (mono float32 waveform, its rate).
-
-    espeak-ng uses ``voice``, ``variant`` (``"m3"``), ``rate`` (``-s``, wpm) and
-    ``pitch`` (``-p``); flite uses ``voice``, ``stretch`` (``duration_stretch``)
-    and ``f0_mean`` (``int_f0_target_mean``, Hz); festival uses ``voice`` and
-    ``stretch`` (``Duration_Stretch``) and runs in this process's long-lived
-    :class:`FestivalProcess` (the same samples as :func:`festival_text2wave`).
-    The text is passed as is (use normalised, lower-cased text).
-    """
-    if engine == "festival":
-        return _festival_process().synthesize(text, voice, stretch=stretch, timeout=timeout)
-    if engine == "espeak-ng":
-        cmd = ["espeak-ng", "-v", voice + (f"+{variant}" if variant else "")]
-        if rate is not None:
-            cmd += ["-s", str(int(rate))]
-        if pitch is not None:
-            cmd += ["-p", str(int(pitch))]
-        # text on stdin: never taken for an option
-        return _run_to_wav(lambda wav: [*cmd, "-w", wav, "--stdin"], text.encode(), timeout)
-    if engine == "flite":
-        cmd = ["flite", "-voice", voice]
-        if stretch is not None:
-            cmd += ["--setf", f"duration_stretch={stretch:.4f}"]
-        if f0_mean is not None:
-            cmd += ["--setf", f"int_f0_target_mean={f0_mean:.2f}"]
-        return _run_to_wav(lambda wav: [*cmd, "-t", text, "-o", wav], None, timeout)
-    raise ValueError(f"unknown engine {engine!r}")
-
-
-# --------------------------------------------------------------------------
-# festival: one long-lived process per synthesising process
-# --------------------------------------------------------------------------
-
-def festival_text2wave(text: str, voice: str, stretch: float | None = None,
-                       timeout: float = 60.0) -> tuple[np.ndarray, int]:
-    """Speak ``text`` with festival's ``text2wave``, one process for this call
-    (which starts festival and loads the voice first): the reference that
-    :class:`FestivalProcess` reproduces sample for sample."""
-    cmd = ["text2wave", "-eval", f"(voice_{voice})"]
-    if stretch is not None:
-        cmd += ["-eval", f"(Parameter.set 'Duration_Stretch {_festival_number(stretch)})"]
-    return _run_to_wav(lambda wav: [*cmd, "-o", wav], text.encode(), timeout)  # text on stdin
-
-
-def _festival_number(stretch: float) -> str:
-    """``stretch`` as the Scheme number both festival paths read (4 decimals)."""
-    value = float(stretch)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"festival Duration_Stretch must be a positive number, got {stretch!r}")
-    return f"{value:.4f}"
-
-
-def _scheme_string(value: str) -> str:
-    """``value`` as a Scheme string literal (festival's reader undoes the backslash escapes)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# Loaded once into every festival process.  hubert_ee.synth does for one request what a text2wave call does
-# (whose script it follows: the voice selected, then Duration_Stretch set, tts_file on the text file in the
-# mode text2wave picks for its stdin, every utterance's wave appended to one RIFF file whose header is
-# rewritten at the end), so the bytes are the same.  The voice is selected again for every request (its
-# selection function resets what the previous voice set) and Duration_Stretch is put back afterwards, so no
-# setting outlives its request.  The outcome is announced on stderr (unbuffered, unlike stdout) with the
-# request's number; a Scheme error is caught by unwind-protect and reported the same way, and the process
-# stays usable.
-_FESTIVAL_PRELUDE = r"""
-(gc-status nil)
-(defvar hubert_ee.fp nil)
-(defvar hubert_ee.samples 0)
-(defvar hubert_ee.last_utt nil)
-(defvar hubert_ee.saved_stretch nil)
-(define (hubert_ee.append_wave utt)
-  (if (eq? hubert_ee.samples 0)
-      (wave.save.header hubert_ee.fp (utt.wave utt) 'riff nil (list (list "numsamples" 0))))
-  (set! hubert_ee.samples
-        (+ hubert_ee.samples (get_param 'num_samples (wave.info (utt.wave utt)) 0)))
-  (wave.save.data.fp (utt.wave utt) hubert_ee.fp 'riff nil)
-  (set! hubert_ee.last_utt utt))
-(define (hubert_ee.save_stretch)
-  (set! hubert_ee.saved_stretch
-        (if (feats.present Param 'Duration_Stretch) (list t (Param.get 'Duration_Stretch)) (list nil))))
-(define (hubert_ee.restore_stretch)
-  (if hubert_ee.saved_stretch
-      (if (car hubert_ee.saved_stretch)
-          (Param.set 'Duration_Stretch (car (cdr hubert_ee.saved_stretch)))
-          (if (feats.present Param 'Duration_Stretch) (feats.remove Param 'Duration_Stretch))))
-  (set! hubert_ee.saved_stretch nil))
-(define (hubert_ee.close_output)
-  (if hubert_ee.fp (fclose hubert_ee.fp))
-  (set! hubert_ee.fp nil)
-  (set! hubert_ee.last_utt nil))
-(define (hubert_ee.synth voice stretch infile outfile id)
-  (unwind-protect
-   (begin
-     (voice.select voice)
-     (hubert_ee.save_stretch)
-     (if stretch (Parameter.set 'Duration_Stretch stretch))
-     (set! tts_hooks (list utt.synth hubert_ee.append_wave))
-     (set! hubert_ee.samples 0)
-     (set! hubert_ee.fp (fopen outfile "wb"))
-     (tts_file infile (tts_find_text_mode "-" auto-text-mode-alist))
-     (fseek hubert_ee.fp 0 0)
-     (wave.save.header hubert_ee.fp (utt.wave hubert_ee.last_utt) 'riff nil
-                       (list (list "numsamples" hubert_ee.samples)))
-     (hubert_ee.close_output)
-     (hubert_ee.restore_stretch)
-     (format stderr "hubert_ee:ok %d\n" id))
-   (begin
-     (hubert_ee.close_output)
-     (hubert_ee.restore_stretch)
-     (format stderr "hubert_ee:failed %d\n" id))))
-(format stderr "hubert_ee:ready\n")
-"""
-
-FESTIVAL_START_TIMEOUT = 120.0  # seconds for festival to start and read the prelude
-
-
-class _FestivalExited(Exception):
-    """The festival process ended (or its pipes closed) before answering."""
-
-
-class FestivalProcess:
-    """One long-lived ``festival --pipe`` process that synthesises utterance
-    after utterance, each voice loaded once, and gives the same WAV bytes as
-    one ``text2wave`` call per utterance (:func:`festival_text2wave`).
-
-    The process starts on the first request.  The text reaches festival in a
-    file, never through its Scheme reader, so no text can be taken for a
-    command; the voice name and the paths are passed as escaped Scheme
-    strings.  A process that dies is restarted and the request retried once; a
-    request that takes longer than ``timeout`` seconds kills the process (the
-    next request starts a new one).  Failures raise ``RuntimeError`` naming
-    the voice and the text.  festival exits at the end of its input, i.e. when
-    this object is closed or its process ends, however it ends; where
-    ``setpriv`` exists, it is also killed when its owner dies while it is
-    stuck in a synthesis.  One request at a time (a lock serialises threads).
-    """
-
-    def __init__(self, start_timeout: float = FESTIVAL_START_TIMEOUT):
-        self.start_timeout = float(start_timeout)
-        self._proc: subprocess.Popen | None = None
-        self._dir: str | None = None
-        self._pending = b""
-        self._requests = 0
-        self._owner = os.getpid()
-        self._lock = threading.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running festival; ``None`` when none runs."""
-        return self._proc.pid if self._proc is not None else None
-
-    def synthesize(self, text: str, voice: str, stretch: float | None = None,
-                   timeout: float = 60.0) -> tuple[np.ndarray, int]:
-        """Speak ``text`` with festival ``voice`` and ``Duration_Stretch``
-        ``stretch`` (``None``: the voice's own); returns (mono float32
-        waveform, its rate)."""
-        number = "nil" if stretch is None else _festival_number(stretch)
-        with self._lock:
-            for attempt in (1, 2):
-                self._start()
-                try:
-                    return self._request(text, voice, number, float(timeout))
-                except _FestivalExited as e:
-                    self._stop()
-                    if attempt == 2:
-                        raise RuntimeError(f"festival (voice {voice}) died twice while synthesising "
-                                           f"{text!r}: {e}") from None
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        """End the festival process (at the end of its input) and remove its files."""
-        with self._lock:
-            self._stop()
-
-    def _start(self) -> None:
-        if self._owner != os.getpid():  # a forked copy: the running process belongs to the parent
-            self._proc, self._dir, self._owner = None, None, os.getpid()
-        if self._proc is not None:
-            return
-        prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
-        self._proc = subprocess.Popen([*prefix, "festival", "--pipe"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._dir = tempfile.mkdtemp(prefix="hubert_ee_festival_")
-        self._pending = b""
-        try:
-            self._send(_FESTIVAL_PRELUDE)
-            self._read_until(("hubert_ee:ready",), time.monotonic() + self.start_timeout)
-        except BaseException as e:  # KeyboardInterrupt included: no half-started process stays
-            self._stop(kill=True)
-            if isinstance(e, (_FestivalExited, TimeoutError)):
-                raise RuntimeError(f"festival --pipe did not start: {e}") from None
-            raise
-
-    def _request(self, text: str, voice: str, number: str, timeout: float) -> tuple[np.ndarray, int]:
-        self._requests += 1
-        request = self._requests
-        infile, outfile = os.path.join(self._dir, "text.txt"), os.path.join(self._dir, "out.wav")
-        with open(infile, "wb") as f:
-            f.write(text.encode())  # the bytes text2wave reads from its stdin
-        if os.path.exists(outfile):
-            os.unlink(outfile)
-        self._send(f"(hubert_ee.synth {_scheme_string(voice)} {number} {_scheme_string(infile)} "
-                   f"{_scheme_string(outfile)} {request})\n")
-        try:
-            marker, lines = self._read_until((f"hubert_ee:ok {request}", f"hubert_ee:failed {request}"),
-                                             time.monotonic() + timeout)
-        except TimeoutError:
-            self._stop(kill=True)
-            raise RuntimeError(f"festival (voice {voice}) took over {timeout:g} s on {text!r}; "
-                               "its process was killed") from None
-        except _FestivalExited:
-            raise
-        except BaseException:  # e.g. KeyboardInterrupt: the answer will never be read
-            self._stop(kill=True)
-            raise
-        if marker.startswith("hubert_ee:failed") or os.path.getsize(outfile) <= 44:
-            said = " ".join(line.strip() for line in lines if line.strip())[-300:]
-            raise RuntimeError(f"festival (voice {voice}) failed on {text!r}: {said or 'no output'}")
-        return _read_wav(outfile)
-
-    def _send(self, command: str) -> None:
-        try:
-            self._proc.stdin.write(command.encode())
-            self._proc.stdin.flush()
-        except OSError as e:  # BrokenPipeError: festival has gone
-            raise _FestivalExited(f"cannot write to festival: {e}") from None
-
-    def _read_until(self, markers: tuple[str, ...], deadline: float) -> tuple[str, list[str]]:
-        """Read festival's stderr until a line is one of ``markers``; returns it and the lines before."""
-        fd, lines = self._proc.stderr.fileno(), []
-        while True:
-            while b"\n" in self._pending:
-                raw, self._pending = self._pending.split(b"\n", 1)
-                line = raw.decode(errors="replace")
-                if line in markers:
-                    return line, lines
-                lines.append(line)
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError(f"no answer from festival; it said: {' '.join(lines)[-300:]}")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                code = self._proc.wait()
-                raise _FestivalExited(f"festival exited (code {code}); it said: {' '.join(lines)[-300:]}")
-            self._pending += chunk
-
-    def _stop(self, kill: bool = False) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if kill:
-                proc.kill()
-            for stream in (proc.stdin, proc.stderr):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-            try:
-                proc.wait(timeout=5)  # at the end of its input festival finishes the request and exits
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-
-_FESTIVAL: FestivalProcess | None = None  # this process's festival, started by the first festival utterance
-_FESTIVAL_LOCK = threading.Lock()
-_FESTIVAL_CLOSED_AT_EXIT_IN: int | None = None  # the process id that has registered close_festival
-
-
-def _festival_process() -> FestivalProcess:
-    global _FESTIVAL, _FESTIVAL_CLOSED_AT_EXIT_IN
-    with _FESTIVAL_LOCK:
-        if _FESTIVAL is None:
-            _FESTIVAL = FestivalProcess()
-        if _FESTIVAL_CLOSED_AT_EXIT_IN != os.getpid():
-            # multiprocessing runs its finalizers when a pool worker ends normally and, through atexit, when
-            # the main process does; registered in the process that uses festival (a worker's registry
-            # starts empty)
-            multiprocessing.util.Finalize(None, close_festival, exitpriority=10)
-            _FESTIVAL_CLOSED_AT_EXIT_IN = os.getpid()
-        return _FESTIVAL
-
-
-def close_festival() -> None:
-    """End this process's festival process, if one runs (a later festival
-    utterance starts a new one).  Also done when the process exits, pool
-    workers included."""
-    global _FESTIVAL
-    with _FESTIVAL_LOCK:
-        festival, _FESTIVAL = _FESTIVAL, None
-    if festival is not None:
-        festival.close()
-
-
-def _forget_festival_in_child() -> None:
-    # a fork shares the parent's pipes: the child starts its own festival and leaves the parent's alone
-    global _FESTIVAL, _FESTIVAL_LOCK
-    _FESTIVAL, _FESTIVAL_LOCK = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_festival_in_child)
-
-
-def to_16k(x: np.ndarray, sr: int, speed: float = 1.0) -> np.ndarray:
-    """Resample to 16 kHz with soxr (HQ); ``speed`` != 1 speeds the audio up
-    (1.1 -> 10 % shorter, pitch up) in the same step."""
-    import soxr
-
-    x = np.asarray(x, dtype=np.float32)
-    in_rate = float(sr) * float(speed)
-    if in_rate == SAMPLING_RATE:
-        return x.copy()
-    return soxr.resample(x, in_rate, SAMPLING_RATE, quality="HQ").astype(np.float32, copy=False)
-
-
-def trim_silence(x: np.ndarray, sr: int = SAMPLING_RATE, top_db: float = 40.0,
-                 pad: float = 0.1) -> np.ndarray:
-    """Cut leading/trailing frames (20 ms, hop 10 ms) quieter than ``top_db``
-    under the loudest frame, keeping ``pad`` seconds on each side."""
-    frame, hop = int(0.02 * sr), int(0.01 * sr)
-    if len(x) <= frame:
-        return x
-    n = 1 + (len(x) - frame) // hop
-    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
-    rms = np.sqrt(np.mean(np.square(x[idx], dtype=np.float64), axis=1))
-    peak = rms.max()
-    if peak <= 0:
-        return x[:0]
-    loud = np.flatnonzero(rms > max(peak * 10 ** (-top_db / 20), 1e-5))
-    start = max(0, loud[0] * hop - int(pad * sr))
-    end = min(len(x), loud[-1] * hop + frame + int(pad * sr))
-    return x[start:end]
-
-
-def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.arange(len(spec), dtype=np.float64)
-    f[0] = 1.0
-    pink = np.fft.irfft(spec / np.sqrt(f), n)
-    return pink / (pink.std() + 1e-12)
-
-
-def add_noise(x: np.ndarray, rng: np.random.Generator, snr_db: float,
-              kind: str = "white") -> np.ndarray:
-    """Add white or pink Gaussian noise at ``snr_db`` (relative to the mean
-    power of ``x``)."""
-    if kind == "white":
-        noise = rng.standard_normal(len(x))
-    elif kind == "pink":
-        noise = _pink(len(x), rng)
-    else:
-        raise ValueError(f"unknown noise kind {kind!r}")
-    power = float(np.mean(np.square(x, dtype=np.float64)))
-    scale = math.sqrt(power / (10 ** (snr_db / 10)) / (float(np.mean(noise ** 2)) + 1e-12))
-    return (x + scale * noise).astype(np.float32)
-
-
 def synth_job(job: dict) -> dict | None:
-    """Synthesise one utterance described by ``job`` (see ``_make_job``).
+    """Synthesise one utterance described by `job` (see `_make_job`).
 
-    Pure function of ``job`` (safe in a worker process).  Returns the row
-    (audio as a float32 numpy array) or ``None`` if the engine failed or the
-    result is empty / longer than ``job["max_duration"]``.
+    Pure function of `job` (safe in a worker process).  Returns the row
+    (audio as a float32 numpy array) or `None` if the engine failed or the
+    result is empty / longer than `job["max_duration"]`.
     """
     try:
         x, sr = synthesize(job["text"].lower(), job["engine"], job["voice"],
@@ -947,7 +397,7 @@ def synth_job(job: dict) -> dict | None:
 # --------------------------------------------------------------------------
 
 def corpus_features():
-    """``datasets.Features`` of the corpus (audio as a plain float32 struct)."""
+    """`datasets.Features` of the corpus (audio as a plain float32 struct)."""
     from datasets import Features, List, Value
 
     return Features({
@@ -964,7 +414,7 @@ def corpus_features():
 
 @lru_cache(maxsize=4)
 def _text_order(seed: int, split_id: int, epoch: int, n: int) -> np.ndarray:
-    """Order in which a split visits its ``n`` texts in pass ``epoch``."""
+    """Order in which a split visits its `n` texts in pass `epoch`."""
     return np.random.default_rng([seed, split_id, 1_000_003, epoch]).permutation(n)
 
 
@@ -1031,10 +481,10 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
                 augment: bool, heldout_fraction: float, max_duration: float,
                 seconds: float, num_proc: int, progress: bool,
                 deadline: float | None = None, status: dict | None = None) -> Iterator[dict]:
-    """Rows of ``split`` (see :func:`_write_split`): synthesise it until
-    ``seconds`` of audio, in order, with a pool of ``num_proc`` processes, or
-    until ``time.monotonic()`` passes ``deadline`` (after at least one row;
-    ``status["cut"]`` is then set to True)."""
+    """Rows of `split` (see `_write_split`): synthesise it until
+    `seconds` of audio, in order, with a pool of `num_proc` processes, or
+    until `time.monotonic()` passes `deadline` (after at least one row;
+    `status["cut"]` is then set to True)."""
     from tqdm.auto import tqdm
 
     batch = max(32, 16 * num_proc)
@@ -1087,7 +537,7 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
 
 
 def _rows_to_table(rows: list[dict], schema):
-    """A ``pyarrow.Table`` of corpus rows (``schema``: ``corpus_features().arrow_schema``),
+    """A `pyarrow.Table` of corpus rows (`schema`: `corpus_features().arrow_schema`),
     the audio arrays concatenated into one buffer instead of converted sample by sample."""
     import pyarrow as pa
 
@@ -1105,9 +555,9 @@ def _rows_to_table(rows: list[dict], schema):
 
 
 def _write_split(path: Path, rows: Iterable[dict], features, batch_size: int = 64):
-    """Write ``rows`` to the Arrow stream file ``path`` (the format of ``datasets``'
-    cache files, with ``features`` in its metadata) ``batch_size`` rows at a time and
-    return it as a memory-mapped ``Dataset``."""
+    """Write `rows` to the Arrow stream file `path` (the format of `datasets`'
+    cache files, with `features` in its metadata) `batch_size` rows at a time and
+    return it as a memory-mapped `Dataset`."""
     import pyarrow as pa
     from datasets import Dataset
 
@@ -1169,26 +619,26 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
                  progress: bool = True, verbose: bool = True,
                  sentences: str | os.PathLike | Sequence[str] | None = None,
                  max_minutes: float | None = None):
-    """Synthesise the corpus and ``save_to_disk`` it at ``out_dir``.
+    """Synthesise the corpus and `save_to_disk` it at `out_dir`.
 
-    Returns the ``DatasetDict`` (splits ``train``/``dev``/``test``) re-loaded
-    from ``out_dir``.  The summary of hours and utterances per split, engine
-    and voice (see :func:`summarize`) is printed when ``verbose``, written to
-    ``out_dir/synth_summary.json`` and returned as the attribute
-    ``dsd.summary``.
+    Returns the `DatasetDict` (splits `train`/`dev`/`test`) re-loaded
+    from `out_dir`.  The summary of hours and utterances per split, engine
+    and voice (see `summarize`) is printed when `verbose`, written to
+    `out_dir/synth_summary.json` and returned as the attribute
+    `dsd.summary`.
 
-    ``hours_*`` are targets: a split stops at the first utterance that reaches
-    it; a split with 0 hours is left out.  ``test_voices`` are ``engine:voice``
+    `hours_*` are targets: a split stops at the first utterance that reaches
+    it; a split with 0 hours is left out.  `test_voices` are `engine:voice`
     (or unambiguous bare voice names) used only in test; voices of engines not
-    in ``engines`` are ignored; ``None`` or ``()`` means no held-out voice.
-    ``out_dir`` must be new, empty, or an earlier corpus (which is replaced).
-    ``sentences`` (a text file, see :func:`read_sentences`, or a list of
-    sentences, cleaned the same way) replaces ``text_sources``, whose Debian
-    packages are then not needed.  ``max_minutes`` is a wall-clock budget
+    in `engines` are ignored; `None` or `()` means no held-out voice.
+    `out_dir` must be new, empty, or an earlier corpus (which is replaced).
+    `sentences` (a text file, see `read_sentences`, or a list of
+    sentences, cleaned the same way) replaces `text_sources`, whose Debian
+    packages are then not needed.  `max_minutes` is a wall-clock budget
     (from the call): dev and test are then made first, in full, and train stops
     early (keeping at least one utterance) once the budget is spent -- a prefix
     of the corpus the same seed gives without it; the summary's
-    ``train_cut_by_time_budget`` says whether that happened.
+    `train_cut_by_time_budget` says whether that happened.
     """
     from datasets import load_from_disk
 
@@ -1234,8 +684,8 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
 
 
 def _text_sources(engines, text_sources, sentences) -> tuple[list[str] | Sequence[str], list[str] | None]:
-    """The text sources a corpus names, and its sentence pool where ``sentences`` gives it (``None``: the pool
-    is loaded from ``text_sources`` later); checks that the engines and sources are installed."""
+    """The text sources a corpus names, and its sentence pool where `sentences` gives it (`None`: the pool
+    is loaded from `text_sources` later); checks that the engines and sources are installed."""
     if sentences is None:
         check_sources(engines, text_sources)
         return text_sources, None
@@ -1248,14 +698,14 @@ def _text_sources(engines, text_sources, sentences) -> tuple[list[str] | Sequenc
 
 
 def _assign_voices(engines, test_voices, hours: dict):
-    """``(held, train_voices, heldout)``: the held-out ``Voice`` list, and every voice by engine, split into
-    those train and dev use and those only test uses (``test_voices`` of engines not in ``engines`` are ignored)."""
+    """`(held, train_voices, heldout)`: the held-out `Voice` list, and every voice by engine, split into
+    those train and dev use and those only test uses (`test_voices` of engines not in `engines` are ignored)."""
     all_voices = list_voices(engines)
     held: list[Voice] = []
     for spec in test_voices or ():
         if ":" in spec and spec.split(":", 1)[0] not in engines:
             continue
-        held.append(_parse_voice(spec, all_voices))
+        held.append(parse_voice(spec, all_voices))
     train_voices: dict[str, list[Voice]] = {}
     heldout: dict[str, list[Voice]] = {}
     for v in all_voices:
@@ -1267,8 +717,8 @@ def _assign_voices(engines, test_voices, hours: dict):
 
 
 def _clear_out_dir(out_dir: Path) -> None:
-    """Make way for a corpus at ``out_dir``: an earlier corpus there, or an empty folder, is removed; anything
-    else is refused (``FileExistsError``)."""
+    """Make way for a corpus at `out_dir`: an earlier corpus there, or an empty folder, is removed; anything
+    else is refused (`FileExistsError`)."""
     if out_dir.exists():
         if (out_dir / "dataset_dict.json").is_file():
             shutil.rmtree(out_dir)
@@ -1280,9 +730,9 @@ def _clear_out_dir(out_dir: Path) -> None:
 
 
 def _synthesise_splits(out_dir: Path, texts: dict, hours: dict, deadline: float | None, **settings) -> bool:
-    """Synthesise every split with hours into Arrow files beside ``out_dir``, then ``save_to_disk`` them there;
+    """Synthesise every split with hours into Arrow files beside `out_dir`, then `save_to_disk` them there;
     returns whether the deadline cut the training split. With a deadline dev and test come first, so that only
-    train is cut. ``settings`` are ``_split_rows``' own."""
+    train is cut. `settings` are `_split_rows`' own."""
     from datasets import DatasetDict
 
     features = corpus_features()
@@ -1312,15 +762,15 @@ def _print_corpus_summary(summary: dict, out_dir: Path, hours_train: float, max_
 
 
 def load_corpus(path: str | os.PathLike):
-    """``datasets.load_from_disk`` of a corpus written by :func:`build_corpus`."""
+    """`datasets.load_from_disk` of a corpus written by `build_corpus`."""
     from datasets import load_from_disk
 
     return load_from_disk(str(path))
 
 
 def decode_audio(example) -> tuple[np.ndarray, int]:
-    """``(waveform as 1-D float32 numpy array, sampling_rate)`` of one row (``{"audio": ...}``) or of its
-    ``audio`` value, in any storage `hubert_ee.data.decode_audio` reads; multi-channel audio is averaged to mono,
+    """`(waveform as 1-D float32 numpy array, sampling_rate)` of one row (`{"audio": ...}`) or of its
+    `audio` value, in any storage `hubert_ee.data.decode_audio` reads; multi-channel audio is averaged to mono,
     nothing is resampled."""
     from .data import decode_audio as decode_value  # datasets comes with data: only for who decodes
 
@@ -1333,7 +783,7 @@ def decode_audio(example) -> tuple[np.ndarray, int]:
 # --------------------------------------------------------------------------
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``synth`` options to ``parser`` (used by ``hubert-ee synth``)."""
+    """Add the `synth` options to `parser` (used by `hubert-ee synth`)."""
     parser.add_argument("--out", required=True,
                         help="output folder; the DatasetDict is saved there with save_to_disk "
                              "(an earlier corpus in it is replaced)")
@@ -1374,7 +824,7 @@ def _csv(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def run_synth(args: argparse.Namespace):
-    """Run :func:`build_corpus` from parsed :func:`add_synth_arguments` options."""
+    """Run `build_corpus` from parsed `add_synth_arguments` options."""
     return build_corpus(
         args.out, hours_train=args.hours_train, hours_dev=args.hours_dev,
         hours_test=args.hours_test, seed=args.seed, num_proc=args.num_proc,

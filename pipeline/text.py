@@ -1,13 +1,13 @@
 """Text side of HuBERT-EE: the character vocabulary, the one text normaliser and
-the ``Wav2Vec2Processor`` factory.
+the `Wav2Vec2Processor` factory.
 
-``normalize_text`` is *the* normaliser of the project: it is applied to the
+`normalize_text` is *the* normaliser of the project: it is applied to the
 synthetic corpus' transcripts (training labels), to references and hypotheses
 before computing WER, and to anything else that needs to be compared with the
 model's output.  Its output alphabet is exactly the one of the CTC vocabulary
-below (``A-Z``, apostrophe and the word delimiter, which is a space in text and
-``|`` in token space), so every normalised string can be tokenised without
-``<unk>``.
+below (`A-Z`, apostrophe and the word delimiter, which is a space in text and
+`|` in token space), so every normalised string can be tokenised without
+`<unk>`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["VOCAB", "normalize_text", "build_processor", "SAMPLING_RATE"]
 
 SAMPLING_RATE = 16000
 
-#: Character vocabulary of ``facebook/hubert-large-ls960-ft`` (token -> id).
+#: Character vocabulary of `facebook/hubert-large-ls960-ft` (token -> id).
 VOCAB: dict[str, int] = {
     "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4,
     "E": 5, "T": 6, "A": 7, "O": 8, "N": 9, "I": 10, "H": 11, "S": 12,
@@ -119,38 +119,38 @@ def _expand_numbers(text: str) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """Normalise ``text`` to LibriSpeech-style transcript form.
+    """Normalise `text` to LibriSpeech-style transcript form.
 
     This is the single normaliser of the project, used both to make training
     labels and to score WER (apply it to references *and* hypotheses).  Rules,
     in the order they are applied:
 
     1. Unicode NFKD, then combining marks are dropped, so accents are stripped
-       (``"café"`` -> ``"cafe"``, ligatures such as ``"ﬁ"`` -> ``"fi"``); a few
-       letters NFKD keeps (``ß æ œ ø ð þ ł``) are spelled in ASCII (``ss ae ...``).
-    2. Typographic apostrophes and single quotes (’ ‘ ʼ ` ´) become ``'``.
-    3. ``&`` becomes `` and ``.
-    4. Numbers become words with ``num2words`` (English):
-       currency ``$3.50`` -> ``three dollars fifty cents`` (also £ and €);
-       ``50%`` -> ``fifty percent``; ordinals ``1st 22nd`` -> ``first
-       twenty second``; decades ``1980s 60's`` -> ``nineteen eighties
-       sixties``; digit groups ``1,000,000`` -> cardinal; decimals ``3.14`` ->
-       ``three point one four``; a bare 4-digit integer from 1100 to 2099 is
-       read as a year (``1491`` -> ``fourteen ninety one``, ``2010`` ->
-       ``twenty ten``); any other integer is a cardinal (``123`` -> ``one
+       (`"café"` -> `"cafe"`, ligatures such as `"ﬁ"` -> `"fi"`); a few
+       letters NFKD keeps (`ß æ œ ø ð þ ł`) are spelled in ASCII (`ss ae ...`).
+    2. Typographic apostrophes and single quotes (’ ‘ ʼ ` ´) become `'`.
+    3. `&` becomes ` and `.
+    4. Numbers become words with `num2words` (English):
+       currency `$3.50` -> `three dollars fifty cents` (also £ and €);
+       `50%` -> `fifty percent`; ordinals `1st 22nd` -> ``first
+       twenty second`; decades `1980s 60's` -> `nineteen eighties
+       sixties`; digit groups `1,000,000` -> cardinal; decimals `3.14`` ->
+       `three point one four`; a bare 4-digit integer from 1100 to 2099 is
+       read as a year (`1491` -> `fourteen ninety one`, `2010` ->
+       `twenty ten`); any other integer is a cardinal (`123` -> ``one
        hundred and twenty three``) and integers of more than 15 digits are read
        digit by digit.
     5. Upper-case.
-    6. Every character other than ``A-Z``, apostrophe and space (punctuation,
+    6. Every character other than `A-Z`, apostrophe and space (punctuation,
        hyphens, digits left over, symbols, non-Latin letters) becomes a space,
-       so ``"well-known"`` -> ``"WELL KNOWN"``.
+       so `"well-known"` -> `"WELL KNOWN"`.
     7. Apostrophes are kept only *inside* words (a letter on both sides:
-       ``"DON'T"``, ``"O'CLOCK"``); leading/trailing ones (quotes, ``dogs'``)
+       `"DON'T"`, `"O'CLOCK"`); leading/trailing ones (quotes, `dogs'`)
        are removed and runs of apostrophes collapse to one.
     8. Whitespace is collapsed to single spaces and the result is stripped.
 
-    Returns ``""`` when nothing speakable is left (e.g. ``"!!!"``, ``""``).
-    The output only uses characters of :data:`VOCAB` (space = ``|``).
+    Returns `""` when nothing speakable is left (e.g. `"!!!"`, `""`).
+    The output only uses characters of `VOCAB` (space = `|`).
     """
     if not text:
         return ""
@@ -171,17 +171,17 @@ def normalize_text(text: str) -> str:
 # --------------------------------------------------------------------------
 
 def build_processor(save_dir: str | os.PathLike | None = None):
-    """Build the ``Wav2Vec2Processor`` matching ``facebook/hubert-large-ls960-ft``.
+    """Build the `Wav2Vec2Processor` matching `facebook/hubert-large-ls960-ft`.
 
-    The tokenizer is a ``Wav2Vec2CTCTokenizer`` over :data:`VOCAB` (word
-    delimiter ``|``, pad ``<pad>``, unk ``<unk>``, bos ``<s>``, eos ``</s>``, no
-    lower-casing), loaded from a ``vocab.json`` written to a temporary
+    The tokenizer is a `Wav2Vec2CTCTokenizer` over `VOCAB` (word
+    delimiter `|`, pad `<pad>`, unk `<unk>`, bos `<s>`, eos `</s>`, no
+    lower-casing), loaded from a `vocab.json` written to a temporary
     directory; the feature extractor is a 16 kHz, mono, normalising
-    ``Wav2Vec2FeatureExtractor`` that returns attention masks.
+    `Wav2Vec2FeatureExtractor` that returns attention masks.
 
-    A round-trip sanity check (``"HELLO WORLD"`` -> ids -> text) is run before
-    returning.  When ``save_dir`` is given the processor is also written there
-    with ``save_pretrained``.
+    A round-trip sanity check (`"HELLO WORLD"` -> ids -> text) is run before
+    returning.  When `save_dir` is given the processor is also written there
+    with `save_pretrained`.
     """
     from transformers import (Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
                               Wav2Vec2Processor)

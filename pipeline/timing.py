@@ -55,18 +55,14 @@ def interleaved_times_per_input(
     inputs: Sequence[tuple] = ((),),
     on_first_output: Callable[[str, int, object], None] | None = None,
 ) -> dict[str, list[list[float]]]:
-    """Time every case on every input, interleaved; the first `warmup` repetitions are not recorded.
+    """Per case, per recorded repetition, the seconds of each input's call (in the order of `inputs`); every case runs
+    on every input, interleaved, and the first `warmup` repetitions are not recorded.
 
-    Args:
-        cases: name -> callable, called as `case(*input)` for each input of `inputs`.
-        inputs: argument tuples (default: one call without arguments). In repetition r on input i the cases run in
-            their order rotated by r + i, one right after the other: each input's timings of two cases are a pair.
-        on_first_output: called as `on_first_output(name, input_index, output)` with every output of the first
-            repetition (outside the timers), e.g. to decode or check it.
-        progress: anything with `update(n)`, advanced once per call.
-
-    Returns:
-        Per case, per recorded repetition, the seconds of each input's call (in the order of `inputs`).
+    `cases`: name -> callable, called as `case(*input)` for each input of `inputs` (argument tuples; default: one
+    call without arguments). In repetition r on input i the cases run in their order rotated by r + i, one right
+    after the other: each input's timings of two cases are a pair. `on_first_output` is called as
+    `on_first_output(name, input_index, output)` with every output of the first repetition (outside the timers),
+    e.g. to decode or check it. `progress`: anything with `update(n)`, advanced once per call.
     """
     names = list(cases)
     times = {name: [] for name in names}

@@ -7,7 +7,7 @@ files).
 
 `train-backbone` exists because no pretrained HuBERT can be downloaded offline: its output is an ordinary
 `HubertForCTC` checkpoint that stands in for `facebook/hubert-*-ls960-ft`. `train` converts such a checkpoint (a
-folder or a Hub id) to `HubertEEForCTC` and trains the exit branches under `--strategy two-stage|joint|distill`.
+folder or a Hub id; a `Wav2Vec2ForCTC` one too) to its early-exit model and trains the exit branches under `--strategy two-stage|joint|distill`.
 Evaluation during training reports WER at every exit and at the final head.
 """
 
@@ -27,14 +27,14 @@ import torch
 from transformers import HubertConfig, HubertForCTC, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from modeling_hubert_ee import HubertEEForCTC, frames_from_samples
+from modeling_early_exit import EarlyExitForCTCMixin, frames_from_samples
 
 from .augment import AugmentationConfig, Augmenter
 from .checkpoints import checkpoint_step, resume_checkpoint
 from .data import DataCollatorCTCWithPadding, load_speech_dataset, prepare_for_ctc
 from .export import convert_checkpoint, remove_stale_weights, save_hub_folder
 from .inference import greedy_ids
-from .loading import check_vocab_matches, load_processor
+from .loading import check_vocab_matches, checkpoint_model_type, early_exit_class, load_processor
 from .metrics import exit_metrics
 from .packing import ClipStore, PackedCTCCollator, PackedCTCDataset, is_packable_corpus
 from .text import build_processor
@@ -128,7 +128,7 @@ class CTCTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
-        is_early_exit = isinstance(self.accelerator.unwrap_model(model), HubertEEForCTC)
+        is_early_exit = isinstance(self.accelerator.unwrap_model(model), EarlyExitForCTCMixin)
         with torch.no_grad():
             extra = {"output_exit_logits": True} if is_early_exit else {}
             outputs = model(**inputs, **extra)
@@ -435,20 +435,18 @@ def build_backbone_config(preset: str, vocab_size: int, **overrides) -> HubertCo
     return HubertConfig(**settings)
 
 
-def load_backbone(source: str, mask_time_prob: float | None = None) -> HubertForCTC:
-    """The `HubertForCTC` inside a checkpoint (folder or Hub id): a plain one, or a HuBERT-EE model's backbone and
-    final head (its exit branches are left out: they are trained on the finished backbone)."""
-    from configuration_hubert_ee import HubertEEConfig
-
-    config_dict, _ = HubertEEConfig.get_config_dict(source)
-    # only HubertConfig's own keys: HuBERT-EE's (exit layers, criterion, ...) would make the backbone look like a
-    # model with exits to whatever reads its config (e.g. the heads `exit_metrics` scores)
-    hubert_keys = set(HubertConfig().to_dict()) - {"model_type", "architectures", "auto_map"}
-    config = HubertConfig.from_dict({key: value for key, value in config_dict.items() if key in hubert_keys})
+def load_backbone(source: str, mask_time_prob: float | None = None):
+    """The plain CTC model inside a checkpoint (folder or Hub id; `HubertForCTC` or `Wav2Vec2ForCTC`): a plain one,
+    or an early-exit model's backbone and final head (its exit branches are left out: they are trained on the
+    finished backbone)."""
+    model_class = early_exit_class(checkpoint_model_type(source))
+    # only the backbone config's own keys: the early-exit ones (exit layers, criterion, ...) would make the backbone
+    # look like a model with exits to whatever reads its config (e.g. the heads `exit_metrics` scores)
+    config = model_class.config_class.from_pretrained(source).backbone_config()
     if mask_time_prob is not None:
         config.mask_time_prob = mask_time_prob
-    config.architectures = ["HubertForCTC"]
-    return HubertForCTC.from_pretrained(source, config=config)
+    config.architectures = [model_class.plain_ctc_class.__name__]
+    return model_class.plain_ctc_class.from_pretrained(source, config=config)
 
 
 def run_backbone(args) -> int:
@@ -475,7 +473,7 @@ def run_backbone(args) -> int:
     parameters = sum(p.numel() for p in model.parameters())
     clips = len(train_dataset.store) if isinstance(train_dataset, PackedCTCDataset) else len(train_dataset)
     start = f"from {args.init_from}" if args.init_from else "from scratch"
-    print(f"HubertForCTC {start}: {parameters / 1e6:.1f}M parameters, {clips} training clips")
+    print(f"{type(model).__name__} {start}: {parameters / 1e6:.1f}M parameters, {clips} training clips")
     metrics, writes_outputs = _train(model, processor, args, train_dataset, eval_dataset)
     if not writes_outputs:  # under torchrun / accelerate launch only rank 0 saves
         return 0

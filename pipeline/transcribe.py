@@ -34,6 +34,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from configuration_early_exit import ExitSetting
+
 from .arguments import BASE_AUDIO_EXTENSIONS, UsageError, check_threshold_range
 from .data import AudioReadError, read_audio_file, wav_truncation
 from .inference import decode, featurize, frame_lengths
@@ -138,7 +140,7 @@ class FileProgress:
         self.layers = [None] * len(self.windows)
 
 
-def check_settings(model, batch_size: int, chunk_length_s: float, stride_length_s: float, overrides: dict) -> None:
+def check_settings(batch_size: int, chunk_length_s: float, stride_length_s: float) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not chunk_length_s > 2 * stride_length_s or stride_length_s < 0:
@@ -146,7 +148,6 @@ def check_settings(model, batch_size: int, chunk_length_s: float, stride_length_
             f"need chunk_length_s > 2 x stride_length_s >= 0, got chunk_length_s={chunk_length_s}, "
             f"stride_length_s={stride_length_s}"
         )
-    model.config.validate_exit_settings(**overrides)
 
 
 def read_inputs(model, paths, rate: int, max_length_s: float, chunk_length_s: float, stride_length_s: float
@@ -183,7 +184,7 @@ def read_inputs(model, paths, rate: int, max_length_s: float, chunk_length_s: fl
 
 
 def run_batches(model, processor, segments: list[Segment], files: dict[int, FileProgress], batch_size: int,
-                overrides: dict) -> None:
+                setting: ExitSetting) -> None:
     """Transcribe the segments, longest first, in batches; each window keeps the frames of its centre region, and
     each file gets its share (by samples) of its batches' wall time."""
     device = model_device(model)
@@ -192,7 +193,7 @@ def run_batches(model, processor, segments: list[Segment], files: dict[int, File
     for start in range(0, len(segments), batch_size):
         batch = segments[start : start + batch_size]
         input_values, attention_mask = featurize(processor, [segment.samples for segment in batch], device)
-        elapsed, output = timed(lambda: model.generate(input_values, attention_mask, **overrides), device)
+        elapsed, output = timed(lambda: model.generate(input_values, attention_mask, exit_setting=setting), device)
         sequences = output.sequences.cpu()
         lengths = frame_lengths(model, attention_mask).cpu().tolist()
         total = sum(segment.samples.size for segment in batch)
@@ -226,10 +227,7 @@ def transcribe_files(
     paths: Sequence[str | Path],
     *,
     batch_size: int = 8,
-    early_exit: bool | None = None,
-    exit_criterion: str | None = None,
-    exit_threshold: float | None = None,
-    exit_patience: int | None = None,
+    exit_setting: ExitSetting | None = None,
     max_length_s: float = 30.0,
     chunk_length_s: float = 20.0,
     stride_length_s: float = 2.0,
@@ -238,45 +236,33 @@ def transcribe_files(
 
     Success: `{"path", "text", "exit_layer", "time_ms", "duration_s", "num_chunks"}` (+ `"chunk_exit_layers"` for
     chunked files, + `"warning"` for a truncated WAV file, transcribed as far as it goes); failure:
-    `{"path", "error"}`. Settings left at None use the model config's values. See the
-    module docstring for batching, timing and long audio.
+    `{"path", "error"}`. `exit_setting` None: the model config's. See the module docstring for batching, timing
+    and long audio.
     """
-    overrides = {
-        key: value
-        for key, value in (("early_exit", early_exit), ("exit_criterion", exit_criterion),
-                           ("exit_threshold", exit_threshold), ("exit_patience", exit_patience))
-        if value is not None
-    }
-    check_settings(model, batch_size, chunk_length_s, stride_length_s, overrides)
+    check_settings(batch_size, chunk_length_s, stride_length_s)
+    setting = model.exit_setting(exit_setting)
     model.eval()
     rate = int(getattr(processor, "feature_extractor", processor).sampling_rate)
     results, files, segments = read_inputs(model, paths, rate, max_length_s, chunk_length_s, stride_length_s)
-    run_batches(model, processor, segments, files, batch_size, overrides)
+    run_batches(model, processor, segments, files, batch_size, setting)
     for index, file in files.items():
         finish_result(results[index], file, processor, model.config.pad_token_id)
     return results
 
 
-def _settings_from_args(args) -> dict[str, Any]:
-    return {
-        "batch_size": args.batch_size,
-        # naming an exit setting asks for early exit, also on a model whose config has it off
-        "early_exit": False if args.no_early_exit else (
-            True if any(value is not None for value in (args.exit_criterion, args.exit_threshold, args.exit_patience))
-            else None),
-        "exit_criterion": args.exit_criterion,
-        "exit_threshold": args.exit_threshold,
-        "exit_patience": args.exit_patience,
-        "max_length_s": args.max_length_s,
-        "chunk_length_s": args.chunk_length_s,
-        "stride_length_s": args.stride_length_s,
-    }
+def exit_setting_from_args(args, config) -> ExitSetting:
+    """The exit setting the flags ask for: the config's, with `--exit-criterion`, `--exit-threshold` and
+    `--exit-patience` applied (naming one turns early exit on, also on a model whose config has it off) and
+    `--no-early-exit` turning it off."""
+    return config.exit_setting.with_overrides(
+        early_exit=False if args.no_early_exit else None, exit_criterion=args.exit_criterion,
+        exit_threshold=args.exit_threshold, exit_patience=args.exit_patience,
+    )  # fmt: skip
 
 
 def run(args) -> int:
     """`hubert-ee transcribe`: 0 if every file was transcribed, 1 if some failed, 2 if none succeeded. Usage and
     model-loading errors raise (`cli.main`: one line, exit code 2)."""
-    settings = _settings_from_args(args)
     model_spec = resolve_model_spec(args.model)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -284,7 +270,10 @@ def run(args) -> int:
     if args.exit_threshold is not None:
         check_threshold_range(args.exit_criterion or model.config.exit_criterion, [args.exit_threshold],
                               "--exit-threshold")
-    results = transcribe_files(model, processor, args.inputs, **settings)
+    setting = exit_setting_from_args(args, model.config)
+    layout = {"batch_size": args.batch_size, "max_length_s": args.max_length_s,
+              "chunk_length_s": args.chunk_length_s, "stride_length_s": args.stride_length_s}
+    results = transcribe_files(model, processor, args.inputs, exit_setting=setting, **layout)
     num_layers = model.config.num_hidden_layers
     for result in results:
         if "error" in result:
@@ -295,13 +284,10 @@ def run(args) -> int:
     succeeded = sum("error" not in result for result in results)
     failed = len(results) - succeeded
     if args.json:
-        effective = {key: getattr(model.config, key) if value is None else value
-                     for key, value in settings.items() if key in ("early_exit", "exit_criterion", "exit_threshold",
-                                                                   "exit_patience")}
         write_json({
             "model": model_spec,
             "num_hidden_layers": num_layers,
-            "settings": {**settings, **effective},
+            "settings": {**layout, **setting.as_config_fields()},
             "num_succeeded": succeeded,
             "num_failed": failed,
             "results": results,

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random HuBERT configs (both encoder variants) and helpers, so the suite stays fast."""
+"""Shared fixtures: tiny random HuBERT and wav2vec2 configs (both encoder variants) and helpers, so the suite stays
+fast."""
 
 import os
 
@@ -34,8 +35,21 @@ TINY = dict(
 )
 
 
-def tiny_config(**overrides) -> HubertEEConfig:
-    return HubertEEConfig(**{**TINY, "exit_layers": [1, 2, 3], **overrides})
+# The backbones early exit is built on: the early-exit config and model classes (by root module) of each.
+BACKBONES = {"hubert": ("configuration_hubert_ee.HubertEEConfig", "modeling_hubert_ee.HubertEEForCTC"),
+             "wav2vec2": ("configuration_wav2vec2_ee.Wav2Vec2EEConfig", "modeling_wav2vec2_ee.Wav2Vec2EEForCTC")}
+
+
+def backbone_class(backbone: str, which: int):
+    """The early-exit config (`which=0`) or model (`which=1`) class of `backbone` ("hubert", "wav2vec2")."""
+    import importlib
+
+    module, name = BACKBONES[backbone][which].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def tiny_config(backbone: str = "hubert", **overrides) -> HubertEEConfig:
+    return backbone_class(backbone, 0)(**{**TINY, "exit_layers": [1, 2, 3], **overrides})
 
 
 def tiny_hubert_kwargs(**overrides) -> dict:
@@ -53,12 +67,12 @@ def sharpen_branches(model, scale: float = 8.0, seed: int = 0):
     return model
 
 
-def tiny_model(**overrides):
-    """A tiny HubertEEForCTC in eval mode (seed 0, sharpened branches, exit threshold 0.5 unless overridden)."""
-    from modeling_hubert_ee import HubertEEForCTC
-
+def tiny_model(backbone: str = "hubert", **overrides):
+    """A tiny early-exit model of `backbone` in eval mode (seed 0, sharpened branches, exit threshold 0.5 unless
+    overridden)."""
     torch.manual_seed(0)
-    return sharpen_branches(HubertEEForCTC(tiny_config(**{"exit_threshold": 0.5, **overrides}))).eval()
+    config = tiny_config(backbone, **{"exit_threshold": 0.5, **overrides})
+    return sharpen_branches(backbone_class(backbone, 1)(config)).eval()
 
 
 def noise(seconds, rate: int = 16000, seed: int = 0, scale: float = 0.3):

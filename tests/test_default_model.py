@@ -13,6 +13,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 import hubert_ee
+from hubert_ee import CODE_FILES
 from hubert_ee.card import build_card
 from hubert_ee.cli import main as cli_main
 from hubert_ee.metrics import char_error_rate
@@ -22,7 +23,7 @@ MODEL = ROOT / "models" / "hubert-ee-compact-synth"
 RESULTS = ROOT / "benchmarks" / "results"
 CLIPS = ROOT / "examples" / "clips"
 SUBSET = ROOT / "examples" / "test-subset"
-HUB_FILES = {"config.json", "configuration_hubert_ee.py", "modeling_hubert_ee.py", "vocab.json",
+HUB_FILES = {"config.json", *CODE_FILES, "vocab.json",
              "tokenizer_config.json", "processor_config.json", "README.md"}
 
 
@@ -158,9 +159,9 @@ def test_naming_an_exit_setting_on_the_command_line_applies_it(tmp_path, capsys)
 
 
 def test_shipped_code_files_are_the_current_model_code():
-    """The folder carries copies of the two model files (the Hub loads them with trust_remote_code); an edit of the
+    """The folder carries copies of the model files (the Hub loads them with trust_remote_code); an edit of the
     root files must be re-saved into the shipped folder, or Hub users would run older code than the tests check."""
-    for name in ("configuration_hubert_ee.py", "modeling_hubert_ee.py"):
+    for name in CODE_FILES:
         assert (MODEL / name).read_bytes() == (ROOT / name).read_bytes(), f"re-save {MODEL / name}"
 
 

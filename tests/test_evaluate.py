@@ -128,7 +128,7 @@ def test_sweep_is_consistent_with_forced_exits(result):
 def test_each_settings_exits_from_the_all_exits_pass_are_where_generate_leaves(processor, dataset):
     """Accuracy and depth of every setting come from one full-depth pass (the criterion applied to every branch's
     logits), not from running the setting: it must send each utterance where `generate` sends it."""
-    from hubert_ee.evaluate import all_exits_pass, prepare_data, setting_overrides, sweep_settings
+    from hubert_ee.evaluate import all_exits_pass, prepare_data, sweep_settings
 
     model = _model()
     settings = sweep_settings({"confidence": [0.5, 0.95, 0.99, 0.999], "entropy": [0.5, 0.1, 0.01]}, (1, 2, 3))
@@ -137,7 +137,7 @@ def test_each_settings_exits_from_the_all_exits_pass_are_where_generate_leaves(p
     exits_seen = set()
     for number, setting in enumerate(settings):
         for indices, values, mask in data.batches:
-            output = model.generate(values, mask, **setting_overrides(setting))
+            output = model.generate(values, mask, exit_setting=setting)
             assert [passed.setting_layers[number][i] for i in indices] == output.exit_layer.tolist(), setting
             exits_seen |= set(output.exit_layer.tolist())
     assert len(exits_seen) >= 3  # the settings do send utterances to different exits

@@ -11,10 +11,13 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCTC
 
 import hubert_ee  # noqa: F401  (registers the Auto classes locally)
-from hubert_ee.export import CODE_FILES, save_hub_folder
+import pytest
+
+from hubert_ee import CODE_FILES_BY_MODEL_TYPE
+from hubert_ee.export import save_hub_folder
 from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
-from tests.conftest import padded_batch, sharpen_branches, tiny_config
+from tests.conftest import BACKBONES, backbone_class, padded_batch, sharpen_branches, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +27,7 @@ import numpy as np, torch
 from transformers import AutoModel, AutoModelForCTC, pipeline
 
 folder, inputs_path = sys.argv[1], sys.argv[2]
-assert "modeling_hubert_ee" not in sys.modules and "hubert_ee" not in sys.modules
+assert not {"modeling_hubert_ee", "modeling_wav2vec2_ee", "modeling_early_exit", "hubert_ee"} & set(sys.modules)
 inputs = torch.load(inputs_path)
 model = AutoModelForCTC.from_pretrained(folder, trust_remote_code=True).eval()
 generic = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
@@ -41,37 +44,40 @@ print(json.dumps({"module": type(model).__module__, "generic": type(generic).__n
 """
 
 
-def _hub_folder(tmp_path):
+def _hub_folder(tmp_path, backbone="hubert"):
     torch.manual_seed(0)
-    model = sharpen_branches(HubertEEForCTC(tiny_config(exit_threshold=0.5))).eval()
+    model = sharpen_branches(backbone_class(backbone, 1)(tiny_config(backbone, exit_threshold=0.5))).eval()
     return model, save_hub_folder(model, build_processor(), tmp_path / "hub")
 
 
-def test_saved_folder_is_hub_ready(tmp_path):
-    model, folder = _hub_folder(tmp_path)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_saved_folder_is_hub_ready(tmp_path, backbone):
+    model, folder = _hub_folder(tmp_path, backbone)
     config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "hubert_ee" and config["architectures"] == ["HubertEEForCTC"]
-    assert config["auto_map"] == {
-        "AutoConfig": "configuration_hubert_ee.HubertEEConfig",
-        "AutoModel": "modeling_hubert_ee.HubertEEForCTC",
-        "AutoModelForCTC": "modeling_hubert_ee.HubertEEForCTC",
-    }
-    for name in (*CODE_FILES, "vocab.json", "tokenizer_config.json"):
+    config_name, model_name = BACKBONES[backbone]
+    assert config["model_type"] == f"{backbone}_ee" and config["architectures"] == [model_name.split(".")[1]]
+    assert config["auto_map"] == {"AutoConfig": config_name, "AutoModel": model_name, "AutoModelForCTC": model_name}
+    code_files = CODE_FILES_BY_MODEL_TYPE[config["model_type"]]
+    for name in (*code_files, "vocab.json", "tokenizer_config.json"):
         assert (folder / name).is_file(), name
     assert (folder / "preprocessor_config.json").is_file() or (folder / "processor_config.json").is_file()
-    for name in CODE_FILES:  # the copies are the files of this repository
+    assert sorted(path.name for path in folder.glob("*.py")) == sorted(code_files)  # no other code travels
+    for name in code_files:  # the copies are the files of this repository
         assert (folder / name).read_text() == (ROOT / name).read_text()
 
 
-def test_local_auto_classes_resolve_without_remote_code(tmp_path):
-    model, folder = _hub_folder(tmp_path)
-    assert type(AutoConfig.from_pretrained(folder)).__name__ == "HubertEEConfig"
-    assert type(AutoModelForCTC.from_pretrained(folder)) is HubertEEForCTC
-    assert type(AutoModel.from_pretrained(folder)) is HubertEEForCTC
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_local_auto_classes_resolve_without_remote_code(tmp_path, backbone):
+    model, folder = _hub_folder(tmp_path, backbone)
+    model_class = backbone_class(backbone, 1)
+    assert type(AutoConfig.from_pretrained(folder)) is backbone_class(backbone, 0)
+    assert type(AutoModelForCTC.from_pretrained(folder)) is model_class
+    assert type(AutoModel.from_pretrained(folder)) is model_class
 
 
-def test_fresh_process_trust_remote_code_and_pipeline(tmp_path):
-    model, folder = _hub_folder(tmp_path)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_fresh_process_trust_remote_code_and_pipeline(tmp_path, backbone):
+    model, folder = _hub_folder(tmp_path, backbone)
     input_values, attention_mask = padded_batch([4000, 2600, 3300])
     inputs_path = tmp_path / "inputs.pt"
     torch.save({"input_values": input_values, "attention_mask": attention_mask}, inputs_path)
@@ -85,7 +91,7 @@ def test_fresh_process_trust_remote_code_and_pipeline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["module"].startswith("transformers_modules."), report["module"]
-    assert report["generic"] == "HubertEEForCTC"
+    assert report["generic"] == type(model).__name__
     assert isinstance(report["short"], str) and isinstance(report["long"], str) and report["long"]
     fresh = torch.load(str(inputs_path) + ".out")
     local = model.generate(input_values, attention_mask)
@@ -97,7 +103,9 @@ def test_fresh_process_trust_remote_code_and_pipeline(tmp_path):
 
 
 def test_remote_code_files_import_only_torch_and_transformers():
-    for name in CODE_FILES:
+    code_files = {name for names in CODE_FILES_BY_MODEL_TYPE.values() for name in names}
+    own_modules = {name.removesuffix(".py") for name in code_files}
+    for name in sorted(code_files):
         tree = ast.parse((ROOT / name).read_text())
         roots = set()
         for node in ast.walk(tree):
@@ -105,9 +113,7 @@ def test_remote_code_files_import_only_torch_and_transformers():
                 roots.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 roots.add(node.module.split(".")[0])
-        assert roots <= {"torch", "transformers", "dataclasses", "typing", "threading", "__future__",
-                            "configuration_hubert_ee"}, (
-            name, roots)
+        assert roots <= {"torch", "transformers", "dataclasses", "typing", "__future__", *own_modules}, (name, roots)
 
 
 def test_pipeline_passes_early_exit_settings_on_and_refuses_others(tmp_path):
@@ -115,7 +121,6 @@ def test_pipeline_passes_early_exit_settings_on_and_refuses_others(tmp_path):
     at the top level or in `generate_kwargs`, at the call or when building, apply to the call; naming one turns
     exits on where the config has them off (as the shipped model's does); anything else is refused."""
     import numpy as np
-    import pytest
     from transformers import pipeline
 
     torch.manual_seed(0)

@@ -11,15 +11,17 @@ from transformers import HubertConfig, HubertForCTC
 
 from hubert_ee.inference import featurize
 from hubert_ee.text import build_processor
+from configuration_early_exit import ExitSetting
+from modeling_early_exit import ctc_loss, greedy_transcripts
 from modeling_hubert_ee import HubertEEForCTC, frames_from_samples
-from tests.conftest import noise, padded_batch, sharpen_branches, tiny_config, tiny_hubert_kwargs
+from tests.conftest import BACKBONES, backbone_class, noise, padded_batch, sharpen_branches, tiny_config, tiny_hubert_kwargs
 
 LENGTHS = [4000, 2600, 3300, 1800]
 
 
-def make_model(seed=0, **overrides):
+def make_model(seed=0, backbone="hubert", **overrides):
     torch.manual_seed(seed)
-    return sharpen_branches(HubertEEForCTC(tiny_config(**overrides)).eval(), seed=seed)
+    return sharpen_branches(backbone_class(backbone, 1)(tiny_config(backbone, **overrides)).eval(), seed=seed)
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -47,9 +49,10 @@ def thresholds_for(criterion):
             "patience": [None]}[criterion]
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("criterion", ["confidence", "entropy", "patience"])
-def test_batch_equals_one_by_one(stable_layer_norm, criterion):
-    model = make_model(do_stable_layer_norm=stable_layer_norm, exit_criterion=criterion)
+def test_batch_equals_one_by_one(stable_layer_norm, criterion, backbone):
+    model = make_model(backbone=backbone, do_stable_layer_norm=stable_layer_norm, exit_criterion=criterion)
     input_values, attention_mask = padded_batch(LENGTHS)
     seen_layers = set()
     for threshold in thresholds_for(criterion):
@@ -151,8 +154,8 @@ def test_exit_decider_is_consulted_at_each_exit_with_its_layer():
 
 
 def test_public_pieces_compose_to_the_full_model(stable_layer_norm):
-    """`embed`, the encoder layers and `final_head` are the plain forward, and `exit_settings` resolves a call's
-    settings as `forward` does (naming a threshold turns exits on; unknown names are refused)."""
+    """`embed`, the encoder layers and `final_head` are the plain forward, and `exit_setting` resolves a call's
+    setting as `forward` does (naming a threshold turns exits on; unknown names are refused)."""
     model = make_model(do_stable_layer_norm=stable_layer_norm, early_exit=False)
     input_values = torch.randn(2, 4000)
     with torch.no_grad():
@@ -163,12 +166,12 @@ def test_public_pieces_compose_to_the_full_model(stable_layer_norm):
         expected = model(input_values).logits
     assert frame_mask is None
     torch.testing.assert_close(logits, expected)
-    settings = model.exit_settings(exit_threshold=0.6)
-    assert settings == {"early_exit": True, "exit_criterion": model.config.exit_criterion, "exit_threshold": 0.6,
-                        "exit_patience": model.config.exit_patience}
-    assert model.exit_settings()["early_exit"] is False and model.config.exit_threshold != 0.6
+    setting = model.exit_setting(exit_threshold=0.6)
+    assert setting == ExitSetting(early_exit=True, criterion=model.config.exit_criterion, threshold=0.6,
+                                  patience=model.config.exit_patience)
+    assert model.exit_setting().early_exit is False and model.config.exit_threshold != 0.6
     with pytest.raises(TypeError, match="exit_thresold"):
-        model.exit_settings(exit_thresold=0.6)
+        model.exit_setting(exit_thresold=0.6)
 
 
 def test_batch_leaving_at_its_first_exit_returns_that_branch_logits():
@@ -306,7 +309,7 @@ def test_inference_loss_without_branches_is_the_final_ctc_loss():
     with torch.no_grad():
         output = model(input_values, attention_mask=attention_mask, labels=labels)
     lengths = torch.tensor(model.frame_lengths(attention_mask.sum(-1).tolist()))
-    torch.testing.assert_close(output.loss, model._ctc_loss(output.logits, labels, lengths))
+    torch.testing.assert_close(output.loss, ctc_loss(model.config, output.logits, labels, lengths))
 
 
 def test_distill_loss_is_mix_of_ctc_and_kl():
@@ -340,7 +343,8 @@ def test_joint_distill_loss_is_the_final_loss_plus_the_distilled_branch_losses()
     joint = model(input_values, attention_mask=attention_mask, labels=labels)
     torch.testing.assert_close(without_kl, joint.loss)
     lengths = torch.tensor(model.frame_lengths(attention_mask.sum(-1).tolist()))
-    torch.testing.assert_close(joint.loss, model._ctc_loss(joint.logits, labels, lengths) + 0.5 * joint.exit_losses.mean())
+    torch.testing.assert_close(joint.loss, ctc_loss(model.config, joint.logits, labels, lengths)
+                               + 0.5 * joint.exit_losses.mean())
     model.config.exit_training_strategy = "joint-distill"
     model.config.distill_weight = 1.0  # the branches learn from the teacher only: the head's gradient is the final CTC's
     model.config.exit_loss_weight = 1.0
@@ -352,7 +356,7 @@ def test_joint_distill_loss_is_the_final_loss_plus_the_distilled_branch_losses()
     model.zero_grad()
     torch.manual_seed(0)
     logits = model(input_values, attention_mask=attention_mask, labels=labels).logits
-    model._ctc_loss(logits, labels, lengths).backward()
+    ctc_loss(model.config, logits, labels, lengths).backward()
     torch.testing.assert_close(with_branches, model.lm_head.weight.grad)
     assert output.exit_losses.min() > 0
 
@@ -451,32 +455,22 @@ def test_convert_plain_hubert_checkpoint_logs_one_line(tmp_path, caplog):
                                    plain.eval()(input_values).logits)
 
 
-def test_conversion_holds_the_load_lock_so_other_threads_never_see_its_ignore_pattern(tmp_path, monkeypatch):
-    """A conversion sets `_keys_to_ignore_on_load_missing` on the class while it loads; a load in another thread
-    reading it then would lose its missing-branch error. The load must happen under the module's lock, and the
-    attribute must be back afterwards."""
-    import threading
-
-    import modeling_hubert_ee
-    from transformers.models.hubert.modeling_hubert import HubertPreTrainedModel
-
+def test_conversion_marks_its_new_branches_on_the_instance_never_on_the_class(tmp_path):
+    """A conversion tells transformers' loader that the branch weights are new through the instance it builds
+    (`_keys_to_ignore_on_load_missing`, set in `__init__`), so a load of an early-exit checkpoint, in this thread or
+    another, still reports missing branch weights."""
     HubertForCTC(HubertConfig(**tiny_hubert_kwargs())).save_pretrained(tmp_path / "plain")
-    seen = {}
-    real = HubertPreTrainedModel.from_pretrained.__func__
-
-    def spying(cls, *args, **kwargs):
-        other = threading.Thread(target=lambda: seen.setdefault(
-            "other_thread_got_lock", modeling_hubert_ee._FROM_PRETRAINED_LOCK.acquire(blocking=False)))
-        other.start()
-        other.join()
-        seen["pattern"] = cls._keys_to_ignore_on_load_missing
-        return real(cls, *args, **kwargs)
-
-    monkeypatch.setattr(HubertPreTrainedModel, "from_pretrained", classmethod(spying))
+    make_model(exit_layers=[1, 2]).save_pretrained(tmp_path / "ee")
     before = HubertEEForCTC._keys_to_ignore_on_load_missing
-    HubertEEForCTC.from_pretrained(tmp_path / "plain", exit_layers=[2])
-    assert seen == {"other_thread_got_lock": False, "pattern": [r"^exit_branches\."]}
+    converted = HubertEEForCTC.from_pretrained(tmp_path / "plain", exit_layers=[2])
+    assert r"^exit_branches\." in converted._keys_to_ignore_on_load_missing
     assert HubertEEForCTC._keys_to_ignore_on_load_missing == before
+    assert r"^exit_branches\." not in make_model()._keys_to_ignore_on_load_missing
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        conversion = pool.submit(HubertEEForCTC.from_pretrained, tmp_path / "plain", exit_layers=[2])
+        with pytest.raises(ValueError, match=r"exit_branches\.3\."):
+            HubertEEForCTC.from_pretrained(tmp_path / "ee", exit_layers=[1, 2, 3])
+        assert list(conversion.result().exit_branches) == ["2"]
 
 
 def test_hubert_ee_checkpoint_missing_branch_weights_fails(tmp_path):
@@ -589,7 +583,7 @@ def test_exit_criteria_follow_their_documented_definition(criterion, padded):
         logits = logits.masked_fill(~valid.unsqueeze(-1), 50.0)  # padding frames hold garbage: it must not count
     checked = 0
     for threshold in torch.linspace(0.0, 3.5 if criterion == "entropy" else 1.0, 36).tolist():
-        settings = {"exit_criterion": criterion, "exit_threshold": threshold}
+        settings = ExitSetting(criterion=criterion, threshold=threshold)
         got = model.exit_decision(logits, valid, settings, {}).tolist()
         expected, scores = reference_decision(logits, valid, criterion, threshold, blank)
         for row in range(rows):
@@ -601,7 +595,7 @@ def test_exit_criteria_follow_their_documented_definition(criterion, padded):
             assert model.exit_decision(logits, all_valid, settings, {}).tolist() == got
     assert checked > 0.9 * rows * 36
     # fp16 logits (a half-precision model) are judged in float32, as float32 logits would be
-    settings = {"exit_criterion": criterion, "exit_threshold": 0.7}
+    settings = ExitSetting(criterion=criterion, threshold=0.7)
     half = logits.half()
     assert (model.exit_decision(half, valid, settings, {}).tolist()
             == model.exit_decision(half.float(), valid, settings, {}).tolist())
@@ -617,7 +611,7 @@ def test_exit_criteria_stay_few_kernels(criterion, no_padding, padding):
 
     model = make_model()
     logits = torch.randn(2, 30, model.config.vocab_size)
-    settings = {"exit_criterion": criterion, "exit_threshold": 0.5, "exit_patience": 2}
+    settings = ExitSetting(criterion=criterion, threshold=0.5, patience=2)
     for valid, limits in ((None, no_padding), (torch.ones(2, 30, dtype=torch.bool), padding)):
         state = {}
         for limit in limits if isinstance(limits, tuple) else (limits,):
@@ -636,7 +630,7 @@ def test_greedy_transcripts_collapse_repeats_drop_blanks_and_ignore_padding():
     lengths = torch.randint(1, 26, (20,), generator=generator)
     valid = torch.arange(25).unsqueeze(0) < lengths.unsqueeze(1)
     for mask in (valid, None):
-        got = model._greedy_transcripts(token_ids, mask)
+        got = greedy_transcripts(token_ids, mask, blank)
         assert got.shape == token_ids.shape
         for row in range(20):
             frames = token_ids[row, : lengths[row]] if mask is not None else token_ids[row]

@@ -1,16 +1,17 @@
-"""The two files that `trust_remote_code` executes on users' machines do nothing but define the model.
+"""The files that `trust_remote_code` executes on users' machines do nothing but define the model.
 
-`configuration_hubert_ee.py` and `modeling_hubert_ee.py` travel to the Hub beside the weights. A static (ast) check
+The code files of each early-exit model (`CODE_FILES_BY_MODEL_TYPE`: `configuration_hubert_ee.py`,
+`modeling_hubert_ee.py`, `configuration_wav2vec2_ee.py`, `modeling_wav2vec2_ee.py` and the shared
+`configuration_early_exit.py`, `modeling_early_exit.py`) travel to the Hub beside the weights. A static (ast) check
 keeps them free of anything a reviewer of remote code would have to worry about: file or network access, process
 control, dynamic code, unpickling. Each rule is tested to fire on a small bad snippet, and to leave alone the
 constructs the files legitimately use.
 
 Rules (rule id: what is flagged):
 
-* `import`: an import whose top-level module is not `torch`, `transformers`, `typing`, `dataclasses`,
-  `threading` (the lock that serialises `from_pretrained`; it does no I/O) or `__future__`, other than
-  `configuration_hubert_ee` (absolute, or relative `.configuration_hubert_ee`); any other
-  relative import; and, even inside torch/transformers, the modules that download, compile, unpickle or start
+* `import`: an import whose top-level module is not `torch`, `transformers`, `typing`, `dataclasses` or
+  `__future__`, other than the code files themselves (absolute, or relative `.configuration_hubert_ee`), which
+  are checked too; any other relative import; and, even inside torch/transformers, the modules that download, compile, unpickle or start
   processes (`DENIED_SUBMODULES`), whether imported as `import a.b` or `from a import b`; a `from ... import` of a
   function named like the I/O calls below (`from torch import load`). One module under a denied one is allowed
   (`ALLOWED_SUBMODULES`): `transformers.pipelines.automatic_speech_recognition`, whose pipeline class the model
@@ -42,6 +43,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hubert_ee import CODE_FILES_BY_MODEL_TYPE
 from hubert_ee.export import CODE_FILES, save_hub_folder
 from hubert_ee.text import build_processor
 from modeling_hubert_ee import HubertEEForCTC
@@ -49,8 +51,9 @@ from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ALLOWED_ROOTS = {"torch", "transformers", "typing", "dataclasses", "threading", "__future__"}
-OWN_MODULE = "configuration_hubert_ee"
+ALLOWED_ROOTS = {"torch", "transformers", "typing", "dataclasses", "__future__"}
+ALL_CODE_FILES = sorted({name for names in CODE_FILES_BY_MODEL_TYPE.values() for name in names})
+OWN_MODULES = {name.removesuffix(".py") for name in ALL_CODE_FILES}
 DENIED_SUBMODULES = {
     "torch.hub", "torch.utils.cpp_extension", "torch.package", "torch.multiprocessing", "torch.distributed",
     "torch.serialization", "torch.utils.model_zoo", "transformers.dynamic_module_utils", "transformers.utils.hub",
@@ -83,7 +86,7 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
 
 def _check_module_name(module: str, line: int, problems: list) -> None:
     root = module.split(".")[0]
-    if root not in ALLOWED_ROOTS and module != OWN_MODULE:
+    if root not in ALLOWED_ROOTS and module not in OWN_MODULES:
         problems.append((line, "import", f"imports {module!r}"))
     elif module in ALLOWED_SUBMODULES:
         return
@@ -103,7 +106,7 @@ def check_source(source: str, filename: str = "<snippet>") -> list[tuple[int, st
                 _check_module_name(alias.name, line, problems)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                if not (node.level == 1 and node.module == OWN_MODULE):
+                if not (node.level == 1 and node.module in OWN_MODULES):
                     problems.append((line, "import", f"relative import {'.' * node.level}{node.module or ''}"))
             else:
                 _check_module_name(node.module, line, problems)
@@ -151,7 +154,7 @@ def check_file(path: Path) -> list[tuple[int, str, str]]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CODE_FILES)
+@pytest.mark.parametrize("name", ALL_CODE_FILES)
 def test_code_files_pass(name):
     assert check_file(ROOT / name) == []
 
@@ -268,8 +271,9 @@ def test_allowed_constructs_pass(tmp_path, source):
 
 def test_the_files_really_use_the_allowed_constructs():
     """The allowed list is not hypothetical: these are in the shipped files today."""
-    modeling = (ROOT / "modeling_hubert_ee.py").read_text()
-    configuration = (ROOT / "configuration_hubert_ee.py").read_text()
+    modeling = "".join((ROOT / name).read_text() for name in ("modeling_hubert_ee.py", "modeling_early_exit.py"))
+    configuration = "".join((ROOT / name).read_text() for name in ("configuration_hubert_ee.py",
+                                                                  "configuration_early_exit.py"))
     for fragment in ("from .configuration_hubert_ee import HubertEEConfig",
                      "from configuration_hubert_ee import HubertEEConfig", ".load_state_dict(",
                      "super().from_pretrained(", "get_config_dict(", "getattr(config, \"auto_map\", None)",
@@ -277,3 +281,4 @@ def test_the_files_really_use_the_allowed_constructs():
                      "from transformers.pipelines.automatic_speech_recognition import"):
         assert fragment in modeling, fragment
     assert "self.__dict__.pop(" in configuration and "getattr(self, name)" in configuration
+    assert "from .configuration_early_exit import" in configuration

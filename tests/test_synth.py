@@ -5,7 +5,6 @@ import io
 import os
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from hubert_ee.cli import main as cli_main
 from hubert_ee import synth
 from hubert_ee.text import normalize_text
+from tests.test_tts import festival_pids, needs_festival
 
 MISSING = synth.missing_packages()
 needs_sources = pytest.mark.skipif(
@@ -94,15 +94,6 @@ def test_sentences_are_normalised_and_unique():
 
 
 @needs_sources
-def test_voices_listed():
-    voices = synth.list_voices()
-    keys = {v.key for v in voices}
-    assert set(HELD) <= keys
-    assert {"flite:slt", "flite:kal16", "espeak-ng:en-us"} <= keys
-    assert "" in synth.espeak_variants() and "m1" in synth.espeak_variants()
-
-
-@needs_sources
 def test_same_seed_identical(corpora):
     _, a, b = corpora
     assert list(a) == list(b) == ["train", "dev", "test"]
@@ -179,22 +170,6 @@ def test_decode_audio_bytes_without_torchcodec():
     assert sr == 16000 and np.array_equal(x, y)
     y, sr = synth.decode_audio({"array": x.tolist(), "sampling_rate": 16000})
     assert sr == 16000 and np.array_equal(x, y)
-
-
-def test_dsp_helpers():
-    rng = np.random.default_rng(0)
-    sig = np.concatenate([np.zeros(16000), 0.5 * np.sin(np.arange(8000) / 3), np.zeros(16000)])
-    sig = sig.astype(np.float32)
-    trimmed = synth.trim_silence(sig)
-    assert 8000 <= len(trimmed) <= 8000 + 2 * 1600 + 320
-    y = synth.to_16k(np.ones(22050, np.float32), 22050)
-    assert abs(len(y) - 16000) <= 1 and y.dtype == np.float32
-    assert abs(len(synth.to_16k(np.ones(16000, np.float32), 16000, speed=1.1)) - 14545) <= 1
-    for kind in ("white", "pink"):
-        noisy = synth.add_noise(trimmed, rng, 10.0, kind)
-        noise = noisy - trimmed
-        snr = 10 * np.log10(np.mean(trimmed.astype(np.float64) ** 2) / np.mean(noise ** 2))
-        assert abs(snr - 10.0) < 0.5
 
 
 def test_cli_arguments():
@@ -298,92 +273,6 @@ def test_max_minutes_cuts_train_but_not_dev_and_test(tmp_path):
         assert cut[split]["id"] == full[split]["id"]
 
 
-FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
-needs_festival = pytest.mark.skipif(
-    bool(synth.missing_packages(("festival",), ())),
-    reason="needs festival and its English voices (apt-get install -y " + synth.APT_PACKAGES["festival"] + ")")
-
-
-def _festival_pids(session: int, group: int | None = None, pipe_only: bool = False) -> list[int]:
-    """Running (not zombie) festival processes of the session ``session`` (and process group ``group``;
-    only the long-lived ``festival --pipe`` ones if ``pipe_only``)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:  # ended meanwhile
-            continue
-        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        if (name == "festival" and fields[0] != "Z" and int(fields[3]) == session
-                and group in (None, int(fields[2])) and (not pipe_only or b"--pipe" in cmdline)):
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-@needs_festival
-def test_festival_process_gives_text2wave_samples():
-    """One festival process serves every voice; each utterance has exactly the samples of a one-shot
-    text2wave call, whatever came before it (a stretch set for one utterance does not reach the next), and
-    text that looks like Scheme is spoken, not run."""
-    festival = synth.FestivalProcess()
-    try:
-        requests = [(voice, stretch, "the quick brown fox jumps over the lazy dog")
-                    for voice in FESTIVAL_VOICES for stretch in (1.15, None)]
-        requests.append(("kal_diphone", 0.9, 'a "quoted" (format t "x") \\ back; slash'))
-        for voice, stretch, text in requests:
-            x, rate = festival.synthesize(text, voice, stretch=stretch)
-            want, want_rate = synth.festival_text2wave(text, voice, stretch=stretch)
-            assert rate == want_rate and x.dtype == np.float32 and len(x) > 1000
-            assert np.array_equal(x, want), (voice, stretch, text)
-        assert festival.pid is not None
-    finally:
-        festival.close()
-    assert festival.pid is None
-
-
-@needs_festival
-def test_synthesize_keeps_one_festival_process():
-    """Festival utterances of one process, whatever their voice, go to one long-lived festival, which
-    close_festival ends."""
-    session, group = os.getsid(0), os.getpgid(0)
-    try:
-        first, _ = synth.synthesize("one process for every voice", "festival", "ked_diphone", stretch=0.9)
-        running = _festival_pids(session, group, pipe_only=True)
-        second, _ = synth.synthesize("one process for every voice", "festival", "cmu_us_slt_arctic_hts")
-        assert len(running) == 1 and _festival_pids(session, group, pipe_only=True) == running
-        assert np.array_equal(first, synth.festival_text2wave("one process for every voice", "ked_diphone", 0.9)[0])
-    finally:
-        synth.close_festival()
-    assert _festival_pids(session, group, pipe_only=True) == []
-
-
-@needs_festival
-def test_festival_process_restarts_after_death_or_hang():
-    import signal
-
-    festival = synth.FestivalProcess()
-    try:
-        first, _ = festival.synthesize("hello there", "kal_diphone", stretch=1.0)
-        dead = festival.pid
-        os.kill(dead, signal.SIGKILL)
-        again, _ = festival.synthesize("hello there", "kal_diphone", stretch=1.0)  # restarted, retried
-        assert np.array_equal(first, again) and festival.pid not in (None, dead)
-        hung = festival.pid
-        os.kill(hung, signal.SIGSTOP)
-        with pytest.raises(RuntimeError, match=r"festival \(voice ked_diphone\) took over 1 s on 'hello there'"):
-            festival.synthesize("hello there", "ked_diphone", timeout=1)
-        assert festival.pid is None and not Path(f"/proc/{hung}").exists()  # killed and reaped
-        with pytest.raises(RuntimeError, match=r"festival \(voice no_such_voice\) failed on 'hello there': "
-                                               r".*voice_no_such_voice"):
-            festival.synthesize("hello there", "no_such_voice")
-        alive = festival.pid
-        assert np.array_equal(festival.synthesize("hello there", "kal_diphone", stretch=1.0)[0], first)
-        assert festival.pid == alive  # a failed request leaves the process usable
-    finally:
-        festival.close()
-
-
 @needs_sources
 def test_no_festival_process_outlives_build_corpus(corpora):
     """The corpora were synthesised (festival among the engines) in this process (num_proc 1) and by a pool
@@ -391,7 +280,7 @@ def test_no_festival_process_outlives_build_corpus(corpora):
     _, with_pool, in_process = corpora
     for dsd in (with_pool, in_process):
         assert "festival" in dsd["train"]["engine"]
-    assert _festival_pids(os.getsid(0), os.getpgid(0)) == []
+    assert festival_pids(os.getsid(0), os.getpgid(0)) == []
 
 
 @needs_festival
@@ -413,15 +302,15 @@ def test_interrupted_synth_leaves_no_festival_process(tmp_path):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
-        while len(_festival_pids(proc.pid, pipe_only=True)) < 2 and time.monotonic() < deadline:
+        while len(festival_pids(proc.pid, pipe_only=True)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(_festival_pids(proc.pid, pipe_only=True)) == 2, "the workers' festival processes never ran"
+        assert len(festival_pids(proc.pid, pipe_only=True)) == 2, "the workers' festival processes never ran"
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) != 0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10  # a killed festival may take a moment to go
-    while _festival_pids(proc.pid) and time.monotonic() < deadline:
+    while festival_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _festival_pids(proc.pid) == []
+    assert festival_pids(proc.pid) == []

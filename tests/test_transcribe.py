@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from configuration_early_exit import ExitSetting
+
 from hubert_ee.cli import main as cli_main
 from hubert_ee import transcribe
 from hubert_ee.inference import featurize
@@ -86,12 +88,14 @@ def test_transcribe_files_reports_bad_inputs_and_transcribes_the_rest(model_and_
 
 def test_settings_reach_the_model(model_and_processor, inputs):
     model, processor = model_and_processor
-    full = transcribe_files(model, processor, [inputs / "a.wav", inputs / "folder"], early_exit=False)
+    full = transcribe_files(model, processor, [inputs / "a.wav", inputs / "folder"],
+                            exit_setting=ExitSetting(early_exit=False))
     assert [r["exit_layer"] for r in full] == [4, 4, 4]
-    first = transcribe_files(model, processor, [inputs / "a.wav"], exit_criterion="patience", exit_patience=1)
+    first = transcribe_files(model, processor, [inputs / "a.wav"],
+                             exit_setting=ExitSetting(criterion="patience", patience=1))
     assert first[0]["exit_layer"] == 1
-    with pytest.raises(ValueError, match="exit_threshold"):
-        transcribe_files(model, processor, [inputs / "a.wav"], exit_threshold=-1.0)
+    with pytest.raises(TypeError, match="must be an ExitSetting"):
+        transcribe_files(model, processor, [inputs / "a.wav"], exit_setting={"exit_threshold": 0.5})
 
 
 def test_windows_tile_long_audio():

@@ -61,7 +61,7 @@ from ..cost_model import (
     plain_cost,
 )
 from .instrumentation import HostTransferCounter, KernelCounter, dispatched_ops, host_transfers
-from .models import NEVER_EXIT_SETTINGS, baseline_from, build_forced_model
+from .models import NEVER_EXIT, baseline_from, build_forced_model
 from .report import OVERHEAD_GOAL_PCT, ROW_KEYS, plot_efficiency, to_markdown
 from ..timing import interleaved_times, paired_ratio, time_call
 
@@ -70,7 +70,7 @@ __all__ = [
     "allocate_rows", "early_exit_cost", "format_distribution", "ideal_speedup", "lookup_cost", "needed_row_counts",
     "parse_distribution", "plain_cost",
     "HostTransferCounter", "KernelCounter", "dispatched_ops", "host_transfers",
-    "NEVER_EXIT_SETTINGS", "baseline_from", "build_forced_model",
+    "NEVER_EXIT", "baseline_from", "build_forced_model",
     "OVERHEAD_GOAL_PCT", "ROW_KEYS", "plot_efficiency", "to_markdown",
     "interleaved_times", "paired_ratio", "time_call",
 ]

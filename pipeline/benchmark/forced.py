@@ -30,7 +30,7 @@ from ..cost_model import (
 from .instrumentation import dispatched_ops, host_transfers
 from .models import (
     DTYPES,
-    NEVER_EXIT_SETTINGS,
+    NEVER_EXIT,
     SAMPLING_RATE,
     baseline_from,
     branch_of_type,
@@ -65,7 +65,7 @@ def forced_cases(model, baseline, input_values, distributions, overhead_detail, 
     first_call = functools.partial(_first_call_kept, first_outputs)
     cases = {
         "baseline": first_call("baseline", lambda: run_baseline(input_values)),
-        "never": first_call("never", lambda: run_model(input_values, **NEVER_EXIT_SETTINGS)),
+        "never": first_call("never", lambda: run_model(input_values, exit_setting=NEVER_EXIT)),
     }
     if overhead_detail:
         cases["no_exit"] = lambda: run_model(input_values, early_exit=False)
@@ -179,7 +179,7 @@ def _measure_batch(args, model, baseline, input_values, distributions, label) ->
     branches = {branch_type: branch_of_type(model, branch_type) for branch_type in ("transformer", "linear")}
     components = component_cases(model, input_values, row_counts, args.component_min_ms / 1000.0, branches,
                                  compile_fn=compile_fn)
-    never = functools.partial(model, input_values, **NEVER_EXIT_SETTINGS)
+    never = functools.partial(model, input_values, exit_setting=NEVER_EXIT)
     measured = {"op_counts": dispatched_ops(model, input_values),
                 "transfers": {"hubert_ee": host_transfers(never),
                               "baseline": host_transfers(functools.partial(baseline, input_values))}}
@@ -253,7 +253,7 @@ def _overhead_row(measured: dict, config, common: dict, batch_size: int, repeats
     table, times, medians = measured["table"], measured["times"], measured["medians"]
     plain = plain_cost(table, config.num_hidden_layers, batch_size)
     row = {**common, "workload": "forced", "batch_size": batch_size,
-           "criterion": NEVER_EXIT_SETTINGS["exit_criterion"], "threshold": NEVER_EXIT_SETTINGS["exit_threshold"],
+           "criterion": NEVER_EXIT.criterion, "threshold": NEVER_EXIT.threshold,
            **overhead_fields(times["never"], times["baseline"]),
            "ideal_overhead_pct": round_or_none(100 * len(config.exit_layers) * table["branch"][batch_size] / plain, 2),
            "components_sum_ms": round_or_none(plain * 1e3),

@@ -13,10 +13,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from modeling_hubert_ee import HubertEEForCTC
-
 from .models import branch_of_type
-
 
 class KernelCounter(TorchDispatchMode):
     """Counts the tensor ops that compute something: not views, and not ops that hand back one of their inputs
@@ -33,7 +30,6 @@ class KernelCounter(TorchDispatchMode):
         if not func.is_view and not passthrough:
             self.kernels += 1
         return out
-
 
 class HostTransferCounter(TorchFunctionMode):
     """Counts the places where the host reads tensor values (`tolist`, `item`, `cpu`, `numpy`, `bool(...)`,
@@ -59,7 +55,6 @@ class HostTransferCounter(TorchFunctionMode):
             self.host_to_device += 1
         return func(*args, **kwargs)
 
-
 @torch.inference_mode()
 def host_transfers(call: Callable[[], object]) -> dict[str, int]:
     """`HostTransferCounter` counts of one `call()`: {"reads": ..., "host_to_device": ...}."""
@@ -67,9 +62,8 @@ def host_transfers(call: Callable[[], object]) -> dict[str, int]:
         call()
     return {"reads": counter.reads, "host_to_device": counter.host_to_device}
 
-
 @torch.inference_mode()
-def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
+def dispatched_ops(model, input_values: torch.Tensor,
                    branch_types: Sequence[str] = ("transformer", "linear")) -> dict[str, int]:
     """`KernelCounter` counts of one encoder layer, each branch type, the criterion (with the device->host copy of
     its decision, which is no op on the CPU) and the head, on one row of `input_values`. Each counted op is a
@@ -77,8 +71,8 @@ def dispatched_ops(model: HubertEEForCTC, input_values: torch.Tensor,
     cost of an exit against a layer."""
     hidden_states, _ = model.embed(input_values[:1])
     logits = model.final_head(hidden_states)
-    layer = model.hubert.encoder.layers[0]
-    settings = model.exit_settings()
+    layer = model.encoder.layers[0]
+    settings = model.exit_setting()
     pieces = {"layer": lambda: layer(hidden_states, attention_mask=None),
               "criterion": lambda: model.exit_decision(logits, None, settings, {}).cpu(),
               "head": lambda: model.final_head(hidden_states)}

@@ -11,16 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from transformers import HubertConfig, HubertForCTC
 
+from configuration_early_exit import ExitSetting
 from configuration_hubert_ee import HubertEEConfig
-from modeling_hubert_ee import HubertEEExitBranch, HubertEEForCTC
-
+from modeling_early_exit import ExitBranch
+from modeling_hubert_ee import HubertEEForCTC
 
 SAMPLING_RATE = 16000
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Exits enabled but never taken: a confidence never exceeds 1, so every branch and criterion runs and none exits.
-NEVER_EXIT_SETTINGS = {"early_exit": True, "exit_criterion": "confidence", "exit_threshold": 2.0}
+NEVER_EXIT = ExitSetting(criterion="confidence", threshold=2.0)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
@@ -41,14 +41,12 @@ ARCHS: dict[str, dict] = {
                  num_conv_pos_embedding_groups=2, feat_extract_norm="layer", exit_layers=[1, 2, 3]),
 }
 
-
 def dtype_name(name: str) -> str:
     """The canonical name (fp32, fp16, bf16) of a dtype name or alias."""
     name = DTYPE_ALIASES.get(name.lower(), name.lower())
     if name not in DTYPES:
         raise ValueError(f"Unknown dtype {name!r}; choose among {sorted(DTYPES)}.")
     return name
-
 
 def arch_config_kwargs(arch: str, arch_config: str | None = None) -> dict:
     """HubertEEConfig kwargs of a named architecture; `arch_config` (JSON text or a JSON file) defines `custom`
@@ -65,32 +63,20 @@ def arch_config_kwargs(arch: str, arch_config: str | None = None) -> dict:
         raise ValueError(f"Unknown architecture {arch!r}; choose among {sorted(ARCHS)} (or custom).")
     return {**ARCHS[arch], **extra}
 
-
-def hubert_config_from(config: HubertEEConfig) -> HubertConfig:
-    """The plain `HubertConfig` with the same architecture fields (the early-exit fields dropped)."""
-    ee_only = {"exit_layers", "exit_branch", "exit_criterion", "exit_threshold", "exit_patience", "early_exit",
-               "exit_training_strategy", "exit_loss_weight", "distill_weight", "distill_temperature", "auto_map",
-               "model_type", "architectures", "transformers_version"}
-    values = {key: value for key, value in config.to_dict().items() if key not in ee_only}
-    plain = HubertConfig.from_dict(values)
-    plain._attn_implementation = config._attn_implementation
-    return plain
-
-
-def baseline_from(model: HubertEEForCTC) -> HubertForCTC:
-    """`HubertForCTC` carrying `model`'s backbone and final head (`strict=False`: the branches stay out)."""
+def baseline_from(model):
+    """The backbone's plain CTC model (`HubertForCTC`, `Wav2Vec2ForCTC`) carrying `model`'s backbone and final head
+    (`strict=False`: the branches stay out)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     with torch.device(device):
-        baseline = HubertForCTC(hubert_config_from(model.config))
+        baseline = model.plain_ctc_class(model.config.backbone_config())
     result = baseline.load_state_dict(model.state_dict(), strict=False)
     missing = [key for key in result.missing_keys if "masked_spec_embed" not in key]
     unexpected = [key for key in result.unexpected_keys if not key.startswith("exit_branches.")]
     if missing or unexpected:
-        raise RuntimeError(f"HubertForCTC does not match the HuBERT-EE backbone: missing {missing[:8]}, "
+        raise RuntimeError(f"{type(baseline).__name__} does not match the early-exit backbone: missing {missing[:8]}, "
                            f"unexpected {unexpected[:8]}")
     return baseline.to(device=device, dtype=dtype).eval()
-
 
 def build_forced_model(arch: str, branch: str, device: torch.device, dtype: torch.dtype, seed: int = 0,
                        exit_layers: Sequence[int] | None = None, arch_config: str | None = None) -> HubertEEForCTC:
@@ -104,15 +90,13 @@ def build_forced_model(arch: str, branch: str, device: torch.device, dtype: torc
         model = HubertEEForCTC(config)
     return model.to(dtype=dtype).eval()
 
-
-def with_overlap(model: HubertEEForCTC, choice: str) -> HubertEEForCTC:
+def with_overlap(model, choice: str):
     """`--overlap-exit-decisions`: "on"/"off" set this model's `overlap_exit_decisions`; "auto" keeps its default."""
     if choice != "auto":
         model.overlap_exit_decisions = choice == "on"
     return model
 
-
-def branch_of_type(model: HubertEEForCTC, branch_type: str) -> HubertEEExitBranch:
+def branch_of_type(model, branch_type: str) -> ExitBranch:
     """One exit branch of `branch_type` for `model`: the model's own if it has that type, else a random one."""
     if model.config.exit_branch == branch_type and len(model.exit_branches):
         return next(iter(model.exit_branches.values()))
@@ -120,9 +104,8 @@ def branch_of_type(model: HubertEEForCTC, branch_type: str) -> HubertEEExitBranc
     config.exit_branch = branch_type
     parameter = next(model.parameters())
     with torch.device(parameter.device):
-        branch = HubertEEExitBranch(config)
+        branch = ExitBranch(config, model.encoder_layer_classes)
     return branch.to(dtype=parameter.dtype).eval()
-
 
 def compiler(mode: str, backend: str) -> Callable[[Callable], Callable]:
     """`--compile MODE --compile-backend NAME`: the wrapper applied alike to both models and to every timed

@@ -14,7 +14,7 @@ import time
 import torch
 
 from ..forced_exits import exit_decider_set
-from .models import DTYPES, NEVER_EXIT_SETTINGS, SAMPLING_RATE, baseline_from, build_forced_model, with_overlap
+from .models import DTYPES, NEVER_EXIT, SAMPLING_RATE, baseline_from, build_forced_model, with_overlap
 from ..timing import interleaved_times, median, sync
 
 
@@ -29,7 +29,7 @@ def _fold_weight_norm(model):
     folded = folded.to(dtype=parameter.dtype).eval()
     if hasattr(model, "overlap_exit_decisions"):  # a per-instance switch: the copy runs the way `model` runs
         folded.overlap_exit_decisions = model.overlap_exit_decisions
-    conv = folded.hubert.encoder.pos_conv_embed.conv
+    conv = folded.base_model.encoder.pos_conv_embed.conv
     if parametrize.is_parametrized(conv, "weight"):
         parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
     return folded
@@ -62,7 +62,7 @@ def overhead_breakdown(model, baseline, input_values, repeats: int, warmup: int,
     def with_decider(decider):
         def call():
             with exit_decider_set(model, decider):
-                return model(input_values, **NEVER_EXIT_SETTINGS)
+                return model(input_values, exit_setting=NEVER_EXIT)
         return call
 
     cases = {
@@ -71,8 +71,8 @@ def overhead_breakdown(model, baseline, input_values, repeats: int, warmup: int,
         "ee_no_exit": lambda: model(input_values, early_exit=False),
         "ee_branches_only": with_decider(_host_false),
         "ee_branches_sync": with_decider(_device_false),
-        "ee_never": lambda: model(input_values, **NEVER_EXIT_SETTINGS),
-        "ee_never_wn_folded": lambda: folded_model(input_values, **NEVER_EXIT_SETTINGS),
+        "ee_never": lambda: model(input_values, exit_setting=NEVER_EXIT),
+        "ee_never_wn_folded": lambda: folded_model(input_values, exit_setting=NEVER_EXIT),
     }
     with torch.inference_mode():
         times = interleaved_times(cases, device, repeats, warmup, progress)
@@ -113,7 +113,7 @@ def profile_overhead(args, device: torch.device, dtype_name: str, arch: str, bra
     text += [f"{name:<20} {seconds * 1e3:10.3f} ms  {100 * (seconds / base - 1):+8.2f} % vs HubertForCTC"
              for name, seconds in breakdown.items()]
     for name, fn in (("HubertForCTC", lambda: baseline(input_values)),
-                     ("HubertEEForCTC, exits never taken", lambda: model(input_values, **NEVER_EXIT_SETTINGS))):
+                     ("HubertEEForCTC, exits never taken", lambda: model(input_values, exit_setting=NEVER_EXIT))):
         text.append(_profiler_section(args, name, fn, device, title))
     log("\n".join(text))
     return "\n".join(text)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from modeling_hubert_ee import HubertEEForCTC
+from configuration_early_exit import ExitSetting
 
 from ..cost_model import format_distribution, ideal_speedup_of_layers, measure_components
-from .models import DTYPES, NEVER_EXIT_SETTINGS, SAMPLING_RATE, baseline_from, with_overlap
+from .models import DTYPES, NEVER_EXIT, SAMPLING_RATE, baseline_from, with_overlap
 from .report import overhead_fields, round_or_none, speedup_fields
+from ..loading import load_early_exit_model
 from ..timing import interleaved_times, median, progress_bar
-
 
 def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
     """Trained workload: a HuBERT-EE folder on a test set at each threshold, against HubertForCTC. `args`: the
@@ -28,7 +28,7 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
     from ..metrics import word_error_rate
 
     dtype = DTYPES[dtype_name]
-    model = HubertEEForCTC.from_pretrained(args.model).to(device=device, dtype=dtype).eval()
+    model = load_early_exit_model(args.model).to(device=device, dtype=dtype).eval()
     model = with_overlap(model, args.overlap_exit_decisions)
     baseline = baseline_from(model)
     processor = load_processor(args.model)
@@ -59,25 +59,25 @@ def run_trained(args, device: torch.device, dtype_name: str, log) -> dict:
                         f"{row['mean_exit_layer']:.2f}" for row in rows))
     return out
 
-
-def settings_for(criterion: str, threshold: float) -> dict:
-    """The per-call settings measuring `threshold` (a patience for the patience criterion). early_exit=True: a
-    calibrated config may store early_exit=False (no setting met its budget), and a threshold asked for here must
-    still be measured."""
-    if criterion == "patience":
-        return {"early_exit": True, "exit_criterion": criterion, "exit_patience": int(threshold)}
-    return {"early_exit": True, "exit_criterion": criterion, "exit_threshold": threshold}
-
+def setting_for(criterion: str, threshold: float) -> ExitSetting:
+    """The exit setting measuring `threshold`, a patience for the patience criterion (which must then be a whole
+    number). Early exit on: a calibrated config may store early_exit=False (no setting met its budget), and a
+    threshold asked for here must still be measured."""
+    if criterion != "patience":
+        return ExitSetting(criterion=criterion, threshold=threshold)
+    if threshold != int(threshold):
+        raise ValueError(f"--thresholds {threshold:g}: under the patience criterion a threshold is a patience, a "
+                         "whole number >= 1.")
+    return ExitSetting(criterion=criterion, patience=int(threshold))
 
 def trained_cases(model, baseline, criterion: str, thresholds) -> dict:
     """The callables `(input_values, attention_mask)` timed together: the baseline, each threshold, never-exit."""
     cases = {"baseline": lambda x, m: baseline(x, attention_mask=m)}
     for threshold in thresholds:
-        settings = settings_for(criterion, threshold)
-        cases[f"t={threshold:g}"] = lambda x, m, settings=settings: model(x, attention_mask=m, **settings)
-    cases["never"] = lambda x, m: model(x, attention_mask=m, **NEVER_EXIT_SETTINGS)
+        setting = setting_for(criterion, threshold)
+        cases[f"t={threshold:g}"] = lambda x, m, setting=setting: model(x, attention_mask=m, exit_setting=setting)
+    cases["never"] = lambda x, m: model(x, attention_mask=m, exit_setting=NEVER_EXIT)
     return cases
-
 
 def _feature_batches(model, processor, audio, batch_size: int) -> list[tuple]:
     """`(input_values, attention_mask, frame_lengths)` per batch of `audio`, on the model's device and dtype."""
@@ -93,7 +93,6 @@ def _feature_batches(model, processor, audio, batch_size: int) -> list[tuple]:
                                                                           device=parameter.device)
         batches.append((input_values, mask, model.frame_lengths(sample_lengths)))
     return batches
-
 
 def _time_on_batches(args, cases: dict, batches: list[tuple], processor, pad_token_id: int, label: str):
     """Every case on every batch, interleaved (`timing.interleaved_times`). Returns the per-repetition total
@@ -118,7 +117,6 @@ def _time_on_batches(args, cases: dict, batches: list[tuple], processor, pad_tok
     bar.close()
     return totals, hypotheses, exit_layers
 
-
 def _component_costs(args, model, audio, batch_size: int) -> dict:
     """Component costs on a clip of the mean length, at every row count compaction can leave: on a GPU a small model
     is launch-bound and its cost is far from linear in rows, so no count is extrapolated."""
@@ -130,7 +128,6 @@ def _component_costs(args, model, audio, batch_size: int) -> dict:
     with torch.inference_mode():
         return measure_components(model, probe, set(range(1, probe.shape[0] + 1)), args.repeats, 1,
                                   args.component_min_ms / 1000.0)
-
 
 def _trained_rows(totals, hypotheses, exit_layers, references, baseline_wer, table, config, common, repeats):
     """A row per threshold (speedup, ideal, WER, mean exit layer, latency or throughput per utterance) and the
