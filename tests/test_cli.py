@@ -48,3 +48,15 @@ def test_an_error_the_user_can_act_on_is_one_line(tmp_path, capsys):
     assert main(["push", "--model", str(tmp_path / "nowhere"), "--repo-id", "me/x", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hubert-ee push: error: --model") and "nowhere" in err
+
+
+def test_version_names_hubert_ee_torch_and_transformers():
+    import torch
+    import transformers
+
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.cli", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("hubert-ee 0.") and "\n" not in line, line
+    assert f"torch {torch.__version__}" in line and f"transformers {transformers.__version__}" in line, line
