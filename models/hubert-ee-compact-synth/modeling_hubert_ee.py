@@ -348,6 +348,30 @@ class HubertEEForCTC(HubertPreTrainedModel):
         for parameter in self.exit_branches.parameters():
             parameter.requires_grad = True
 
+    def training_summary(self) -> str:
+        """One line on what training updates: the parameters that require gradients, out of all, the parts they
+        belong to, and how to change it. `train()` logs it (once per distinct line), so a plain `Trainer` run shows it
+        when training starts."""
+        parts = {"backbone": self.hubert, "final head": self.lm_head, "exit branches": self.exit_branches}
+        trained = [name for name, part in parts.items() if any(p.requires_grad for p in part.parameters())]
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        strategy = self.config.exit_training_strategy
+        if self._backbone_is_frozen:
+            why = (f"exit_training_strategy={strategy!r} freezes the backbone and the final head); load the model with "
+                   "exit_training_strategy='joint' (or set it and call apply_exit_training_strategy()) to train everything")
+        else:
+            why = (f"exit_training_strategy={strategy!r}); 'two-stage' or 'distill' train the exit branches alone")
+        what = f"{trained[0]} only" if len(trained) == 1 else ", ".join(trained) if trained else "nothing"
+        size = f"{total / 1e6:.1f}M" if total >= 1e6 else f"{total:,}"
+        return f"HuBERT-EE: training {trainable:,} of {size} parameters: {what} ({why}"
+
+    def train(self, mode: bool = True):
+        """`nn.Module.train`; entering training mode logs `training_summary()` (once per distinct line)."""
+        if mode:
+            logger.warning_once(self.training_summary())
+        return super().train(mode)
+
     @torch.no_grad()
     def init_exit_branches_from_backbone(self):
         """Start each branch as "one more backbone layer, then the final head": its encoder layer copies the
@@ -925,19 +949,38 @@ class HubertEEForCTC(HubertPreTrainedModel):
 
 
 class HubertEEAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
-    """transformers' `automatic-speech-recognition` pipeline, passing the per-call early-exit settings on.
+    """transformers' `automatic-speech-recognition` pipeline, decoding with `HubertEEForCTC.generate`.
 
     For a CTC model transformers' pipeline runs `model(input_values, attention_mask)` and drops every other
     argument, so `asr(x, exit_threshold=0.6)` would silently run at the config's setting. This one takes the
     settings of `HubertEEForCTC.generate` at the top level (`asr(x, exit_threshold=0.6)`) or in `generate_kwargs`,
     at the call or when the pipeline is built; naming one turns early exit on, as for `generate`. Any other
     generation argument is refused: CTC decoding here is greedy, there is nothing else to set.
+
+    A batch (`batch_size`) gives what one call per input gives: `generate` sets the padding frames of each row to
+    the blank, and a backbone whose front end normalises over time (`feat_extract_norm="group"`), where padding
+    would change the statistics, runs each row at its own length. Audio at another rate (`{"raw": x,
+    "sampling_rate": 44100}`, a `datasets` audio row) is resampled here (`resample`), without torchaudio.
     `pipeline("automatic-speech-recognition", model=<folder or Hub id>, trust_remote_code=True)` builds it (the
     config's `custom_pipelines`); for a model object, pass `pipeline_class=model.asr_pipeline_class`.
     """
 
+    # The Kaiser-windowed sinc filter of librosa's "kaiser_best" (zero crossings, roll-off, window beta).
+    RESAMPLING_ZERO_CROSSINGS = 64
+    RESAMPLING_ROLLOFF = 0.9475937167399596
+    RESAMPLING_BETA = 14.769656459379492
+    # Filter-bank size (phases x taps) above which `resample` refuses a pair of rates (e.g. 44101 Hz to 16 kHz).
+    RESAMPLING_MAX_FILTER_SIZE = 2**24
+
     def _sanitize_parameters(self, chunk_length_s=None, stride_length_s=None, ignore_warning=None,
                              decoder_kwargs=None, return_timestamps=None, return_language=None, **kwargs):
+        if "sampling_rate" in kwargs:
+            rate = kwargs["sampling_rate"]
+            raise ValueError(
+                f"asr(audio, sampling_rate={rate}): give the rate with the audio instead, as "
+                f"asr({{\"raw\": audio, \"sampling_rate\": {rate}}}); the pipeline resamples it to "
+                f"{self.feature_extractor.sampling_rate} Hz."
+            )
         settings = dict(kwargs.pop("generate_kwargs", None) or {})
         twice = sorted(set(settings) & set(kwargs))
         if twice:
@@ -961,20 +1004,100 @@ class HubertEEAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipel
             forward["exit_settings"] = settings
         return preprocess, forward, postprocess
 
+    def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
+        """transformers' preprocessing, of the audio at the feature extractor's rate (`at_model_rate`)."""
+        yield from super().preprocess(self.at_model_rate(inputs), chunk_length_s, stride_length_s)
+
+    def at_model_rate(self, inputs):
+        """`inputs` with audio at another rate resampled to the feature extractor's: a dict `{"raw" or "array":
+        audio, "sampling_rate": rate, ...}` (mono `(samples,)` or `(channels, samples)`, channels averaged) or a
+        torchcodec `AudioDecoder` (what a `datasets` audio column holds). Anything else is returned as it is."""
+        if hasattr(inputs, "get_all_samples"):  # a torchcodec AudioDecoder: (channels, samples) at the file's rate
+            samples = inputs.get_all_samples()
+            inputs = {"raw": samples.data, "sampling_rate": samples.sample_rate}
+        rate = self.feature_extractor.sampling_rate
+        if not isinstance(inputs, dict) or inputs.get("sampling_rate", rate) == rate:
+            return inputs
+        if "raw" not in inputs and "array" not in inputs:
+            return inputs  # transformers' own message says what the dict needs
+        inputs = dict(inputs)
+        source = inputs.pop("sampling_rate")
+        audio = torch.as_tensor(inputs.pop("raw") if "raw" in inputs else inputs.pop("array"))
+        inputs.pop("path", None)  # a `datasets` row's file name: transformers drops it too
+        if audio.dim() == 2 and audio.shape[0] <= 2:  # (channels, samples), as transformers reads a 2-D input
+            audio = audio.to(torch.float32).mean(0)
+        if audio.dim() != 1:
+            raise ValueError(
+                f"Audio at {source} Hz of shape {tuple(audio.shape)}: give mono (samples,) or (channels, samples) "
+                "audio; channels-last (samples, channels), as soundfile.read returns it, must be transposed first."
+            )
+        if "stride" in inputs:  # (left, right) in samples at the given rate
+            inputs["stride"] = tuple(int(round(side * rate / source)) for side in inputs["stride"])
+        return {**inputs, "raw": self.resample(audio, source, rate).numpy(), "sampling_rate": rate}
+
+    @classmethod
+    def resample(cls, audio, orig_rate: int, new_rate: int) -> torch.Tensor:
+        """Mono `audio` `(samples,)` from `orig_rate` to `new_rate` Hz, as float32: band-limited interpolation with
+        a Kaiser-windowed sinc filter (librosa's "kaiser_best", computed as torchaudio's `resample` does), in torch
+        alone, since this file travels to the Hub and imports nothing else. Output length
+        `ceil(samples * new_rate / orig_rate)`. The tooling (`hubert_ee.data`) resamples with soxr."""
+        orig_rate, new_rate = int(orig_rate), int(new_rate)
+        if orig_rate <= 0 or new_rate <= 0:
+            raise ValueError(f"Sampling rates must be positive integers, got {orig_rate} Hz to {new_rate} Hz.")
+        audio = torch.as_tensor(audio).to(torch.float32)
+        if orig_rate == new_rate:
+            return audio
+        divisor = int(torch.gcd(torch.tensor(orig_rate), torch.tensor(new_rate)))
+        orig, new = orig_rate // divisor, new_rate // divisor
+        zeros = cls.RESAMPLING_ZERO_CROSSINGS
+        cutoff = min(orig, new) * cls.RESAMPLING_ROLLOFF  # in units of the reduced rates
+        width = int(-(-zeros * orig // cutoff))
+        if new * (2 * width + orig) > cls.RESAMPLING_MAX_FILTER_SIZE:
+            raise ValueError(
+                f"Resampling {orig_rate} Hz to {new_rate} Hz needs a filter bank of {new} phases x "
+                f"{2 * width + orig} taps, too large here; resample the audio first (e.g. soxr.resample)."
+            )
+        # phase p of the output reads the inputs around p * orig / new: the filter, sampled at those offsets
+        offsets = torch.arange(-width, width + orig, dtype=torch.float64) / orig
+        times = (torch.arange(0, -new, -1, dtype=torch.float64)[:, None] / new + offsets) * cutoff
+        times = times.clamp(-zeros, zeros)
+        beta = torch.tensor(cls.RESAMPLING_BETA, dtype=torch.float64)
+        window = torch.special.i0(beta * (1 - (times / zeros) ** 2).sqrt()) / torch.special.i0(beta)
+        kernel = (torch.special.sinc(times) * window * (cutoff / orig)).to(torch.float32)
+        padded = nn.functional.pad(audio[None, None], (width, width + orig))
+        phases = nn.functional.conv1d(padded, kernel[:, None], stride=orig)  # (1, new, steps)
+        return phases[0].t().reshape(-1)[: -(-audio.shape[0] * new // orig)]
+
     def _forward(self, model_inputs, return_timestamps=False, exit_settings=None):
-        # transformers' CTC branch of `_forward`, with the settings passed to the model
+        # transformers' CTC branch of `_forward`, decoding with `generate` and the settings
         attention_mask = model_inputs.pop("attention_mask", None)
         stride = model_inputs.pop("stride", None)
         model_inputs.pop("num_frames", None)
         is_last = model_inputs.pop("is_last")
-        logits = self.model(model_inputs.pop(self.model.main_input_name), attention_mask=attention_mask,
-                            **(exit_settings or {})).logits
-        out = {"logits": logits} if self.type == "ctc_with_lm" else {"tokens": logits.argmax(dim=-1)}
+        output = self.decode(model_inputs.pop(self.model.main_input_name), attention_mask, exit_settings or {})
+        out = {"logits": output.logits} if self.type == "ctc_with_lm" else {"tokens": output.sequences}
         if stride is not None:  # windows of chunked audio: their context, in frames, for `postprocess`
             ratio = 1 / self._align_to
             out["stride"] = rescale_stride([stride], ratio)[0] if isinstance(stride, tuple) else rescale_stride(
                 stride, ratio)
         return {"is_last": is_last, **out, **model_inputs}
+
+    def decode(self, input_values, attention_mask, settings) -> HubertEEGenerateOutput:
+        """`generate` on a (padded) batch, each row decoded as it would be alone. A front end with
+        `feat_extract_norm="group"` normalises each channel over all frames, padding included, so there each row
+        of a padded batch runs alone at its own length; elsewhere the batch runs as one."""
+        if attention_mask is None or self.model.config.feat_extract_norm != "group":
+            return self.model.generate(input_values, attention_mask=attention_mask, **settings)
+        rows = [self.model.generate(values[None, :length], **settings)
+                for values, length in zip(input_values, attention_mask.sum(-1).tolist())]
+        frames = self.model.frame_lengths([input_values.shape[1]])[0]
+        pad = self.model.config.pad_token_id
+        sequences = torch.stack([nn.functional.pad(row.sequences[0], (0, frames - row.sequences.shape[1]), value=pad)
+                                 for row in rows])
+        logits = torch.stack([nn.functional.pad(row.logits[0], (0, 0, 0, frames - row.logits.shape[1]))
+                              for row in rows])
+        exit_layer = torch.cat([row.exit_layer for row in rows])
+        return HubertEEGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
 
 
 HubertEEForCTC.asr_pipeline_class = HubertEEAutomaticSpeechRecognitionPipeline
