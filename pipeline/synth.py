@@ -109,13 +109,14 @@ from .arguments import str_list
 from .audio_effects import add_noise, to_16k, trim_silence
 from .text import SAMPLING_RATE, normalize_text
 from .tts import (
-    ENGINE_PACKAGES, ENGINES, FLITE_VOICES, MissingSourceError, Voice, close_festival, engine_installed,
+    ENGINE_PACKAGES, ENGINE_PIP_PACKAGES, ENGINES, FLITE_VOICES, MissingSourceError, Voice, close_festival,
+    engine_installed,
     espeak_variants, list_voices, parse_voice, synthesize,
 )
 
 __all__ = [
     "MissingSourceError", "APT_PACKAGES", "TEXT_SOURCES", "DEFAULT_TEST_VOICES", "missing_packages", "check_sources",
-    "fortune_sentences", "wordnet_sentences", "load_sentences", "read_sentences", "split_texts", "synth_job",
+    "missing_pip_packages", "fortune_sentences", "wordnet_sentences", "load_sentences", "read_sentences", "split_texts", "synth_job",
     "build_corpus", "decode_audio", "load_corpus", "summarize", "format_summary", "corpus_features",
     "add_synth_arguments", "run_synth",
 ]
@@ -137,6 +138,13 @@ ESPEAK_PITCH = (30, 70)    # 0-99 (-p)
 FLITE_STRETCH = (0.85, 1.2)
 FLITE_F0_FACTOR = (0.85, 1.2)
 FESTIVAL_STRETCH = (0.85, 1.2)
+PIPER_STRETCH = (0.85, 1.2)      # length_scale
+# Piper's noise comes from a random generator inside its ONNX graph, seeded once per session and advanced by every
+# call, so with any noise an utterance's audio would depend on what its worker spoke before; without noise the
+# same job gives the same samples in any process, as the other engines do.
+PIPER_NOISE_SCALE = PIPER_NOISE_W_SCALE = 0.0
+
+ESPEAK_VARIANT_SETS = ("standard", "all")  # `tts.ESPEAK_VARIANTS`; with `tts.ESPEAK_MORE_VARIANTS`
 
 SPEEDS = (0.9, 1.0, 1.1)
 NOISE_PROB = 0.5
@@ -161,22 +169,29 @@ def _source_present(name: str) -> bool:
     if name == "wordnet":
         return any((WORDNET_DIR / f"data.{p}").is_file() for p in ("noun", "verb", "adj", "adv"))
     raise ValueError(f"unknown engine / text source {name!r}; "
-                     f"known: {', '.join(APT_PACKAGES)}")
+                     f"known: {', '.join((*ENGINES, *TEXT_SOURCES))}")
 
 
 def missing_packages(engines: Iterable[str] = ENGINES,
                      text_sources: Iterable[str] = TEXT_SOURCES) -> list[str]:
     """Debian packages (apt names) that are needed by `engines` and
     `text_sources` but not installed."""
-    return [package for n in (*engines, *text_sources) if not _source_present(n) for package in APT_PACKAGES[n].split()]
+    return [package for n in (*engines, *text_sources) if not _source_present(n)
+            for package in APT_PACKAGES.get(n, "").split()]
+
+
+def missing_pip_packages(engines: Iterable[str] = ENGINES) -> list[str]:
+    """Python packages (PyPI names) that are needed by `engines` but not installed."""
+    return [package for n in engines if not _source_present(n) for package in ENGINE_PIP_PACKAGES.get(n, "").split()]
 
 
 def check_sources(engines: Iterable[str] = ENGINES,
                   text_sources: Iterable[str] = TEXT_SOURCES) -> None:
-    """Raise `MissingSourceError` naming the missing Debian packages."""
-    missing = missing_packages(engines, text_sources)
-    if missing:
-        raise MissingSourceError.for_packages("synthetic corpus sources", missing)
+    """Raise `MissingSourceError` naming the missing Debian and Python packages."""
+    engines = tuple(engines)
+    missing, missing_pip = missing_packages(engines, text_sources), missing_pip_packages(engines)
+    if missing or missing_pip:
+        raise MissingSourceError.for_packages("synthetic corpus sources", missing, missing_pip)
 
 
 def _fortune_files(fortune_dir: Path) -> list[Path]:
@@ -363,7 +378,8 @@ def synth_job(job: dict) -> dict | None:
         x, sr = synthesize(job["text"].lower(), job["engine"], job["voice"],
                            variant=job.get("variant", ""), rate=job.get("rate"),
                            pitch=job.get("pitch"), stretch=job.get("stretch"),
-                           f0_mean=job.get("f0_mean"))
+                           f0_mean=job.get("f0_mean"), noise_scale=job.get("noise_scale"),
+                           noise_w_scale=job.get("noise_w_scale"))
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         print(f"[synth] skipped {job['id']}: {e}", file=sys.stderr)
         return None
@@ -420,7 +436,7 @@ def _text_order(seed: int, split_id: int, epoch: int, n: int) -> np.ndarray:
 
 def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, list[Voice]],
               heldout: dict[str, list[Voice]], seed: int, augment: bool,
-              heldout_fraction: float, max_duration: float) -> dict:
+              heldout_fraction: float, max_duration: float, more_variants: bool = False) -> dict:
     split_id = SPLITS.index(split)
     n = len(texts)
     epoch, pos = divmod(index, n)
@@ -436,7 +452,7 @@ def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, li
     job = {"id": f"{split}-{index:07d}", "text": text, "engine": engine,
            "voice": voice.name, "max_duration": max_duration}
     if engine == "espeak-ng":
-        variants = espeak_variants()
+        variants = espeak_variants(more_variants)
         job["variant"] = variants[int(rng.integers(len(variants)))]
         job["rate"] = int(rng.integers(ESPEAK_RATE[0], ESPEAK_RATE[1] + 1))
         job["pitch"] = int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1))
@@ -445,6 +461,10 @@ def _make_job(split: str, index: int, texts: Sequence[str], voices: dict[str, li
     elif engine == "festival":
         job["stretch"] = round(float(rng.uniform(*FESTIVAL_STRETCH)), 3)
         job["voice_settings"] = f"stretch={job['stretch']}"
+    elif engine == "piper":
+        job["stretch"] = round(float(rng.uniform(*PIPER_STRETCH)), 3)
+        job["noise_scale"], job["noise_w_scale"] = PIPER_NOISE_SCALE, PIPER_NOISE_W_SCALE
+        job["voice_settings"] = f"stretch={job['stretch']},noise=0"
     else:
         job["stretch"] = round(float(rng.uniform(*FLITE_STRETCH)), 3)
         factor = float(rng.uniform(*FLITE_F0_FACTOR))
@@ -480,7 +500,8 @@ def _mp_context():
 def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed: int,
                 augment: bool, heldout_fraction: float, max_duration: float,
                 seconds: float, num_proc: int, progress: bool,
-                deadline: float | None = None, status: dict | None = None) -> Iterator[dict]:
+                deadline: float | None = None, status: dict | None = None,
+                more_variants: bool = False) -> Iterator[dict]:
     """Rows of `split` (see `_write_split`): synthesise it until
     `seconds` of audio, in order, with a pool of `num_proc` processes, or
     until `time.monotonic()` passes `deadline` (after at least one row;
@@ -503,7 +524,7 @@ def _split_rows(split: str, texts: list[str], voices: dict, heldout: dict, seed:
 
         while total < seconds and not out_of_time():
             jobs = [_make_job(split, i, texts, voices, heldout, seed, augment,
-                              heldout_fraction, max_duration)
+                              heldout_fraction, max_duration, more_variants)
                     for i in range(index, index + batch)]
             index += batch
             results = pool.imap(synth_job, jobs) if pool else map(synth_job, jobs)
@@ -618,7 +639,7 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
                  test_heldout_fraction: float = 0.5, max_duration: float = MAX_DURATION,
                  progress: bool = True, verbose: bool = True,
                  sentences: str | os.PathLike | Sequence[str] | None = None,
-                 max_minutes: float | None = None):
+                 max_minutes: float | None = None, espeak_variants: str = "all", only_train: bool = False):
     """Synthesise the corpus and `save_to_disk` it at `out_dir`.
 
     Returns the `DatasetDict` (splits `train`/`dev`/`test`) re-loaded
@@ -652,17 +673,23 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
     hours = {"train": float(hours_train), "dev": float(hours_dev), "test": float(hours_test)}
     if any(h < 0 for h in hours.values()) or not any(h > 0 for h in hours.values()):
         raise ValueError(f"hours must be >= 0 and not all 0: {hours}")
+    if espeak_variants not in ESPEAK_VARIANT_SETS:
+        raise ValueError(f"espeak_variants must be one of {', '.join(ESPEAK_VARIANT_SETS)}, got {espeak_variants!r}")
     held, train_voices, heldout = _assign_voices(engines, test_voices, hours)
     if pool is None:
         pool = load_sentences(text_sources)
     texts = split_texts(pool, seed, hours)
+    if only_train:
+        if hours["train"] <= 0:
+            raise ValueError("only_train needs hours_train > 0")
+        hours = {**hours, "dev": 0.0, "test": 0.0}
 
     out_dir = Path(out_dir)
     _clear_out_dir(out_dir)
     cut = _synthesise_splits(
         out_dir, texts, hours, deadline, voices=train_voices, heldout=heldout, seed=int(seed),
         augment=bool(augment), heldout_fraction=float(test_heldout_fraction), max_duration=float(max_duration),
-        num_proc=num_proc, progress=progress,
+        num_proc=num_proc, progress=progress, more_variants=espeak_variants == "all",
     )  # fmt: skip
 
     dsd = load_from_disk(str(out_dir))
@@ -673,7 +700,7 @@ def build_corpus(out_dir: str | os.PathLike, hours_train: float = 1.0, hours_dev
         texts_per_split={s: len(t) for s, t in texts.items()},
         train_voices=sorted(v.key for vs in train_voices.values() for v in vs),
         wall_seconds=round(time.time() - t0, 1), num_proc=num_proc,
-        time_budget_minutes=max_minutes,
+        time_budget_minutes=max_minutes, espeak_variants=espeak_variants, only_train=bool(only_train),
         train_cut_by_time_budget=cut)
     with open(out_dir / "synth_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
@@ -801,8 +828,16 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--no-augment", action="store_true",
                         help="no speed perturbation / additive noise on the training split")
     parser.add_argument("--engines", default=",".join(ENGINES),
-                        help="comma-separated TTS engines among espeak-ng,flite,festival "
-                             f"(default: {','.join(ENGINES)})")
+                        help=f"comma-separated TTS engines among {','.join(ENGINES)} (piper: the neural voice "
+                             f"en_US-joe-medium, pip packages {ENGINE_PIP_PACKAGES['piper']}; "
+                             f"default: {','.join(ENGINES)})")
+    parser.add_argument("--espeak-variants", choices=ESPEAK_VARIANT_SETS, default="all",
+                        help="espeak-ng voice variants: 'standard' (none, m1-m8, f1-f5, klatt-klatt4) or 'all' (also "
+                             "the named ones: Andy, Annie, grandma, ...; default)")
+    parser.add_argument("--only-train", action="store_true",
+                        help="synthesise the training split only; --hours-dev/--hours-test still reserve their "
+                             "sentences, so the corpus holds no dev or test sentence of the corpus the same seed "
+                             "makes (extra training audio for an existing corpus)")
     parser.add_argument("--test-voices", default=",".join(DEFAULT_TEST_VOICES),
                         help="comma-separated ENGINE:VOICE held out of train and dev and used "
                              "only in test; '' or 'none' for none "
@@ -830,4 +865,5 @@ def run_synth(args: argparse.Namespace):
         hours_test=args.hours_test, seed=args.seed, num_proc=args.num_proc,
         augment=not args.no_augment, engines=_csv(args.engines),
         test_voices=_csv(args.test_voices), sentences=getattr(args, "sentences", None),
-        max_minutes=getattr(args, "max_minutes", None))
+        max_minutes=getattr(args, "max_minutes", None), espeak_variants=args.espeak_variants,
+        only_train=args.only_train)

