@@ -80,3 +80,43 @@ def test_tokenizer_vocab_mismatch_is_caught(tmp_path, hub_folder, capsys):
     sf.write(audio, noise(0.5), 16000)
     assert main(["transcribe", "--model", str(folder), str(audio)]) == 2
     assert "Tokenizer has 33 tokens but the model's CTC head has vocab_size=32" in capsys.readouterr().err
+
+
+def test_a_hub_model_without_network_fails_at_once_in_one_line(tmp_path):
+    """`hubert-ee transcribe --model someorg/somemodel` with no Hub to reach (an address nothing listens on) and
+    HF_HUB_OFFLINE unset: one line naming the repository, at once, not half a minute of retries printed twice."""
+    import os
+    import time
+
+    audio = tmp_path / "a.wav"
+    sf.write(audio, noise(0.5), 16000)
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.cli", "transcribe", "--model", "someorg/somemodel",
+                             str(audio)], env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("hubert-ee transcribe: error: could not reach the Hugging Face Hub "
+                                    "(ConnectionError: someorg/somemodel: "), result.stderr
+    assert "Retrying" not in result.stderr and elapsed < 15, elapsed  # the start-up (torch) and one refused request
+
+
+def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_cannot_be_reached(tmp_path, hub_folder, monkeypatch):
+    """Unreachable Hub, model in the cache: loaded from it at once (the cached copy is what HF_HUB_OFFLINE=1 would
+    load), with a warning, instead of retrying each file first."""
+    import httpx
+    from huggingface_hub import HfApi
+
+    def unreachable(self, repo_id, **kwargs):
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the suite runs offline
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: str(hub_folder / filename))
+    assert loading.hub_load_kwargs("someorg/somemodel") == {"local_files_only": True}
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: None)
+    with pytest.raises(ConnectionError, match="someorg/somemodel: .*Connection refused"):
+        loading.hub_load_kwargs("someorg/somemodel")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert loading.hub_load_kwargs("someorg/somemodel") == {}  # offline mode: transformers reads the cache itself

@@ -261,6 +261,34 @@ def test_from_pretrained_freezes_what_the_strategy_freezes(tmp_path, strategy, b
     assert trainable == ({name for name, _ in loaded.named_parameters()} if backbone_learns else branches)
 
 
+def test_entering_training_mode_says_once_what_trains(caplog):
+    """A plain `Trainer` on a distill model trains the branches alone (about 1 % of the shipped model): `train()`
+    says so in one line, with how to train everything, once however often the Trainer calls it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # the line is logged once per process; other tests may have logged it
+    distill, joint = make_model(exit_training_strategy="distill"), make_model(exit_training_strategy="joint")
+    branches = sum(p.numel() for p in distill.exit_branches.parameters())
+    total = sum(p.numel() for p in distill.parameters())
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):  # as a Trainer does, at every step
+                distill.train()
+                distill.eval()
+            joint.train()
+    finally:
+        hf_logging.disable_propagation()
+    lines = [record.getMessage() for record in caplog.records if "HuBERT-EE: training" in record.getMessage()]
+    assert lines == [
+        f"HuBERT-EE: training {branches:,} of {total:,} parameters: exit branches only (exit_training_strategy="
+        "'distill' freezes the backbone and the final head); load the model with exit_training_strategy='joint' (or "
+        "set it and call apply_exit_training_strategy()) to train everything",
+        f"HuBERT-EE: training {total:,} of {total:,} parameters: backbone, final head, exit branches "
+        "(exit_training_strategy='joint'); 'two-stage' or 'distill' train the exit branches alone",
+    ]
+
+
 def test_naming_an_exit_setting_turns_early_exit_on(tmp_path):
     """Asking for a threshold, criterion or patience asks for exits, also where the config has them off (as
     `hubert-ee transcribe --exit-threshold` does); `early_exit=False` beside them keeps the full depth."""
