@@ -26,17 +26,20 @@ def asr(hub_folder):
 
 
 def test_pipeline_resamples_audio_at_another_rate_without_torchaudio(asr):
-    """`{"raw": x, "sampling_rate": rate}` at 44.1, 22.05 or 8 kHz is resampled by the pipeline itself (no
-    torchaudio, which transformers' own step needs): its transcript is that of the audio resampled with soxr first,
-    as `hubert-ee transcribe` does."""
+    """`{"raw": x, "sampling_rate": rate}` (or a `datasets` row's `{"array", "sampling_rate", "path"}`) at 44.1,
+    22.05 or 8 kHz is resampled by the pipeline itself (`resample`, checked against soxr below), not by
+    transformers' step, which needs torchaudio."""
+    from modeling_hubert_ee import HubertEEAutomaticSpeechRecognitionPipeline as Pipeline
+
     speech_like = noise(1.0, rate=16000, seed=4)
     for rate in (44100, 22050, 8000):
         audio = soxr.resample(speech_like, RATE, rate, quality="VHQ").astype(np.float32)
-        expected = asr(to_mono_float32(audio, rate, RATE))["text"]
+        expected = asr(Pipeline.resample(audio, rate, RATE).numpy())["text"]
         assert asr({"raw": audio, "sampling_rate": rate})["text"] == expected, rate
         assert asr({"array": audio, "sampling_rate": rate, "path": "x.wav"})["text"] == expected, rate  # datasets' row
         stereo = np.stack([audio, audio])  # (channels, samples): averaged, then resampled
         assert asr({"raw": stereo, "sampling_rate": rate})["text"] == expected, rate
+        assert asr({"raw": audio, "sampling_rate": rate}, chunk_length_s=0.4)["text"], rate
     with pytest.raises(ValueError, match="transpose"):  # (samples, channels), as soundfile.read gives
         asr({"raw": np.stack([audio, audio], axis=1), "sampling_rate": 8000})
 

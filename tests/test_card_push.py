@@ -225,8 +225,9 @@ def test_push_with_hf_hub_offline_set_does_not_suggest_setting_it():
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
-    shipped = REPOSITORY_ROOT / "models" / "hubert-ee-compact-synth"
+    shipped = Path(REPOSITORY_ROOT) / "models" / "hubert-ee-compact-synth"
     env = {**{key: value for key, value in os.environ.items() if key != "HF_TOKEN"}, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "hubert_ee.cli", "push", "--model", str(shipped), "--repo-id",
                              "someone/hubert-ee"], env=env, capture_output=True, text=True, timeout=120)
