@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 import hubert_ee
 from hubert_ee import CODE_FILES
 from hubert_ee.card import build_card
+from hubert_ee.loading import folder_identity
 from hubert_ee.cli import main as cli_main
 from hubert_ee.metrics import char_error_rate
 
@@ -82,6 +83,7 @@ def test_model_card_is_generated_from_the_committed_results():
         comparison=(RESULTS / "default_model_ab.md").read_text(),
         training_data=(ROOT / "recipes" / "default_model_training_data.md").read_text(),
         history=json.loads((RESULTS / "training_history.json").read_text()), curve_name="learning_curve.png",
+        identity=folder_identity(MODEL),
     )
     assert rebuilt == card
     data = ModelCard.load(ROOT / "model_card.md").data.to_dict()
