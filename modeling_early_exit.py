@@ -815,7 +815,7 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
             why = f"exit_training_strategy={strategy!r}); 'two-stage' or 'distill' train the exit branches alone"
         what = f"{trained[0]} only" if len(trained) == 1 else ", ".join(trained) if trained else "nothing"
         size = f"{total / 1e6:.1f}M" if total >= 1e6 else f"{total:,}"
-        return f"{type(self).__name__}: training {trainable:,} of {size} parameters: {what} ({why}"
+        return f"{self.backbone_name}-EE: training {trainable:,} of {size} parameters: {what} ({why}"
 
     def train(self, mode: bool = True):
         """`nn.Module.train`; entering training mode logs `training_summary()` (once per distinct line)."""
