@@ -16,21 +16,28 @@ TORCHCODEC_VERSION := 0.13.0
 
 .PHONY: setup system-packages test demo clean
 
+# The set-up prints one line per step; pip and apt-get show errors only (`-qq`: their warnings and progress are
+# not what a user came for), and each step that fails stops make with the tool's own error message.
+PIP := $(PY) -m pip install -qq --disable-pip-version-check
+
 $(STAMP): setup.py Makefile
 	@$(MAKE) --no-print-directory system-packages
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet --disable-pip-version-check torchcodec==$(TORCHCODEC_VERSION)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,synth]"
-	touch $(STAMP)
+	@echo "setting up $(VENV): PyTorch $(TORCH_VERSION) (CPU), torchcodec $(TORCHCODEC_VERSION), this project"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) torch==$(TORCH_VERSION)
+	@$(PIP) torchcodec==$(TORCHCODEC_VERSION)
+	@$(PIP) -e ".[test,synth]"
+	@touch $(STAMP)
 
 system-packages:
 	@need=""; \
 	for tool in espeak-ng flite text2wave ffmpeg; do command -v $$tool >/dev/null || need=1; done; \
 	[ -d /usr/share/games/fortunes ] || need=1; [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || need=1; [ -d /usr/share/wordnet ] || need=1; \
 	if [ -n "$$need" ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(APT_PACKAGES); \
+	  $$sudo apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq -o=Dpkg::Use-Pty=0 $(APT_PACKAGES) >/dev/null; \
 	fi
 
 setup: $(STAMP)
@@ -39,7 +46,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile --timeout 600 tests
 
 demo: setup
-	$(PY) -m hubert_ee.demo
+	@$(PY) -m hubert_ee.demo
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info .pytest_cache .hypothesis

@@ -11,6 +11,7 @@ followed by markdown; `huggingface_hub.ModelCard` parses it.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import yaml
@@ -18,7 +19,7 @@ import yaml
 from configuration_early_exit import EarlyExitConfigMixin
 
 from .arguments import UsageError
-from .loading import early_exit_class, load_early_exit_config
+from .loading import MODEL_IDENTITY_FIELDS, early_exit_class, folder_identity, identity_mismatches, load_early_exit_config
 from .operating_point import (
     CALIBRATED_METRIC,
     MEASURED_LINE,
@@ -29,6 +30,11 @@ from .operating_point import (
 from .outputs import check_output_path, write_bytes, write_texts
 from .results import markdown_report, setting_of_row
 from .timing import format_speedup
+
+logger = logging.getLogger(__name__)
+
+# The card's metadata key recording which model it describes (`MODEL_IDENTITY_FIELDS`); `hubert-ee push` checks it.
+IDENTITY_KEY = "hubert_ee_model"
 
 CITATION = """@inproceedings{yoon2024hubertee,
   title     = {HuBERT-EE: Early Exiting HuBERT for Efficient Speech Recognition},
@@ -60,7 +66,8 @@ def example_override(result: dict, config: EarlyExitConfigMixin) -> tuple[str, s
     return stricter, "stricter: later exits, closer to full depth; this call only"
 
 
-def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: str, ood: dict | None) -> dict:
+def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: str, ood: dict | None,
+              identity: dict | None) -> dict:
     metrics = [{"type": "wer", "value": round(result["final_wer"], 2), "name": "WER (full depth)"}]
     if point is not None:
         metrics.append({"type": "wer", "value": round(point["wer"], 2), "name": CALIBRATED_METRIC})
@@ -79,20 +86,24 @@ def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: st
         "datasets": [dataset_name],
         "metrics": ["wer"],
         "model-index": [{"name": repo_name, "results": results}],
+        **({IDENTITY_KEY: {field: identity[field] for field in MODEL_IDENTITY_FIELDS}} if identity else {}),
     }
 
 
 def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hubert-ee", dataset_name: str =
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
                plot_name: str | None = None, comparison: str = "", history: dict | None = None,
-               curve_name: str | None = None, peer: dict | None = None, training_data: str = "") -> str:
+               curve_name: str | None = None, peer: dict | None = None, training_data: str = "",
+               identity: dict | None = None) -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results; `training_data` (markdown)
-    is its "Training data" section: what the model learned from, and the credit each corpus asks for."""
+    is its "Training data" section: what the model learned from, and the credit each corpus asks for; `identity`
+    (`folder_identity`) is recorded in the metadata for `hubert-ee push` to check."""
     config = load_early_exit_config(model_folder)
     model_class = early_exit_class(config.model_type)
     plain_class = model_class.plain_ctc_class.__name__
     point = operating_point(result, config)
-    metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood), sort_keys=False)
+    metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood, identity),
+                              sort_keys=False)
     lines = [
         "---", metadata.rstrip(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
@@ -199,10 +210,11 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
     readme = check_output_path(model_folder / "README.md", "the card")
     if output is not None:
         check_output_path(output, "--output")
-    result = json.loads(Path(eval_json).read_text())
+    identity = folder_identity(model_folder)
+    result = load_evaluation_of(model_folder, identity, eval_json, "--eval")
     ood_path, peer_path = kwargs.pop("ood_json", None), kwargs.pop("peer_json", None)
     if ood_path:
-        kwargs["ood"] = json.loads(Path(ood_path).read_text())
+        kwargs["ood"] = load_evaluation_of(model_folder, identity, ood_path, "--ood-eval")
     if peer_path:
         if not ood_path:
             raise UsageError("--peer-eval needs --ood-eval: the peer's scores are shown beside the model's on that set")
@@ -220,9 +232,29 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
         if not copied.exists() or not copied.samefile(plot):
             write_bytes(check_output_path(copied, "the plot's copy"), Path(plot).read_bytes())
         kwargs["plot_name"] = Path(plot).name
-    card = build_card(model_folder, result, **kwargs)
+    card = build_card(model_folder, result, identity=identity, **kwargs)
     write_texts({readme: card, **({output: card} if output is not None else {})})
     return readme
+
+
+def load_evaluation_of(model_folder, identity: dict, eval_json, flag: str) -> dict:
+    """The evaluation JSON `eval_json`, refused (`UsageError`) unless it evaluated the model in `model_folder`:
+    same geometry (layers, exits, vocabulary) and, where it records them, the same weights (`identity`:
+    `folder_identity(model_folder)`). An evaluation written before fingerprints were recorded is checked on what it
+    has, with a warning."""
+    result = json.loads(Path(eval_json).read_text())
+    mismatches = identity_mismatches(result, identity)
+    if mismatches:
+        raise UsageError(
+            f"{flag} {eval_json} is an evaluation of another model than {model_folder}: "
+            f"{'; '.join(mismatches)} (evaluation vs folder). Evaluate this folder (hubert-ee evaluate --model "
+            f"{model_folder} --json ...) and pass that file."
+        )
+    unchecked = [field for field in MODEL_IDENTITY_FIELDS if result.get(field) is None]
+    if unchecked:
+        logger.warning("%s %s records no %s (written by an older hubert-ee evaluate): those are not checked "
+                       "against %s", flag, eval_json, ", ".join(unchecked), model_folder)
+    return result
 
 
 def run(args) -> int:

@@ -69,6 +69,8 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
         prog="hubert-ee", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show informational log messages.")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="Show the versions of hubert-ee, torch and transformers, and exit.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, run_name, add_name, help_text) in COMMANDS.items():
         if commands is not None and name not in commands:
@@ -84,6 +86,19 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
         add(sub)
         sub.set_defaults(handler=_runner(module_name, run_name))
     return parser
+
+
+def version_line() -> str:
+    """`hubert-ee X (torch Y, transformers Z)`, from the installed distributions' metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"hubert-ee {installed('hubert-ee')} (torch {installed('torch')}, transformers {installed('transformers')})"
 
 
 def _arguments_function(name: str):
@@ -139,6 +154,11 @@ def _error_line(error: Exception) -> str | None:
 
     text = " ".join(str(error).split())
     if isinstance(error, network_error_types()):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return (f"the Hugging Face Hub is not used: HF_HUB_OFFLINE is set ({type(error).__name__}: {text}); "
+                    "unset it to reach the Hub, or name a local folder")
         return (f"could not reach the Hugging Face Hub ({type(error).__name__}: {text}); check the network and "
                 "the token, or set HF_HUB_OFFLINE=1 to use only what is cached")
     if isinstance(error, (OSError, ValueError)):

@@ -38,7 +38,7 @@ import datasets
 from datasets import Audio, Dataset, DatasetDict, Features, List, Value
 
 from .loading import is_local_path
-from .text import normalize_text
+from .text import make_labels, normalize_text
 
 logger = logging.getLogger(__name__)
 
@@ -674,8 +674,7 @@ def prepare_for_ctc(
     def _prep(batch: dict[str, Any]) -> dict[str, Any]:
         audios = [np.asarray(a, dtype=np.float32) for a in batch["audio"]]
         feats = fe(audios, sampling_rate=sr)
-        texts = [normalize_text(t or "") for t in batch["text"]]
-        labels = tok(texts).input_ids
+        labels = make_labels(batch["text"], tok)
         return {
             "input_values": [np.asarray(v, dtype=np.float32) for v in feats["input_values"]],
             "labels": labels,

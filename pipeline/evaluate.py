@@ -67,7 +67,7 @@ from .timing import (
     speedup_verdict,
     spread,
 )
-from .loading import load_model_and_processor, model_device, resolve_model_spec
+from .loading import load_model_and_processor, model_device, resolve_model_spec, weights_fingerprint
 from .metrics import char_error_rate, word_error_rate
 from .outputs import write_json, write_text
 from .results import TIMING_METHOD, EvaluationResult, markdown_report, plot_tradeoff, print_summary, row_of_setting
@@ -393,6 +393,8 @@ def evaluate_model(
         oracle=oracle,
         groups=groups or None,
         timing={"device": str(model_device(model)), "batch_size": batch_size, "repeats": repeats, **timing},
+        vocab_size=int(config.vocab_size),
+        weights_sha256=weights_fingerprint(model.state_dict()),
     )
 
 

@@ -17,8 +17,10 @@ from .arguments import UsageError
 
 __all__ = [
     "NO_DEFAULT_MODEL", "EARLY_EXIT_MODEL_TYPES", "is_local_path", "resolve_model_spec", "resolve_device",
-    "model_device", "load_processor", "check_vocab_matches", "early_exit_class", "load_early_exit_config", "load_early_exit_model",
-    "is_complete_safetensors", "load_model_and_processor",
+    "model_device", "load_processor", "check_vocab_matches", "early_exit_class", "hub_load_kwargs",
+    "load_early_exit_config", "load_early_exit_model", "is_complete_safetensors", "load_model_and_processor",
+    "weight_files", "weights_fingerprint", "folder_weights_fingerprint", "MODEL_IDENTITY_FIELDS", "folder_identity",
+    "identity_mismatches",
 ]
 
 # The early-exit model class (a root module and its class) for each checkpoint `model_type` it loads: its own, and
@@ -27,6 +29,9 @@ EARLY_EXIT_MODEL_TYPES = {
     "hubert_ee": ("modeling_hubert_ee", "HubertEEForCTC"), "hubert": ("modeling_hubert_ee", "HubertEEForCTC"),
     "wav2vec2_ee": ("modeling_wav2vec2_ee", "Wav2Vec2EEForCTC"), "wav2vec2": ("modeling_wav2vec2_ee", "Wav2Vec2EEForCTC"),
 }
+
+# What says which model an evaluation or a card describes: its geometry (config.json) and its weights.
+MODEL_IDENTITY_FIELDS = ("num_hidden_layers", "exit_layers", "vocab_size", "weights_sha256")
 
 NO_DEFAULT_MODEL = ("no --model given, and there is no default model: this install lacks the repository's "
                     "models/hubert-ee-compact-synth folder and HUBERT_EE_DEFAULT_MODEL is not set")
@@ -85,12 +90,12 @@ def model_device(model):
         return torch.device("cpu")
 
 
-def load_processor(source: str | Path):
+def load_processor(source: str | Path, **hub_kwargs):
     """The tokenizer + feature extractor saved beside a checkpoint, with a clear error when they are absent."""
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(str(source))
+        return AutoProcessor.from_pretrained(str(source), **hub_kwargs)
     except (OSError, ValueError, TypeError) as error:
         raise FileNotFoundError(
             f"No processor (tokenizer + feature extractor) could be loaded from {source}: a CTC checkpoint needs "
@@ -108,6 +113,33 @@ def check_vocab_matches(model, processor) -> None:
         )
 
 
+def hub_load_kwargs(repo_id: str, timeout: float = 10.0) -> dict:
+    """How to load the Hub model `repo_id` without waiting on a Hub that cannot be reached: one request, without
+    the retries (about half a minute of them) that a download makes first. Reachable, or `HF_HUB_OFFLINE` set:
+    `{}` (load as usual). Unreachable: `{"local_files_only": True}` when a copy is cached (a warning says so),
+    else the `ConnectionError` naming the repository."""
+    import logging
+
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .data import network_error_types
+
+    if constants.HF_HUB_OFFLINE:
+        return {}
+    try:
+        HfApi().model_info(repo_id, timeout=timeout)
+    except network_error_types() as error:
+        if isinstance(error, HfHubHTTPError):  # the Hub answered (no such repository, no access): its own error
+            raise
+        if not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            raise ConnectionError(f"{repo_id}: {' '.join(str(error).split())}") from error
+        logging.getLogger(__name__).warning("the Hugging Face Hub cannot be reached (%s): loading the cached copy "
+                                            "of %s", type(error).__name__, repo_id)
+        return {"local_files_only": True}
+    return {}
+
+
 def early_exit_class(model_type: str):
     """The early-exit model class that loads a checkpoint of `model_type` (see `EARLY_EXIT_MODEL_TYPES`)."""
     if model_type not in EARLY_EXIT_MODEL_TYPES:
@@ -122,11 +154,11 @@ def early_exit_class(model_type: str):
     return getattr(importlib.import_module(module), name)
 
 
-def checkpoint_model_type(spec: str | Path) -> str | None:
+def checkpoint_model_type(spec: str | Path, local_files_only: bool = False) -> str | None:
     """The `model_type` in a checkpoint's `config.json` (folder or Hub id), read without building the config."""
     from transformers import PretrainedConfig
 
-    config_dict, _ = PretrainedConfig.get_config_dict(str(spec))
+    config_dict, _ = PretrainedConfig.get_config_dict(str(spec), local_files_only=local_files_only)
     return config_dict.get("model_type")
 
 
@@ -165,7 +197,7 @@ def load_early_exit_model(spec: str | Path, **kwargs):
     spec = expand_spec(spec)
     if is_local_path(spec) and not Path(spec).exists():
         raise FileNotFoundError(f"model folder {spec} does not exist")
-    model_class = early_exit_class(checkpoint_model_type(spec))
+    model_class = early_exit_class(checkpoint_model_type(spec, local_files_only=kwargs.get("local_files_only", False)))
     try:
         return model_class.from_pretrained(spec, **kwargs)
     except OSError as error:
@@ -179,9 +211,69 @@ def load_early_exit_model(spec: str | Path, **kwargs):
 
 def load_model_and_processor(spec: str | Path, device=None):
     """Load an early-exit model (folder or Hub id, see `load_early_exit_model`) and the processor saved beside it,
-    in eval mode on `device`."""
+    in eval mode on `device`. A Hub id is checked once first (`hub_load_kwargs`), so that an unreachable Hub fails
+    fast or loads the cached copy."""
     spec = expand_spec(spec)
-    model = load_early_exit_model(spec)
-    processor = load_processor(spec)
+    hub_kwargs = {} if Path(spec).exists() else hub_load_kwargs(spec)
+    model = load_early_exit_model(spec, **hub_kwargs)
+    processor = load_processor(spec, **hub_kwargs)
     check_vocab_matches(model, processor)
     return model.to(resolve_device(device)).eval(), processor
+
+
+def weight_files(folder: str | Path) -> list[str]:
+    """The safetensors files of a `save_pretrained` folder, relative to it: `model.safetensors`, or the index and
+    every shard it names; `[]` when they are missing (or a shard is)."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [index.name, *shards] if all((folder / shard).is_file() for shard in shards) else []
+    return ["model.safetensors"] if (folder / "model.safetensors").is_file() else []
+
+
+def weights_fingerprint(state_dict) -> str:
+    """sha256 of a model's weights (`state_dict()`): each tensor's name, dtype, shape and bytes, in name order. A
+    model's fingerprint equals that of the folder `save_pretrained` wrote from it (`folder_weights_fingerprint`),
+    whatever the sharding and the files' metadata."""
+    return _fingerprint((name, state_dict[name]) for name in sorted(state_dict))
+
+
+def folder_weights_fingerprint(folder: str | Path) -> str:
+    """`weights_fingerprint` of the weights saved in `folder`, read one tensor at a time."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    files = [name for name in weight_files(folder) if name.endswith(".safetensors")]
+    if not files:
+        raise FileNotFoundError(f"{folder} has no model.safetensors (or its index and shards)")
+    handles = [safe_open(str(folder / name), framework="pt") for name in files]
+    holder = {name: handle for handle in handles for name in handle.keys()}
+    return _fingerprint((name, holder[name].get_tensor(name)) for name in sorted(holder))
+
+
+def _fingerprint(named_tensors) -> str:
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in named_tensors:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def folder_identity(folder: str | Path) -> dict:
+    """`MODEL_IDENTITY_FIELDS` of a saved model folder: geometry from its config.json, fingerprint of its weights."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return {"num_hidden_layers": config.get("num_hidden_layers"), "exit_layers": config.get("exit_layers"),
+            "vocab_size": config.get("vocab_size"), "weights_sha256": folder_weights_fingerprint(folder)}
+
+
+def identity_mismatches(described: dict, folder: dict) -> list[str]:
+    """The `MODEL_IDENTITY_FIELDS` where `described` (an evaluation, a card) and `folder` differ, as "field X
+    (described) vs Y (folder)"; a field `described` lacks is not compared."""
+    return [f"{field} {described[field]} vs {folder.get(field)}" for field in MODEL_IDENTITY_FIELDS
+            if described.get(field) is not None and described[field] != folder.get(field)]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
-from .text import SAMPLING_RATE, normalize_text
+from .text import SAMPLING_RATE, make_labels
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,13 @@ class ClipStore:
         if rates - {SAMPLING_RATE}:
             raise ValueError(f"{path} [{split}] is sampled at {sorted(rates)} Hz; packing needs {SAMPLING_RATE} Hz")
         audio = list(_arrow_waveforms(column))
-        return cls(audio, _tokenise(dataset["text"], tokenizer))
+        return cls(audio, make_labels(dataset["text"], tokenizer))
 
     @classmethod
     def from_speech_dataset(cls, dataset, tokenizer) -> "ClipStore":
         """Clips of a `load_speech_dataset` dataset (any corpus the project reads: audiofolder, Hub, saved)."""
         audio = [np.asarray(row, dtype=np.float32) for row in dataset.with_format("numpy", columns=["audio"])["audio"]]
-        return cls(audio, _tokenise(dataset["text"], tokenizer))
+        return cls(audio, make_labels(dataset["text"], tokenizer))
 
 
 def is_packable_corpus(path: str | os.PathLike) -> bool:
@@ -106,10 +106,6 @@ def _arrow_waveforms(column) -> Iterator[np.ndarray]:
         values = lists.values.to_numpy(zero_copy_only=True)
         for start, end in zip(offsets[:-1], offsets[1:]):
             yield values[start:end]
-
-
-def _tokenise(texts: Sequence[str], tokenizer) -> list[list[int]]:
-    return [list(ids) for ids in tokenizer([normalize_text(text or "") for text in texts]).input_ids]
 
 
 def pack_first_fit(lengths: Sequence[int], capacity: int, gap: int) -> list[list[int]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, ModelCard
 
 from . import CODE_FILES_BY_MODEL_TYPE
+from .loading import folder_identity, identity_mismatches, weight_files
 
 REQUIRED = ("config.json", "vocab.json", "tokenizer_config.json", "README.md")
 OPTIONAL = ("special_tokens_map.json", "preprocessor_config.json", "processor_config.json", "added_tokens.json",
@@ -29,29 +30,41 @@ def files_to_upload(folder: str | Path) -> list[str]:
     missing = [name for name in required if not (folder / name).is_file()]
     if not any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
         missing.append("preprocessor_config.json or processor_config.json (feature extractor)")
-    weights = _weight_files(folder)
+    weights = weight_files(folder)
     if not weights:
         missing.append("model.safetensors (or model.safetensors.index.json and its shards)")
     if missing:
-        raise FileNotFoundError(f"{folder} is not Hub-ready, it lacks: {missing}")
+        how = []
+        if set(CODE_FILES_BY_MODEL_TYPE.get(model_type, ())) & set(missing):
+            how.append("save it with hubert_ee.export.save_hub_folder (weights, config, code files, processor)")
+        if "README.md" in missing:
+            how.append(f"write the model card with `hubert-ee card --model {folder} --eval EVAL.json` (EVAL.json: "
+                       f"`hubert-ee evaluate --model {folder} --json EVAL.json`)")
+        raise FileNotFoundError(f"{folder} is not Hub-ready, it lacks: {missing}" + "".join(f"; {h}" for h in how))
     config = json.loads(config_file.read_text())
     if model_type not in CODE_FILES_BY_MODEL_TYPE or "AutoModelForCTC" not in (config.get("auto_map") or {}):
         raise ValueError(f"{folder}/config.json is not an early-exit config ({sorted(CODE_FILES_BY_MODEL_TYPE)}) "
                          "with auto_map; save it with save_hub_folder.")
-    ModelCard.load(folder / "README.md")  # the card's metadata must parse, or the Hub page is broken
+    check_card_describes(folder, ModelCard.load(folder / "README.md"))  # parses, or the Hub page is broken
     optional = [name for name in OPTIONAL if (folder / name).is_file()]
     extra = [path.name for path in folder.glob("*.png")]  # plots the card shows
     return sorted({*required, *optional, *weights, *extra})
 
 
-def _weight_files(folder: Path) -> list[str]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        if all((folder / shard).is_file() for shard in shards):
-            return [index.name, *shards]
-        return []
-    return ["model.safetensors"] if (folder / "model.safetensors").is_file() else []
+def check_card_describes(folder: Path, card: ModelCard) -> None:
+    """Refuse a card that `hubert-ee card` wrote for another model: the geometry and weights fingerprint it records
+    (its metadata's `hubert_ee_model`) must be the folder's. A card without that record is not checked."""
+    from .card import IDENTITY_KEY
+
+    recorded = card.data.to_dict().get(IDENTITY_KEY)
+    if not recorded:
+        return
+    mismatches = identity_mismatches(recorded, folder_identity(folder))
+    if mismatches:
+        raise ValueError(
+            f"{folder}/README.md describes another model than the folder holds: {'; '.join(mismatches)} (card vs "
+            f"folder); write the card again with `hubert-ee card --model {folder} --eval EVAL.json`."
+        )
 
 
 def push(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,

@@ -48,7 +48,8 @@ class EvaluationResult(Mapping):
     JSON schema (WER/CER: corpus-level percentages after `hubert_ee.text.normalize_text`):
 
     * `model`, `dataset`: names; `num_utterances` evaluated, `num_skipped_too_short` (shorter than the receptive
-      field); `num_hidden_layers`; `exit_layers`.
+      field); `num_hidden_layers`; `exit_layers`; `vocab_size`; `weights_sha256`, the fingerprint of the weights
+      evaluated (`hubert_ee.loading.weights_fingerprint`; `hubert-ee card` checks the model folder against these).
     * `final_wer`, `final_cer`: the final head's.
     * `exits`: `[{"layer", "wer", "cer"}]`, every exit forced, then the final head (`layer == num_hidden_layers`).
     * `sweep`: `[{"criterion", "threshold", ["patience"], "wer", "cer", "mean_exit_layer", "layers_skipped",
@@ -93,11 +94,14 @@ class EvaluationResult(Mapping):
     timing: dict[str, Any] = dataclasses.field(default_factory=dict)
     wer_note: str = WER_NOTE
     unreadable: list[dict[str, str]] | None = None
+    vocab_size: int | None = None
+    weights_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form: every field in declaration order, `groups` and `unreadable` only when present."""
+        """The JSON form: every field in declaration order; `groups`, `unreadable`, `vocab_size` and
+        `weights_sha256` only when present."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        for optional in ("groups", "unreadable"):
+        for optional in ("groups", "unreadable", "vocab_size", "weights_sha256"):
             if not data[optional]:
                 del data[optional]
         return data

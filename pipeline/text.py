@@ -19,7 +19,8 @@ import tempfile
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["VOCAB", "normalize_text", "build_processor", "SAMPLING_RATE"]
+__all__ = ["VOCAB", "normalize_text", "make_labels", "build_processor", "SAMPLING_RATE",
+           "MAX_UNKNOWN_LABEL_SHARE"]
 
 SAMPLING_RATE = 16000
 
@@ -164,6 +165,32 @@ def normalize_text(text: str) -> str:
     text = _RE_MULTI_APOSTROPHE.sub("'", text)
     text = _RE_STRAY_APOSTROPHE.sub(" ", text)
     return _RE_SPACES.sub(" ", text).strip()
+
+
+# Labels are refused when more of their characters than this share are unknown to the tokenizer: a few (a letter
+# a vocabulary lacks) lose little, a vocabulary of another case would turn every label into <unk>.
+MAX_UNKNOWN_LABEL_SHARE = 0.01
+
+
+def make_labels(texts, tokenizer, column: str = "text") -> list[list[int]]:
+    """CTC label ids of `texts` (transcripts of the dataset column `column`): :func:`normalize_text`, then
+    `tokenizer`; every label of the project is made here. Raises ``ValueError`` naming the column and the share
+    when more than :data:`MAX_UNKNOWN_LABEL_SHARE` of the label characters are unknown to the tokenizer (e.g. a
+    lower-case vocabulary, which the normaliser's upper case misses): such labels would train and score nothing."""
+    normalised = [normalize_text(text or "") for text in texts]
+    ids = [list(row) for row in tokenizer(normalised).input_ids]
+    unk = tokenizer.unk_token_id
+    total = sum(len(row) for row in ids)
+    unknown = 0 if unk is None else sum(row.count(unk) for row in ids)
+    if total and unknown / total > MAX_UNKNOWN_LABEL_SHARE:
+        example = next(text for text, row in zip(normalised, ids) if unk in row)
+        raise ValueError(
+            f"column {column!r}: {unknown / total:.1%} of the label characters ({unknown} of {total}) are unknown to "
+            f"the tokenizer ({tokenizer.unk_token}) after normalize_text, e.g. {example[:60]!r}; the tokenizer's "
+            f"vocabulary ({sorted(tokenizer.get_vocab())[:12]}...) must hold normalize_text's characters (A-Z, "
+            "apostrophe, the word delimiter)."
+        )
+    return ids
 
 
 # --------------------------------------------------------------------------

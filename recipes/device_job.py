@@ -143,7 +143,9 @@ def cmd_export(args) -> int:
         for i in order:
             row = ds[int(i)]
             x, sr = decode_audio(row)
-            name = f"{row['id']}.flac"
+            # "utt-0000016.flac", not the id "test-0000016": `load_dataset("audiofolder", data_dir=...)` reads a
+            # split name into file names, and a split named by file names leaves metadata.csv (the transcripts) out
+            name = f"utt-{str(row['id']).rsplit('-', 1)[-1]}.flac"
             sf.write(folder / name, x, sr, format="FLAC", subtype="PCM_16")
             size = (folder / name).stat().st_size + 1024  # + tar header and padding
             if used + size > budget:

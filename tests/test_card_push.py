@@ -164,3 +164,73 @@ def test_the_card_records_every_training_session_and_the_totals():
     assert "| 0 | 2026-11-01 | 0 | 34 | 46.15 |  | from scratch |" in text
     assert "| 1 | 2026-11-29 | 1,800 | 15.08 | 40.35 | 65.81 | continued |" in text
     assert "![learning curve: dev CER against hours of speech](learning_curve.png)" in text
+
+
+def _evaluation_of(folder, **changes) -> dict:
+    """`RESULT` as `hubert-ee evaluate` writes it for the model in `folder` (geometry and weights), then `changes`."""
+    from hubert_ee.loading import folder_identity
+
+    return {**RESULT, **folder_identity(folder), **changes}
+
+
+@pytest.mark.parametrize("changes", [{"num_hidden_layers": 12}, {"exit_layers": [2, 4, 6, 8, 10]},
+                                     {"vocab_size": 40}, {"weights_sha256": "0" * 64}])
+def test_card_refuses_an_evaluation_of_another_model(hub_folder, tmp_path, capsys, changes):
+    """`hubert-ee card --model A --eval B.json` with B evaluating another model (other layers, exits, vocabulary
+    or weights) used to write a card mixing A's geometry with B's numbers."""
+    (tmp_path / "eval.json").write_text(json.dumps(_evaluation_of(hub_folder)))
+    (tmp_path / "other.json").write_text(json.dumps(_evaluation_of(hub_folder, **changes)))
+    for flags in (["--eval", str(tmp_path / "other.json")],
+                  ["--eval", str(tmp_path / "eval.json"), "--ood-eval", str(tmp_path / "other.json")]):
+        assert main(["card", "--model", str(hub_folder), *flags]) == 2
+        err = capsys.readouterr().err
+        field = next(iter(changes))
+        assert err.count("\n") == 1 and "is an evaluation of another model than" in err and field in err, err
+        assert "hubert-ee evaluate --model" in err
+        assert not (hub_folder / "README.md").exists()  # nothing written
+    assert main(["card", "--model", str(hub_folder), "--eval", str(tmp_path / "eval.json")]) == 0
+
+
+def test_push_refuses_a_card_that_describes_other_weights(hub_folder, tmp_path, capsys):
+    """The card records the geometry and weights it was written for; `push` (also `--dry-run`) refuses a folder
+    whose weights or geometry changed since, e.g. a card copied beside another model."""
+    from safetensors.torch import load_file, save_file
+
+    (tmp_path / "eval.json").write_text(json.dumps(_evaluation_of(hub_folder)))
+    write_card(hub_folder, tmp_path / "eval.json")
+    assert main(["push", "--model", str(hub_folder), "--repo-id", "me/ee", "--dry-run"]) == 0
+    capsys.readouterr()
+    weights = load_file(hub_folder / "model.safetensors")
+    weights["lm_head.bias"] = weights["lm_head.bias"] + 1.0
+    save_file(weights, hub_folder / "model.safetensors", metadata={"format": "pt"})
+    assert main(["push", "--model", str(hub_folder), "--repo-id", "me/ee", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "README.md describes another model than the folder holds: weights_sha256" in err
+    assert "hubert-ee card --model" in err
+
+
+def test_push_on_a_save_pretrained_folder_names_hubert_ee_card(tmp_path, capsys):
+    from tests.conftest import tiny_model
+
+    folder = tmp_path / "plain"
+    tiny_model().save_pretrained(folder)
+    build_processor().save_pretrained(folder)
+    assert main(["push", "--model", str(folder), "--repo-id", "me/ee", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "README.md" in err and f"hubert-ee card --model {folder} --eval EVAL.json" in err, err
+
+
+def test_push_with_hf_hub_offline_set_does_not_suggest_setting_it():
+    """`HF_HUB_OFFLINE=1 hubert-ee push`: one line saying offline mode is why, not "set HF_HUB_OFFLINE=1"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shipped = Path(REPOSITORY_ROOT) / "models" / "hubert-ee-compact-synth"
+    env = {**{key: value for key, value in os.environ.items() if key != "HF_TOKEN"}, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.cli", "push", "--model", str(shipped), "--repo-id",
+                             "someone/hubert-ee"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("hubert-ee push: error: the Hugging Face Hub is not used: HF_HUB_OFFLINE is set")
+    assert "set HF_HUB_OFFLINE=1" not in result.stderr

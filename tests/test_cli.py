@@ -118,3 +118,15 @@ def test_every_command_runs_on_a_wav2vec2_checkpoint(tmp_path):
     assert report["model_type"] == "wav2vec2_ee"
     assert report["code_files"] == sorted(["configuration_wav2vec2_ee.py", "modeling_wav2vec2_ee.py",
                                            "configuration_early_exit.py", "modeling_early_exit.py"])
+
+
+def test_version_names_hubert_ee_torch_and_transformers():
+    import torch
+    import transformers
+
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.cli", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("hubert-ee 0.") and "\n" not in line, line
+    assert f"torch {torch.__version__}" in line and f"transformers {transformers.__version__}" in line, line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +372,15 @@ def test_decode_audio_reads_every_storage_at_its_own_rate_or_resampled(tmp_path)
         assert rate == 16000 and abs(samples.size - 1600) <= 2
     with pytest.raises(AudioReadError, match="neither 'bytes', 'path' nor 'array'"):
         decode_audio({})
+
+
+def test_prepare_for_ctc_labels_lower_case_transcripts_like_upper_case_ones(audiofolder: Path, tmp_path: Path):
+    """An audiofolder whose `transcription` values are lower case trains on the same labels as upper case."""
+    lower = tmp_path / "lower"
+    shutil.copytree(audiofolder, lower)
+    rows = list(csv.DictReader(open(audiofolder / "metadata.csv", newline="", encoding="utf-8")))
+    _write_metadata(lower, [{**row, "transcription": row["transcription"].lower()} for row in rows],
+                    list(rows[0]))
+    processor = build_processor()
+    labels = [prepare_for_ctc(load_speech_dataset(str(folder)), processor)["labels"] for folder in (audiofolder, lower)]
+    assert labels[0] == labels[1] and all(processor.tokenizer.unk_token_id not in row for row in labels[1])

@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 import hubert_ee
 from hubert_ee import CODE_FILES
 from hubert_ee.card import build_card
+from hubert_ee.loading import folder_identity
 from hubert_ee.cli import main as cli_main
 from hubert_ee.metrics import char_error_rate
 
@@ -82,6 +83,7 @@ def test_model_card_is_generated_from_the_committed_results():
         comparison=(RESULTS / "default_model_ab.md").read_text(),
         training_data=(ROOT / "recipes" / "default_model_training_data.md").read_text(),
         history=json.loads((RESULTS / "training_history.json").read_text()), curve_name="learning_curve.png",
+        identity=folder_identity(MODEL),
     )
     assert rebuilt == card
     data = ModelCard.load(ROOT / "model_card.md").data.to_dict()
@@ -179,16 +181,34 @@ def test_pipeline_on_a_wav_path_and_on_an_audiofolder_row(shipped_asr, tmp_path)
     import soundfile
     from datasets import load_dataset
 
-    audio, rate = soundfile.read(SUBSET / "test-0000016.flac", dtype="float32")
+    audio, rate = soundfile.read(SUBSET / "utt-0000016.flac", dtype="float32")
     wav = tmp_path / "speech.wav"
     soundfile.write(wav, audio, rate)
     expected = shipped_asr({"raw": audio, "sampling_rate": rate})["text"]
     assert expected and shipped_asr(str(wav))["text"] == expected
     assert shipped_asr(str(wav), chunk_length_s=20)["text"] == expected  # the README's call
+    # as a user writes it: one split, the default one, with the transcriptions of metadata.csv
     dataset = load_dataset("audiofolder", data_dir=str(SUBSET), cache_dir=str(tmp_path / "cache"))
-    row = next(row for row in dataset["test"] if row["audio"].metadata.path.endswith("test-0000016.flac"))
+    assert list(dataset) == ["train"] and len(dataset["train"]) == 49
+    assert {"audio", "transcription", "engine", "voice"} <= set(dataset["train"].column_names)
+    row = next(row for row in dataset["train"] if row["audio"].metadata.path.endswith("utt-0000016.flac"))
+    assert row["transcription"] == "THE RANGER ISN'T GONNA LIKE IT YOGI"
     assert shipped_asr(row["audio"])["text"] == expected
     np.testing.assert_allclose(row["audio"].get_all_samples().data[0].numpy(), audio, atol=1e-4)
+
+
+def test_a_batch_of_clips_gives_what_one_call_per_clip_gives(shipped_asr):
+    """The issue's case: early exit on, `asr(clips, batch_size=3)` decoded padding frames as speech
+    ('...THEPODEDI' for the single call's '...THEPODED')."""
+    import soundfile
+
+    clips = [soundfile.read(path, dtype="float32") for path in sorted(CLIPS.glob("*.flac"))]
+    inputs = [{"raw": audio, "sampling_rate": rate} for audio, rate in clips]
+    fast = {"exit_threshold": 0.6}
+    single = [shipped_asr(dict(item), **fast)["text"] for item in inputs]
+    for batch_size in (2, 3, 6):
+        assert [out["text"] for out in shipped_asr([dict(item) for item in inputs], batch_size=batch_size,
+                                                   **fast)] == single, batch_size
 
 
 def test_shipped_model_loads_with_what_its_strategy_trains():
@@ -213,7 +233,7 @@ def test_the_cards_and_readmes_usage_is_true(shipped_asr, tmp_path, monkeypatch)
     import soundfile
     import torch
 
-    audio, rate = soundfile.read(CLIPS / "test-0000016.flac", dtype="float32")
+    audio, rate = soundfile.read(CLIPS / "utt-0000016.flac", dtype="float32")
     soundfile.write(tmp_path / "speech.wav", audio, rate)
     monkeypatch.chdir(tmp_path)
     card = (ROOT / "model_card.md").read_text().replace("hubert-ee/hubert-ee-compact-synth", str(MODEL))

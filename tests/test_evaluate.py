@@ -16,6 +16,7 @@ import torch
 import hubert_ee
 from hubert_ee.cli import main as cli_main
 from hubert_ee.evaluate import evaluate_model
+from hubert_ee.loading import folder_weights_fingerprint
 from hubert_ee.results import markdown_report, plot_tradeoff
 from hubert_ee.export import save_hub_folder
 from hubert_ee.text import build_processor
@@ -24,7 +25,7 @@ from tests.conftest import sharpen_branches, tiny_config
 
 TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset",
             "num_hidden_layers", "exit_layers"}
-EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note"}
+EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note", "vocab_size", "weights_sha256"}
 ROW_KEYS = {"criterion", "threshold", "wer", "cer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
             "baseline_seconds", "early_exit_seconds", "speedup_interval", "speedup_reliable", "speedup_note",
             "expected_speedup"}
@@ -247,6 +248,8 @@ def test_command_writes_json_markdown_and_plot(folders, tmp_path, capsys):
     assert "| confidence | 0.5 |" in (out / "eval.md").read_text()
     assert (out / "eval.png").read_bytes()[:4] == b"\x89PNG"
     assert "final head WER" in capsys.readouterr().out
+    # which model was evaluated: its geometry and the fingerprint of the weights in the folder (what `card` checks)
+    assert (result["vocab_size"], result["weights_sha256"]) == (32, folder_weights_fingerprint(model_folder))
 
 
 def test_command_reports_an_unreadable_file_and_evaluates_the_rest(folders, tmp_path, capsys):
@@ -351,7 +354,8 @@ def test_the_json_form_has_the_keys_of_the_committed_results_in_their_order(resu
                             "default_model_test.json").read_text())
     written = result.to_json()
     assert [key for key in committed if key in written] == [key for key in written if key in committed]
-    assert set(written) - {"unreadable", "groups"} <= set(committed)
+    # optional keys, and the model's identity, which evaluations before it was recorded lack
+    assert set(written) - {"unreadable", "groups", "vocab_size", "weights_sha256"} <= set(committed)
     assert EvaluationResult(**committed).to_json() == committed
 
 

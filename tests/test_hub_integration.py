@@ -102,18 +102,63 @@ def test_fresh_process_trust_remote_code_and_pipeline(tmp_path, backbone):
     torch.testing.assert_close(fresh["logits"], expected, rtol=1e-5, atol=1e-4)  # other process, other threads
 
 
+def _imported_roots(nodes) -> set[str]:
+    roots = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
 def test_remote_code_files_import_only_torch_and_transformers():
+    """The code files need only torch and transformers. soxr, which the pipeline resamples with, is imported inside
+    a function's `try: ... except ImportError` (transformers' remote-code loader skips imports in a `try`, so a
+    machine without it still loads the model, and only resampling says what is missing)."""
     code_files = {name for names in CODE_FILES_BY_MODEL_TYPE.values() for name in names}
     own_modules = {name.removesuffix(".py") for name in code_files}
     for name in sorted(code_files):
         tree = ast.parse((ROOT / name).read_text())
-        roots = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                roots.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                roots.add(node.module.split(".")[0])
+        guarded = set()  # the import statements in a function's `try: ... except ImportError`
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Try) and any(
+                            isinstance(handler.type, ast.Name) and handler.type.id == "ImportError"
+                            for handler in node.handlers):
+                        guarded.update(child for stmt in node.body for child in ast.walk(stmt))
+        optional = _imported_roots(guarded)
+        roots = _imported_roots(node for node in ast.walk(tree) if node not in guarded)
         assert roots <= {"torch", "transformers", "dataclasses", "typing", "__future__", *own_modules}, (name, roots)
+        assert optional <= {"soxr"}, (name, optional)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_a_model_object_in_a_pipeline_takes_settings_through_its_pipeline_class(tmp_path, backbone):
+    """`pipeline(model=<loaded model>)`: transformers reads `custom_pipelines` only from a folder or Hub id, so a
+    model object gets transformers' own ASR pipeline, which never passes a setting to a CTC model and runs the
+    config's setting (what README says); with `pipeline_class=model.asr_pipeline_class` a setting applies per call
+    and the result carries `exit_layer`, for either backbone."""
+    import numpy as np
+    from transformers import AutomaticSpeechRecognitionPipeline, pipeline
+
+    torch.manual_seed(0)
+    model = sharpen_branches(backbone_class(backbone, 1)(tiny_config(backbone, early_exit=False))).eval()
+    processor = build_processor()
+    components = {"tokenizer": processor.tokenizer, "feature_extractor": processor.feature_extractor}
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    own = pipeline("automatic-speech-recognition", model=model, pipeline_class=model.asr_pipeline_class,
+                   **components)
+    full, first_exit = own(audio), own(audio, exit_threshold=0.0)
+    assert full["exit_layer"] == model.config.num_hidden_layers and first_exit["exit_layer"] == 1
+    assert full["text"] != first_exit["text"]
+    plain = pipeline("automatic-speech-recognition", model=model, **components)
+    assert type(plain) is AutomaticSpeechRecognitionPipeline
+    assert plain(audio) == {"text": full["text"]}
+    model.config.exit_threshold = 0.0  # the config's setting is what transformers' own pipeline runs
+    model.config.early_exit = True
+    assert plain(audio) == {"text": first_exit["text"]}
 
 
 def test_pipeline_passes_early_exit_settings_on_and_refuses_others(tmp_path):

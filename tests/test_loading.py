@@ -80,3 +80,45 @@ def test_tokenizer_vocab_mismatch_is_caught(tmp_path, hub_folder, capsys):
     sf.write(audio, noise(0.5), 16000)
     assert main(["transcribe", "--model", str(folder), str(audio)]) == 2
     assert "Tokenizer has 33 tokens but the model's CTC head has vocab_size=32" in capsys.readouterr().err
+
+
+def test_a_hub_model_without_network_fails_at_once_in_one_line(tmp_path, monkeypatch, capsys):
+    """`hubert-ee transcribe --model someorg/somemodel` with no Hub to reach (an address nothing listens on) and
+    HF_HUB_OFFLINE unset: one line naming the repository, at once, not half a minute of retries printed twice."""
+    import time
+
+    from huggingface_hub import constants
+
+    audio = tmp_path / "a.wav"
+    sf.write(audio, noise(0.5), 16000)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite runs offline
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # nothing cached
+    assert main(["transcribe", "--model", str(tmp_path / "missing"), str(audio)]) == 2  # the stage's imports, done
+    capsys.readouterr()
+    started = time.perf_counter()
+    assert main(["transcribe", "--model", "someorg/somemodel", str(audio)]) == 2
+    elapsed = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "hubert-ee transcribe: error: could not reach the Hugging Face Hub (ConnectionError: someorg/somemodel: "), err
+    assert elapsed < 5, elapsed  # one refused request; a download's retries wait 1 + 2 + 4 + 8 + 8 s
+
+
+def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_cannot_be_reached(tmp_path, hub_folder, monkeypatch):
+    """Unreachable Hub, model in the cache: loaded from it at once (the cached copy is what HF_HUB_OFFLINE=1 would
+    load), with a warning, instead of retrying each file first."""
+    from huggingface_hub import HfApi
+
+    def unreachable(self, repo_id, **kwargs):
+        raise ConnectionError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the suite runs offline
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: str(hub_folder / filename))
+    assert loading.hub_load_kwargs("someorg/somemodel") == {"local_files_only": True}
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: None)
+    with pytest.raises(ConnectionError, match="someorg/somemodel: .*Connection refused"):
+        loading.hub_load_kwargs("someorg/somemodel")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert loading.hub_load_kwargs("someorg/somemodel") == {}  # offline mode: transformers reads the cache itself

@@ -261,6 +261,36 @@ def test_from_pretrained_freezes_what_the_strategy_freezes(tmp_path, strategy, b
     assert trainable == ({name for name, _ in loaded.named_parameters()} if backbone_learns else branches)
 
 
+@pytest.mark.parametrize("backbone,name", [("hubert", "HuBERT-EE"), ("wav2vec2", "wav2vec2-EE")])
+def test_entering_training_mode_says_once_what_trains(caplog, backbone, name):
+    """A plain `Trainer` on a distill model trains the branches alone (about 1 % of the shipped model): `train()`
+    says so in one line, with how to train everything, once however often the Trainer calls it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # the line is logged once per process; other tests may have logged it
+    distill = make_model(backbone=backbone, exit_training_strategy="distill")
+    joint = make_model(backbone=backbone, exit_training_strategy="joint")
+    branches = sum(p.numel() for p in distill.exit_branches.parameters())
+    total = sum(p.numel() for p in distill.parameters())
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):  # as a Trainer does, at every step
+                distill.train()
+                distill.eval()
+            joint.train()
+    finally:
+        hf_logging.disable_propagation()
+    lines = [record.getMessage() for record in caplog.records if f"{name}: training" in record.getMessage()]
+    assert lines == [
+        f"{name}: training {branches:,} of {total:,} parameters: exit branches only (exit_training_strategy="
+        "'distill' freezes the backbone and the final head); load the model with exit_training_strategy='joint' (or "
+        "set it and call apply_exit_training_strategy()) to train everything",
+        f"{name}: training {total:,} of {total:,} parameters: backbone, final head, exit branches "
+        "(exit_training_strategy='joint'); 'two-stage' or 'distill' train the exit branches alone",
+    ]
+
+
 def test_naming_an_exit_setting_turns_early_exit_on(tmp_path):
     """Asking for a threshold, criterion or patience asks for exits, also where the config has them off (as
     `hubert-ee transcribe --exit-threshold` does); `early_exit=False` beside them keeps the full depth."""
@@ -391,15 +421,67 @@ def test_init_branches_from_backbone_copies_next_layer_and_head(stable_layer_nor
         (lambda: torch.randn(4000), ValueError, "input_values[None]"),
         (lambda: torch.randn(1, 2, 4000), ValueError, "downmix"),
         (lambda: torch.randint(-100, 100, (1, 4000)), TypeError, "floating point"),
+        (lambda: torch.randint(-100, 100, (1, 4000), dtype=torch.int16), TypeError, "got torch.int16"),
+        (lambda: torch.ones(1, 4000, dtype=torch.bool), TypeError, "got torch.bool"),
+        (lambda: torch.randn(1, 4000, dtype=torch.complex64), TypeError, "got torch.complex64"),
+        (lambda: torch.randn(()), ValueError, "got shape ()"),
+        (lambda: torch.randn(1, 0), ValueError, "have [0] samples"),
         (lambda: torch.randn(1, 50), ValueError, "too short"),
         (lambda: torch.full((1, 4000), float("nan")), ValueError, "NaN"),
     ],
 )
-def test_bad_input_gets_clear_error(bad_input, error, fragment):
-    model = make_model()
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("call", ["forward", "generate"])
+def test_bad_input_gets_clear_error(bad_input, error, fragment, backbone, call):
+    model = make_model(backbone=backbone)
     with pytest.raises(error, match=None) as raised:
-        model.generate(bad_input())
+        getattr(model, call)(bad_input())
     assert fragment in str(raised.value)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("call", ["forward", "generate"])
+@pytest.mark.parametrize("input_dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_any_float_input_runs_in_the_model_dtype(backbone, call, input_dtype):
+    """float64 (numpy's and soundfile's default) or half-precision input to a float32 model is converted to
+    float32: the result is that of the float32 input rounded the same way."""
+    model = make_model(backbone=backbone)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    rounded = input_values.to(input_dtype)
+    expected = getattr(model, call)(rounded.float(), attention_mask=attention_mask)
+    output = getattr(model, call)(rounded, attention_mask=attention_mask)
+    assert output.logits.dtype == torch.float32
+    torch.testing.assert_close(output.logits, expected.logits)
+    assert output.exit_layer.tolist() == expected.exit_layer.tolist()
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("model_dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_model_in_another_dtype_takes_float32_input(backbone, model_dtype):
+    """A float16/bfloat16 (or float64) model given float32 input, as the feature extractor returns it: the input
+    is converted to the model's dtype, in `forward` and `generate`, and the transcripts are the float32 model's
+    (within the rounding of half precision: compared on the final head, at full depth)."""
+    reference = make_model(backbone=backbone)
+    model = make_model(backbone=backbone).to(model_dtype)
+    input_values, attention_mask = padded_batch(LENGTHS)
+    for call in (model.forward, model.generate):
+        output = call(input_values, attention_mask=attention_mask, early_exit=False)
+        assert output.logits.dtype == model_dtype and torch.isfinite(output.logits.float()).all()
+    full = model.generate(input_values, attention_mask=attention_mask, early_exit=False)
+    expected = reference.generate(input_values, attention_mask=attention_mask, early_exit=False)
+    torch.testing.assert_close(full.logits.float(), expected.logits, atol=0.1, rtol=0.05)
+    exact = model.generate(input_values.to(model_dtype), attention_mask=attention_mask, early_exit=False)
+    torch.testing.assert_close(full.logits, exact.logits)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("call", ["forward", "generate"])
+def test_an_empty_batch_is_named(backbone, call):
+    model = make_model(backbone=backbone)
+    for empty in (torch.zeros(0, 16000), torch.zeros(0, 16000, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"`input_values` is an empty batch \(shape \(0, 16000\)\): give at "
+                                             r"least one utterance"):
+            getattr(model, call)(empty)
 
 
 def test_short_utterance_in_batch_is_named():

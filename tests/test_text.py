@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from hubert_ee.text import VOCAB, build_processor, normalize_text
+from hubert_ee.text import VOCAB, build_processor, make_labels, normalize_text
 
 HF_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "O": 8,
             "N": 9, "I": 10, "H": 11, "S": 12, "R": 13, "D": 14, "L": 15, "U": 16, "M": 17,
@@ -104,3 +104,30 @@ def test_processor_batch_padding():
                       sampling_rate=16000, padding=True, return_tensors="np")
     assert feats.input_values.shape == (2, 1600)
     assert feats.attention_mask[1].sum() == 800
+
+
+def test_make_labels_normalises_lower_case_transcripts():
+    """Lower-case transcripts (as many audiofolders have) become the same labels as upper-case ones, not <unk>."""
+    tokenizer = build_processor().tokenizer
+    lower, upper = make_labels(["the ranger isn't gonna like it"], tokenizer), make_labels(["THE RANGER ISN'T GONNA"
+                                                                                           " LIKE IT"], tokenizer)
+    assert lower == upper and tokenizer.unk_token_id not in lower[0]
+    assert tokenizer.decode(lower[0], group_tokens=False) == "THE RANGER ISN'T GONNA LIKE IT"
+
+
+def test_make_labels_refuses_a_tokenizer_that_knows_few_of_their_characters(tmp_path):
+    """A lower-case vocabulary misses every character of the normaliser's upper case: every label would be <unk>,
+    and training and scoring would learn and measure nothing. The error names the column and the share."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    lower_vocab = {token if len(token) > 1 else token.lower(): index for token, index in VOCAB.items()}
+    (tmp_path / "vocab.json").write_text(json.dumps(lower_vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), word_delimiter_token="|")
+    with pytest.raises(ValueError, match=r"column 'transcription': 90\.9% of the label characters \(10 of 11\) are "
+                                         r"unknown to the tokenizer \(<unk>\) after normalize_text"):
+        make_labels(["hello world"], tokenizer, "transcription")
+    missing_apostrophe = {token: index for token, index in VOCAB.items() if token != "'"}
+    (tmp_path / "vocab.json").write_text(json.dumps(missing_apostrophe))
+    tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), word_delimiter_token="|")
+    texts = ["it's " + "a long sentence without that character " * 3]
+    assert make_labels(texts, tokenizer)[0].count(tokenizer.unk_token_id) == 1  # under 1 %: kept

@@ -393,8 +393,8 @@ def blog_style_setup(tmp_path, clips: int = 8, **config):
     model = AutoModelForCTC.from_pretrained(tmp_path / "model", trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(tmp_path / "model", trust_remote_code=True)
     subset = Path(__file__).resolve().parents[1] / "examples" / "test-subset"
-    data = load_dataset("audiofolder", data_files=[str(subset / "*.flac"), str(subset / "metadata.csv")],
-                        split="train", cache_dir=str(tmp_path / "cache")).select(range(clips))
+    data = load_dataset("audiofolder", data_dir=str(subset), split="train",
+                        cache_dir=str(tmp_path / "cache")).select(range(clips))
     data = data.cast_column("audio", Audio(sampling_rate=16000))
 
     def prepare_dataset(batch):

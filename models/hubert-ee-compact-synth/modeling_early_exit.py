@@ -153,6 +153,10 @@ def check_input_values(input_values, attention_mask) -> None:
             f"`input_values` must be floating point (normalised waveform), got {input_values.dtype}; integer PCM "
             "must go through the feature extractor first."
         )
+    if input_values.shape[0] == 0:
+        raise ValueError(
+            f"`input_values` is an empty batch (shape {tuple(input_values.shape)}): give at least one utterance."
+        )
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_values.shape):
         raise ValueError(
             f"`attention_mask` shape {tuple(attention_mask.shape)} does not match `input_values` shape "
@@ -795,6 +799,30 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
         for parameter in self.exit_branches.parameters():
             parameter.requires_grad = True
 
+    def training_summary(self) -> str:
+        """One line on what training updates: the parameters that require gradients, out of all, the parts they
+        belong to, and how to change it. `train()` logs it (once per distinct line), so a plain `Trainer` run shows it
+        when training starts."""
+        parts = {"backbone": self.base_model, "final head": self.lm_head, "exit branches": self.exit_branches}
+        trained = [name for name, part in parts.items() if any(p.requires_grad for p in part.parameters())]
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        strategy = self.config.exit_training_strategy
+        if self.config.backbone_is_frozen:
+            why = (f"exit_training_strategy={strategy!r} freezes the backbone and the final head); load the model with "
+                   "exit_training_strategy='joint' (or set it and call apply_exit_training_strategy()) to train everything")
+        else:
+            why = f"exit_training_strategy={strategy!r}); 'two-stage' or 'distill' train the exit branches alone"
+        what = f"{trained[0]} only" if len(trained) == 1 else ", ".join(trained) if trained else "nothing"
+        size = f"{total / 1e6:.1f}M" if total >= 1e6 else f"{total:,}"
+        return f"{self.backbone_name}-EE: training {trainable:,} of {size} parameters: {what} ({why}"
+
+    def train(self, mode: bool = True):
+        """`nn.Module.train`; entering training mode logs `training_summary()` (once per distinct line)."""
+        if mode:
+            logger.warning_once(self.training_summary())
+        return super().train(mode)
+
     @torch.no_grad()
     def init_exit_branches_from_backbone(self):
         """Start each branch as "one more backbone layer, then the final head": its encoder layer copies the
@@ -840,8 +868,10 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
     # ------------------------------------------------------------------ input checks
 
     def _prepare_inputs(self, input_values, attention_mask, labels):
-        """Clear errors for bad input, and what the passes need. Returns `(frame_lengths, attention_mask, finite)`:
-        the frames the front end emits per utterance (host-side), the attention mask or None when no utterance has
+        """Clear errors for bad input, and what the passes need. Returns `(input_values, frame_lengths,
+        attention_mask, finite)`: the input in the model's floating dtype (float64 from numpy, or float32 into a
+        float16/bfloat16 model, is converted), the frames the front end emits per utterance (host-side), the
+        attention mask or None when no utterance has
         padding frames (an all-ones mask, what a feature extractor returns for one utterance, changes no output,
         and without it nothing downstream masks), and the per-utterance "no NaN/inf sample" flags if they are
         still to be read (else None).
@@ -851,6 +881,7 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
         attention mask's lengths here, or else the first exit's decision in `_early_exit_pass`. Only a pass that
         reads nothing else reads them on their own (`raise_if_not_finite`)."""
         check_input_values(input_values, attention_mask)
+        input_values = input_values.to(self.dtype)
         finite = torch.isfinite(input_values).all(-1)
         finite_rows = None
         if attention_mask is not None:  # one read for the lengths and the flags
@@ -866,7 +897,7 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
         frame_lengths = self.frame_lengths(lengths)
         if attention_mask is not None and min(frame_lengths) == self.frame_lengths([input_values.shape[1]])[0]:
             attention_mask = None
-        return frame_lengths, attention_mask, finite
+        return input_values, frame_lengths, attention_mask, finite
 
     # ------------------------------------------------------------------ public API
 
@@ -912,7 +943,7 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
                                     exit_threshold=exit_threshold, exit_patience=exit_patience)
         if output_exit_logits is None:
             output_exit_logits = self.config.output_exit_logits
-        frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, labels)
+        input_values, frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, labels)
         # Built only for a loss: a host->device copy is a blocking one, which inference need not pay.
         logit_lengths = torch.tensor(frame_lengths, device=input_values.device) if labels is not None else None
         if self.training or output_exit_logits:
@@ -987,7 +1018,7 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
         padding frames set to the pad/blank id, ready for `processor.batch_decode`) and `exit_layer`.
         """
         setting = self.exit_setting(exit_setting, **overrides)
-        frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
+        input_values, frame_lengths, attention_mask, finite = self._prepare_inputs(input_values, attention_mask, None)
         logits, exit_layer = self._inference_view()._early_exit_pass(
             input_values, attention_mask, setting, frame_lengths, finite
         )
@@ -1003,19 +1034,33 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
 
 
 class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
-    """transformers' `automatic-speech-recognition` pipeline, passing the per-call early-exit settings on.
+    """transformers' `automatic-speech-recognition` pipeline, decoding with the model's `generate`.
 
     For a CTC model transformers' pipeline runs `model(input_values, attention_mask)` and drops every other
     argument, so `asr(x, exit_threshold=0.6)` would silently run at the config's setting. This one takes the
     settings of `generate` at the top level (`asr(x, exit_threshold=0.6)`) or in `generate_kwargs`, at the call or
     when the pipeline is built; naming one turns early exit on, as for `generate`. Any other generation argument is
     refused: CTC decoding here is greedy, there is nothing else to set.
+
+    Each result holds `text` and `exit_layer`, the encoder layer the utterance left at (for audio cut into windows
+    with `chunk_length_s`, the deepest window's, and `chunk_exit_layers` per window). A batch (`batch_size`) gives
+    what one call per input gives: `generate` sets the padding frames of each row to the blank, and a front end that
+    normalises over time (`feat_extract_norm="group"`), where padding would change the statistics, runs each row at
+    its own length. Audio at another rate (`{"raw": x, "sampling_rate": 44100}`, a `datasets` audio row) is
+    resampled with soxr (`resample`), as `hubert-ee transcribe` does; integer PCM is scaled to [-1, 1].
     `pipeline("automatic-speech-recognition", model=<folder or Hub id>, trust_remote_code=True)` builds it (the
     config's `custom_pipelines`); for a model object, pass `pipeline_class=model.asr_pipeline_class`.
     """
 
     def _sanitize_parameters(self, chunk_length_s=None, stride_length_s=None, ignore_warning=None,
                              decoder_kwargs=None, return_timestamps=None, return_language=None, **kwargs):
+        if "sampling_rate" in kwargs:
+            rate = kwargs["sampling_rate"]
+            raise ValueError(
+                f"asr(audio, sampling_rate={rate}): give the rate with the audio instead, as "
+                f"asr({{\"raw\": audio, \"sampling_rate\": {rate}}}); the pipeline resamples it to "
+                f"{self.feature_extractor.sampling_rate} Hz."
+            )
         settings = dict(kwargs.pop("generate_kwargs", None) or {})
         twice = sorted(set(settings) & set(kwargs))
         if twice:
@@ -1038,20 +1083,117 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
             forward["exit_setting"] = setting
         return preprocess, forward, postprocess
 
+    def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
+        """transformers' preprocessing, of float audio at the feature extractor's rate (`as_model_audio`)."""
+        yield from super().preprocess(self.as_model_audio(inputs), chunk_length_s, stride_length_s)
+
+    def as_model_audio(self, inputs):
+        """`inputs` with integer PCM scaled to float32 in [-1, 1] and audio at another rate resampled to the
+        feature extractor's: a bare array (taken as at that rate), a dict `{"raw" or "array": audio,
+        "sampling_rate": rate, ...}` (mono `(samples,)` or `(channels, samples)`, channels averaged) or a torchcodec
+        `AudioDecoder` (what a `datasets` audio column holds). Anything else (a file name, bytes) is returned as it
+        is, for transformers to read."""
+        if hasattr(inputs, "get_all_samples"):  # a torchcodec AudioDecoder: (channels, samples) at the file's rate
+            samples = inputs.get_all_samples()
+            inputs = {"raw": samples.data, "sampling_rate": samples.sample_rate}
+        if not isinstance(inputs, dict):
+            return self.as_float_audio(inputs) if hasattr(inputs, "dtype") else inputs
+        if "raw" not in inputs and "array" not in inputs:
+            return inputs  # transformers' own message says what the dict needs
+        inputs = dict(inputs)
+        rate = self.feature_extractor.sampling_rate
+        source = inputs.pop("sampling_rate", rate)
+        audio = self.as_float_audio(inputs.pop("raw") if "raw" in inputs else inputs.pop("array"))
+        inputs.pop("path", None)  # a `datasets` row's file name: transformers drops it too
+        if source == rate:
+            return {**inputs, "raw": audio, "sampling_rate": rate}
+        audio = torch.as_tensor(audio)
+        if audio.dim() == 2 and audio.shape[0] <= 2:  # (channels, samples), as transformers reads a 2-D input
+            audio = audio.to(torch.float32).mean(0)
+        if audio.dim() != 1:
+            raise ValueError(
+                f"Audio at {source} Hz of shape {tuple(audio.shape)}: give mono (samples,) or (channels, samples) "
+                "audio; channels-last (samples, channels), as soundfile.read returns it, must be transposed first."
+            )
+        if "stride" in inputs:  # (left, right) in samples at the given rate
+            inputs["stride"] = tuple(int(round(side * rate / source)) for side in inputs["stride"])
+        return {**inputs, "raw": self.resample(audio, source, rate).numpy(), "sampling_rate": rate}
+
+    @staticmethod
+    def as_float_audio(audio):
+        """A numpy array or tensor of samples as floating point: integer PCM scaled to [-1, 1] (8-bit PCM is
+        unsigned, centred on 128), float left as it is; other types (bool, complex) are refused by name."""
+        tensor = torch.as_tensor(audio)
+        if tensor.is_floating_point():
+            return audio
+        if tensor.dtype == torch.uint8:
+            scaled = (tensor.to(torch.float32) - 128.0) / 128.0
+        elif tensor.dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
+            scaled = (tensor.to(torch.float64) / -float(torch.iinfo(tensor.dtype).min)).to(torch.float32)
+        else:
+            raise TypeError(f"Audio samples of dtype {tensor.dtype}: give float or integer PCM samples.")
+        return scaled if isinstance(audio, torch.Tensor) else scaled.numpy()
+
+    @staticmethod
+    def resample(audio, orig_rate: int, new_rate: int) -> torch.Tensor:
+        """Mono `audio` `(samples,)` from `orig_rate` to `new_rate` Hz, as float32, with soxr ("HQ"), as
+        `hubert-ee transcribe` resamples. soxr is imported here, not with this file, since the file travels to the
+        Hub and needs only torch and transformers otherwise; without it the error says how to get it."""
+        orig_rate, new_rate = int(orig_rate), int(new_rate)
+        if orig_rate <= 0 or new_rate <= 0:
+            raise ValueError(f"Sampling rates must be positive integers, got {orig_rate} Hz to {new_rate} Hz.")
+        audio = torch.as_tensor(audio).to(torch.float32)
+        if orig_rate == new_rate:
+            return audio
+        try:
+            import soxr
+        except ImportError as error:
+            raise ImportError(
+                f"Resampling {orig_rate} Hz audio to {new_rate} Hz needs the soxr package: `pip install soxr` (a "
+                f"small CPU wheel), or pass audio at {new_rate} Hz."
+            ) from error
+        return torch.from_numpy(soxr.resample(audio.cpu().numpy(), orig_rate, new_rate, quality="HQ")).to(torch.float32)
+
     def _forward(self, model_inputs, return_timestamps=False, exit_setting=None):
-        # transformers' CTC branch of `_forward`, with the settings passed to the model
+        # transformers' CTC branch of `_forward`, decoding with `generate` and the setting
         attention_mask = model_inputs.pop("attention_mask", None)
         stride = model_inputs.pop("stride", None)
         model_inputs.pop("num_frames", None)
         is_last = model_inputs.pop("is_last")
-        logits = self.model(model_inputs.pop(self.model.main_input_name), attention_mask=attention_mask,
-                            exit_setting=exit_setting).logits
-        out = {"logits": logits} if self.type == "ctc_with_lm" else {"tokens": logits.argmax(dim=-1)}
+        output = self.decode(model_inputs.pop(self.model.main_input_name), attention_mask, exit_setting)
+        out = {"logits": output.logits} if self.type == "ctc_with_lm" else {"tokens": output.sequences}
         if stride is not None:  # windows of chunked audio: their context, in frames, for `postprocess`
             ratio = 1 / self._align_to
             out["stride"] = rescale_stride([stride], ratio)[0] if isinstance(stride, tuple) else rescale_stride(
                 stride, ratio)
-        return {"is_last": is_last, **out, **model_inputs}
+        return {"is_last": is_last, **out, **model_inputs, "exit_layer": output.exit_layer}
+
+    def decode(self, input_values, attention_mask, exit_setting) -> EarlyExitGenerateOutput:
+        """`generate` on a (padded) batch, each row decoded as it would be alone. A front end with
+        `feat_extract_norm="group"` normalises each channel over all frames, padding included, so there each row
+        of a padded batch runs alone at its own length; elsewhere the batch runs as one."""
+        if attention_mask is None or self.model.config.feat_extract_norm != "group":
+            return self.model.generate(input_values, attention_mask=attention_mask, exit_setting=exit_setting)
+        rows = [self.model.generate(values[None, :length], exit_setting=exit_setting)
+                for values, length in zip(input_values, attention_mask.sum(-1).tolist())]
+        frames = self.model.frame_lengths([input_values.shape[1]])[0]
+        pad = self.model.config.pad_token_id
+        sequences = torch.stack([nn.functional.pad(row.sequences[0], (0, frames - row.sequences.shape[1]), value=pad)
+                                 for row in rows])
+        logits = torch.stack([nn.functional.pad(row.logits[0], (0, 0, 0, frames - row.logits.shape[1]))
+                              for row in rows])
+        exit_layer = torch.cat([row.exit_layer for row in rows])
+        return EarlyExitGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
+
+    def postprocess(self, model_outputs, **kwargs):
+        """transformers' result (`text`, ...) with `exit_layer`: the layer the input left at, or for windows of
+        chunked audio the deepest window's, with `chunk_exit_layers` listing each window's."""
+        layers = [int(output.pop("exit_layer").reshape(-1)[0]) for output in model_outputs]
+        result = super().postprocess(model_outputs, **kwargs)
+        result["exit_layer"] = max(layers)
+        if len(layers) > 1:
+            result["chunk_exit_layers"] = layers
+        return result
 
 
 __all__ = [
