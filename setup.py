@@ -13,7 +13,7 @@ setup(
     # The model files stay top-level modules: they are the files that travel to the Hub beside the weights.
     py_modules=[
         "configuration_early_exit", "configuration_hubert_ee", "configuration_wav2vec2_ee",
-        "modeling_early_exit", "modeling_hubert_ee", "modeling_wav2vec2_ee",
+        "modeling_early_exit", "modeling_hubert_ee", "modeling_wav2vec2_ee", "processing_early_exit",
     ],
     # The tooling in pipeline/ installs as `hubert_ee`: a top-level package named `pipeline` would collide.
     packages=["hubert_ee", "hubert_ee.benchmark"],

@@ -24,7 +24,7 @@ from tests.conftest import sharpen_branches, tiny_config
 
 TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset",
             "num_hidden_layers", "exit_layers"}
-EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note"}
+EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note", "decoder"}
 ROW_KEYS = {"criterion", "threshold", "wer", "cer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
             "baseline_seconds", "early_exit_seconds", "speedup_interval", "speedup_reliable", "speedup_note",
             "expected_speedup"}
@@ -128,12 +128,14 @@ def test_sweep_is_consistent_with_forced_exits(result):
 def test_each_settings_exits_from_the_all_exits_pass_are_where_generate_leaves(processor, dataset):
     """Accuracy and depth of every setting come from one full-depth pass (the criterion applied to every branch's
     logits), not from running the setting: it must send each utterance where `generate` sends it."""
+    from hubert_ee.decoding import GreedyDecoder
     from hubert_ee.evaluate import all_exits_pass, prepare_data, sweep_settings
 
     model = _model()
     settings = sweep_settings({"confidence": [0.5, 0.95, 0.99, 0.999], "entropy": [0.5, 0.1, 0.01]}, (1, 2, 3))
     data = prepare_data(model, processor, dataset, 3, [])
-    passed = all_exits_pass(model, processor, data, settings, progress=False)
+    greedy = GreedyDecoder(processor, model.config.pad_token_id)
+    passed = all_exits_pass(model, data, settings, greedy, greedy, progress=False)
     exits_seen = set()
     for number, setting in enumerate(settings):
         for indices, values, mask in data.batches:
