@@ -31,12 +31,13 @@ from typing import Iterable, Sequence
 
 from .text import normalize_text
 
-__all__ = ["LM_DIRECTORY", "ALPHABET_FILE", "DEFAULT_ALPHA", "DEFAULT_BETA", "LanguageModelError", "has_language_model",
+__all__ = ["LM_DIRECTORY", "ALPHABET_FILE", "PROCESSOR_CODE_FILE", "DEFAULT_ALPHA", "DEFAULT_BETA", "LanguageModelError", "has_language_model",
            "wordnet_glosses", "corpus_sentences", "lm_sentences", "check_held_out", "build_arpa", "arpa_counts",
            "ctc_labels", "save_language_model", "load_ctc_decoder", "check_alphabet", "build_lm", "run"]
 
 LM_DIRECTORY = "language_model"  # pyctcdecode's and transformers' name for it
 ALPHABET_FILE = "alphabet.json"
+PROCESSOR_CODE_FILE = "processing_early_exit.py"  # the processor class a folder with an LM loads (remote code)
 WORDNET = Path("/usr/share/wordnet")
 # pyctcdecode's defaults; `build-lm --alpha/--beta` stores others (tuned on dev, BENCHMARKS.md)
 DEFAULT_ALPHA = 0.5
