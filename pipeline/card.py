@@ -27,7 +27,7 @@ from .operating_point import (
     operating_point_setting,
 )
 from .outputs import check_output_path, write_bytes, write_texts
-from .results import markdown_report, setting_of_row
+from .results import describe_decoder, markdown_report, setting_of_row
 from .timing import format_speedup
 
 CITATION = """@inproceedings{yoon2024hubertee,
@@ -145,7 +145,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     lines += ["## Limitations", "",
               "- Accuracy depends on how close speech is to the training data (see \"Training data\" when given): "
               "on real speech unlike it, it is far lower than on the in-domain test split (see above when reported).",
-              "- Greedy CTC decoding without a language model; upper-case characters and apostrophes only.",
+              f"- The figures above: {describe_decoder(result.get('decoder'))}; upper-case characters and "
+              "apostrophes only.",
               "- Speedups are wall-clock ratios against the same model at full depth, measured in the same run; they "
               "depend on hardware, batch size and how early utterances exit.", "",
               "## Citation", "", "```bibtex", CITATION, "```", ""]

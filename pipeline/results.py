@@ -17,7 +17,7 @@ from configuration_early_exit import ExitSetting
 from .plots import pyplot, save_figure
 from .timing import BUSY_SPREAD, MIN_PAIRS, WIDE_INTERVAL, format_speedup
 
-__all__ = ["EvaluationResult", "markdown_report", "plot_tradeoff", "print_summary", "row_of_setting",
+__all__ = ["EvaluationResult", "describe_decoder", "lm_decoding_lines", "markdown_report", "plot_tradeoff", "print_summary", "row_of_setting",
            "setting_label", "setting_of_row"]
 
 TIMING_METHOD = ("per batch, early_exit=False (twice) and each distinct way of exiting once, interleaved; speedup = "
@@ -181,6 +181,7 @@ def markdown_report(result: dict) -> str:
         f"- model: `{result.get('model')}`",
         f"- dataset: `{result.get('dataset')}` ({result['num_utterances']} utterances)",
         f"- encoder layers: {num_layers}; exits after layers {result['exit_layers']}",
+        f"- decoder: {describe_decoder(result.get('decoder'))}",
         f"- final head WER: {result['final_wer']:.2f} %"
         + (f", CER: {result['final_cer']:.2f} %" if "final_cer" in result else ""),
         "",
@@ -229,6 +230,7 @@ def markdown_report(result: dict) -> str:
         *unreliable_lines([oracle], lambda row: "oracle"),
         "",
     ]
+    lines += lm_decoding_lines(result)
     for column, entries in (result.get("groups") or {}).items():
         lines += [
             f"## By `{column}`",
@@ -242,6 +244,45 @@ def markdown_report(result: dict) -> str:
                   f"| {entry['oracle_mean_exit_layer']:.2f} |" for entry in entries]
         lines.append("")
     return "\n".join(lines)
+
+
+def describe_decoder(decoder: dict | None) -> str:
+    """One line for the decoder a result's transcripts came from (greedy where the result predates the field)."""
+    if not decoder or decoder.get("name") == "greedy":
+        return "greedy CTC (no language model)"
+    return (f"beam search with the n-gram LM `{decoder.get('language_model')}` (pyctcdecode + KenLM, beam width "
+            f"{decoder['beam_width']}, alpha {decoder['alpha']:g}, beta {decoder['beta']:g})")
+
+
+def lm_decoding_lines(result: dict) -> list[str]:
+    """With LM decoding: greedy against LM WER of every exit and sweep row, the decode time beside the encoder
+    time, and the end-to-end speedup (decode included); nothing for a greedy result."""
+    if not any("greedy_wer" in row for row in result["exits"]):
+        return []
+    timing = result.get("timing") or {}
+    encoder = (f" The full-depth encoder time of the same utterances: "
+               f"{result['sweep'][0]['baseline_seconds'] / max(timing.get('repeats', 1), 1):.2f} s."
+               if result["sweep"] else "")
+    lines = ["## LM decoding against greedy", "",
+             "LM decode (s): the LM decode of every utterance from that head, one utterance at a time, summed."
+             + encoder, "",
+             "| layer | greedy WER (%) | LM WER (%) | greedy CER (%) | LM CER (%) | LM decode (s) |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for row in result["exits"]:
+        lines.append(f"| {row['layer']} | {row['greedy_wer']:.2f} | {row['wer']:.2f} | {row['greedy_cer']:.2f} | "
+                     f"{row['cer']:.2f} | {row['decode_seconds']:.2f} |")
+    lines += ["", "| setting | greedy WER (%) | LM WER (%) | encoder speedup | end-to-end speedup (LM decode "
+              "included) | expected end-to-end |", "|---|---:|---:|---:|---:|---:|"]
+    for row in [*result["sweep"], {**result["oracle"], "criterion": "oracle"}]:
+        if "end_to_end_speedup" not in row:
+            continue
+        low, high = row["end_to_end_interval"]
+        marker = "" if row["end_to_end_reliable"] else " (noise-sized)"
+        lines.append(f"| {setting_label(row) if row['criterion'] != 'oracle' else 'oracle'} | "
+                     f"{row.get('greedy_wer', float('nan')):.2f} | {row['wer']:.2f} | {row['speedup']:.2f}x | "
+                     f"{row['end_to_end_speedup']:.2f}x [{low:.2f}, {high:.2f}]{marker} | "
+                     f"{row['end_to_end_expected_speedup']:.2f}x |")
+    return [*lines, ""]
 
 
 def plot_tradeoff(result: dict, path: str | Path) -> Path:
