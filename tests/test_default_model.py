@@ -163,6 +163,19 @@ def test_shipped_code_files_are_the_current_model_code():
     root files must be re-saved into the shipped folder, or Hub users would run older code than the tests check."""
     for name in CODE_FILES:
         assert (MODEL / name).read_bytes() == (ROOT / name).read_bytes(), f"re-save {MODEL / name}"
+    assert (MODEL / "processing_early_exit.py").read_bytes() == (ROOT / "processing_early_exit.py").read_bytes()
+
+
+def test_shipped_language_model_is_small_and_fits_the_vocabulary():
+    """The shipped folder's n-gram (for `ctc_with_lm` decoding) stays within 30 MB and loads against the shipped
+    tokenizer (its words spelled in the model's alphabet)."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    from hubert_ee.language_model import load_ctc_decoder
+
+    size = sum(path.stat().st_size for path in (MODEL / "language_model").iterdir())
+    assert size <= 30_000_000, size
+    assert load_ctc_decoder(MODEL, Wav2Vec2CTCTokenizer.from_pretrained(MODEL)) is not None
 
 
 @pytest.fixture(scope="module")
