@@ -269,6 +269,7 @@ def add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride-length-s", type=float, default=2.0,
                         help="Context in seconds on each side of a window boundary, i.e. windows overlap by twice "
                         "this (default: 2).")
+    add_decoder_arguments(parser)
     add_device_argument(parser)
 
 

@@ -4,6 +4,7 @@ through the Hub path (fresh process, trust_remote_code, ASR pipeline) and as eve
 import csv
 import importlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -37,8 +38,8 @@ def test_shipped_folder_is_hub_ready_and_small():
     assert HUB_FILES <= names, HUB_FILES - names
     assert any(name.endswith(".safetensors") for name in names)
     assert not {"checkpoints", "training_args.bin", "optimizer.pt"} & names
-    size = sum(path.stat().st_size for path in MODEL.rglob("*") if path.is_file())
-    assert size <= 30e6, f"{size / 1e6:.1f} MB"
+    size = sum(path.stat().st_size for path in MODEL.rglob("*") if path.is_file() and "language_model" not in path.parts)
+    assert size <= 30e6, f"{size / 1e6:.1f} MB"  # the n-gram LM has its own limit (next test)
     config = json.loads((MODEL / "config.json").read_text())
     assert config["model_type"] == "hubert_ee" and config["num_hidden_layers"] == 12
     assert config["auto_map"]["AutoModelForCTC"] == "modeling_hubert_ee.HubertEEForCTC"
@@ -134,7 +135,9 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
     assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
     assert "## Early-exit sweep" in out and "reference:" in out
     # each clip's full-depth transcript beside the early-exit one, and what the early setting costs in WER
-    assert out.count("early exit: '") == out.count("full depth: '") > 0
+    # (quoted as Python's repr quotes them: double quotes around a transcript with an apostrophe, which the LM
+    # decoding of the pipeline spells more often)
+    assert len(re.findall("early exit: ['\"]", out)) == len(re.findall("full depth: ['\"]", out)) > 0
     assert "clips: early exit" in out and "the early setting costs" in out
     # step 1 compares early exit with full depth: the calibrated setting and a faster per-call one, or confidence 0.6
     # when the shipped config has exits off

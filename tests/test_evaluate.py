@@ -395,7 +395,7 @@ def test_lm_decoding_adds_greedy_figures_decode_time_and_the_end_to_end_speedup(
         assert row["end_to_end_speedup"] == pytest.approx(
             (row["baseline_seconds"] + row["baseline_decode_seconds"])
             / (row["early_exit_seconds"] + row["decode_seconds"]))
-    choice = choose_operating_point(result, max_wer_increase=100.0, min_speedup=0.0)
+    choice = choose_operating_point(result, max_wer_increase=1000.0, min_speedup=0.0)  # random weights: any WER
     assert choice["end_to_end_expected_speedup"] == max(row["end_to_end_expected_speedup"] for row in result["sweep"]
                                                          if row["mean_exit_layer"] < 4)
     report = markdown_report(result)

@@ -271,3 +271,32 @@ def test_transcribe_cli_bad_model_folder(tmp_path, model_folder, capsys):
         (no_processor / name).unlink(missing_ok=True)
     assert cli_main(["transcribe", "--model", str(no_processor), str(audio)]) == 2
     assert "No processor (tokenizer + feature extractor) could be loaded" in capsys.readouterr().err
+
+
+def test_lm_decoding_of_stitched_windows_and_the_decoder_flag(model_and_processor, model_folder, inputs, tmp_path,
+                                                              capsys):
+    """Windows are stitched as log-probabilities, so the LM decodes a long file once; a short file's LM transcript
+    is the decoder's on the model's logits; `--decoder lm` on a folder without an LM is a usage error."""
+    import shutil
+
+    import torch
+
+    from hubert_ee.decoding import build_decoder
+    from hubert_ee.inference import featurize
+    from hubert_ee.language_model import build_arpa, save_language_model
+
+    model, processor = model_and_processor
+    folder = tmp_path / "with-lm"
+    shutil.copytree(model_folder, folder)
+    save_language_model(folder, build_arpa(["A CAT SAT", "THE DOG RAN"] * 3, tmp_path / "2gram.arpa", order=2))
+    decoder = build_decoder("lm", folder, processor, model.config.pad_token_id, beam_width=4)
+    rng = np.random.default_rng(2)
+    sf.write(tmp_path / "long.wav", (0.3 * rng.standard_normal(16000 * 35)).astype(np.float32), 16000)
+    long, short = transcribe_files(model, processor, [tmp_path / "long.wav", inputs / "a.wav"], decoder=decoder)
+    assert long["num_chunks"] == 2 and isinstance(long["text"], str)
+    values, mask = featurize(processor, [_sine(1.0)], "cpu")
+    with torch.inference_mode():
+        logits = model.generate(values, mask).logits
+    assert short["text"] == decoder.decode(logits, None)[0]
+    assert cli_main(["transcribe", "--model", str(model_folder), "--decoder", "lm", str(inputs / "a.wav")]) == 2
+    assert "no language_model/ directory" in capsys.readouterr().err
