@@ -142,7 +142,8 @@ def test_command_output_json_and_exit_codes(model_folder, inputs, tmp_path, caps
     assert len(lines) == 3 and lines[0].startswith(str(inputs / "a.wav")) and "exit layer" in lines[0]
     assert " ms)" in lines[0]
     report = json.loads(out.read_text())
-    assert set(report) == {"model", "num_hidden_layers", "settings", "num_succeeded", "num_failed", "results"}
+    assert set(report) == {"model", "num_hidden_layers", "settings", "decoder", "num_succeeded", "num_failed", "results"}
+    assert report["decoder"] == {"name": "greedy"}
     assert report["num_succeeded"] == 3 and report["num_failed"] == 2
     assert report["settings"]["exit_threshold"] == 0.7 and report["settings"]["exit_criterion"] == "confidence"
     assert report["settings"]["early_exit"] is True
