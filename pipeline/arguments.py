@@ -122,6 +122,43 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DECODERS = ("greedy", "lm")
+# The shipped beam width: the issue's decode-cost target is met at it (BENCHMARKS.md, "n-gram language model").
+DEFAULT_BEAM_WIDTH = 32
+
+
+def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--decoder`, `--beam-width`, `--lm-alpha`, `--lm-beta` (`hubert_ee.decoding.decoder_from_args`)."""
+    parser.add_argument("--decoder", choices=DECODERS, default="greedy",
+                        help="greedy CTC, or beam search with the model folder's n-gram LM (language_model/, "
+                             "built by `hubert-ee build-lm`).")
+    parser.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH,
+                        help=f"--decoder lm: beams kept (default {DEFAULT_BEAM_WIDTH}).")
+    parser.add_argument("--lm-alpha", type=float, default=None,
+                        help="--decoder lm: the LM's weight (default: the one stored with the LM).")
+    parser.add_argument("--lm-beta", type=float, default=None,
+                        help="--decoder lm: the word insertion bonus (default: the one stored with the LM).")
+
+
+def add_build_lm_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `hubert-ee build-lm` (`hubert_ee.language_model`)."""
+    parser.add_argument("--model", required=True,
+                        help="Local model folder: its tokenizer gives the alphabet, and the LM is saved into it.")
+    parser.add_argument("--dataset", required=True, help="A `save_to_disk` corpus (hubert-ee synth's output).")
+    parser.add_argument("--split", default="train", help="The split whose transcripts are the LM's text.")
+    parser.add_argument("--held-out-splits", type=str_list, default=["dev", "test"],
+                        help="Splits none of whose sentences may be in the LM text (checked; the build stops).")
+    parser.add_argument("--extra-text", type=str_list, default=["wordnet"],
+                        help="More general English text: wordnet (the Debian wordnet-base glosses); empty: none.")
+    parser.add_argument("--order", type=int, default=3, help="n-gram order (1 to 5).")
+    parser.add_argument("--prune", type=float, default=1e-7,
+                        help="Entropy-pruning threshold (relative perplexity change; 0: no pruning).")
+    parser.add_argument("--min-counts", type=int_list, default=[],
+                        help="Per order from unigrams up: drop n-grams seen fewer times, e.g. 0,1,2.")
+    parser.add_argument("--alpha", type=float, default=0.5, help="The LM weight stored with the LM.")
+    parser.add_argument("--beta", type=float, default=1.5, help="The word insertion bonus stored with the LM.")
+
+
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Dataset, batching and sweep flags shared by `evaluate` and `calibrate`."""
     parser.add_argument(
@@ -156,6 +193,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         help="Comma-separated exit_patience values of the patience criterion to sweep (default: "
         + ",".join(str(p) for p in DEFAULT_PATIENCES) + "; empty string: none).",
     )
+    add_decoder_arguments(parser)
     add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
 
@@ -231,6 +269,7 @@ def add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride-length-s", type=float, default=2.0,
                         help="Context in seconds on each side of a window boundary, i.e. windows overlap by twice "
                         "this (default: 2).")
+    add_decoder_arguments(parser)
     add_device_argument(parser)
 
 

@@ -28,7 +28,8 @@ from .operating_point import (
     operating_point_setting,
 )
 from .outputs import check_output_path, write_bytes, write_texts
-from .results import markdown_report, setting_of_row
+from .language_model import has_language_model
+from .results import describe_decoder, markdown_report, setting_of_row
 from .timing import format_speedup
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,9 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
               f'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)',
               'inputs = processor(audio_16khz, sampling_rate=16000, return_tensors="pt")',
               f"out = model.generate(inputs.input_values)  # {default}",
-              "print(processor.batch_decode(out.sequences), out.exit_layer)",
+              "print(processor.tokenizer.batch_decode(out.sequences), out.exit_layer)  # greedy CTC",
+              *(["print(processor.batch_decode(out.logits.numpy()).text)  # beam search with the n-gram LM"]
+                if has_language_model(model_folder) else []),
               f"model.generate(inputs.input_values, {override})  # {effect}",
               f"model.generate(inputs.input_values, early_exit=False)  # full depth = {plain_class}", "```", ""]
     if training_data.strip():
@@ -156,7 +159,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     lines += ["## Limitations", "",
               "- Accuracy depends on how close speech is to the training data (see \"Training data\" when given): "
               "on real speech unlike it, it is far lower than on the in-domain test split (see above when reported).",
-              "- Greedy CTC decoding without a language model; upper-case characters and apostrophes only.",
+              f"- The figures above: {describe_decoder(result.get('decoder'))}; upper-case characters and "
+              "apostrophes only.",
               "- Speedups are wall-clock ratios against the same model at full depth, measured in the same run; they "
               "depend on hardware, batch size and how early utterances exit.", "",
               "## Citation", "", "```bibtex", CITATION, "```", ""]

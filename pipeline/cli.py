@@ -47,6 +47,9 @@ COMMANDS = {
     "history": ("history", "run", "add_history_arguments",
                 "Record a training session's dev evaluations and draw the learning curve across sessions."),
     "push": ("push", "run", "add_push_arguments", "Upload a Hub-ready model folder to the Hugging Face Hub."),
+    "build-lm": ("language_model", "run", "add_build_lm_arguments",
+                 "Build the n-gram LM for LM decoding (ctc_with_lm) into a model folder, from text with no dev/test "
+                 "sentence."),
 }  # fmt: skip
 
 

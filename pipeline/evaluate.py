@@ -36,6 +36,14 @@ What is measured (all WERs and CERs are corpus-level percentages after `hubert_e
   model runs with each utterance's exit forced to its oracle layer (`hubert_ee.forced_exits.forced_exit_targets`;
   branches and the criterion still run, only the decision is replaced), timed against the full model on the same
   batches. It bounds what any exit criterion can reach on this data.
+* **LM decoding** (`decoder`, `--decoder lm`, `hubert_ee.decoding`): every head's transcript comes from the
+  decoder the command names, and the JSON records it (`decoder`). With the n-gram LM, each exit and sweep row also
+  has `greedy_wer` and `greedy_cer` (the same logits decoded greedily), each exit row its `decode_seconds` (the LM
+  decode of every utterance from that head, one utterance at a time, summed), and each sweep row and the oracle the
+  end-to-end speedup with decoding included: each timed batch's encoder time plus the decode time of its
+  utterances at the heads they answer from, against the full-depth time plus the final head's decode time
+  (`end_to_end_speedup`, its interval and verdict, `end_to_end_expected_speedup`). The decode times come from the
+  all-exits pass, once per utterance and head; calibration chooses by the end-to-end speedup.
 * **Groups** (`groups`, with `group_by`): for each named dataset column (a speaker, voice or domain column, e.g.
   LibriSpeech's `speaker_id`) and each of its values, the utterance count, the final head's WER/CER, every forced
   exit's WER, the oracle's mean exit layer, and each sweep setting's WER, CER and mean exit layer on that group's
@@ -47,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import time
 from typing import Sequence
 
 import numpy as np
@@ -57,7 +66,8 @@ from configuration_early_exit import ExitSetting
 from .arguments import DEFAULT_PATIENCES, DEFAULT_THRESHOLDS, UsageError, check_threshold_range
 from .cost_model import expected_batch_costs, measure_components
 from .forced_exits import forced_exit_targets, prepare_forced_targets
-from .inference import featurize, frame_lengths, greedy_decode
+from .decoding import GreedyDecoder, decoder_from_args
+from .inference import featurize, frame_lengths
 from .timing import (
     BUSY_SPREAD,
     CONFIDENCE,
@@ -173,9 +183,12 @@ class AllExitsPass:
     """What one full-depth pass with every branch gives, without a clock: the transcript of every head (each exit,
     then the final head) and, per sweep setting, where each utterance leaves under it."""
 
-    head_texts: list[list[str]]  # [head][utterance]
+    head_texts: list[list[str]]  # [head][utterance], by the evaluation's decoder
     setting_layers: list[list[int]]  # [setting][utterance]
     frames: list[int]  # valid frames per utterance
+    # with an LM decoder only: greedy transcripts beside the LM's, and the LM decode's seconds per utterance
+    greedy_texts: list[list[str]] | None = None  # [head][utterance]
+    decode_seconds: list[list[float]] | None = None  # [head][utterance]
 
 
 def exits_taken(model, exit_logits: Sequence[torch.Tensor], valid: torch.Tensor, setting: ExitSetting
@@ -194,22 +207,41 @@ def exits_taken(model, exit_logits: Sequence[torch.Tensor], valid: torch.Tensor,
     return taken
 
 
-def all_exits_pass(model, processor, data: EvaluationData, settings: list[ExitSetting], progress: bool
-                   ) -> AllExitsPass:
-    """Every head's transcripts and every setting's exit layers, from one full-depth pass per batch."""
+def decode_heads(passed: AllExitsPass, decoder, greedy: GreedyDecoder, indices, head_logits, lengths) -> None:
+    """Fill in every head's transcripts of one batch; with an LM decoder also the greedy ones and the decode
+    time of each utterance (one row at a time, as a batch-1 caller would decode)."""
+    for head, logits in enumerate(head_logits):
+        if passed.decode_seconds is None:
+            for i, text in zip(indices, decoder.decode(logits, lengths)):
+                passed.head_texts[head][i] = text
+            continue
+        for i, text in zip(indices, greedy.decode(logits, lengths)):
+            passed.greedy_texts[head][i] = text
+        for row, i in enumerate(indices):
+            start = time.perf_counter()
+            passed.head_texts[head][i] = decoder.decode(logits[row : row + 1], lengths[row : row + 1])[0]
+            passed.decode_seconds[head][i] = time.perf_counter() - start
+
+
+def all_exits_pass(model, data: EvaluationData, settings: list[ExitSetting], decoder, greedy: GreedyDecoder,
+                   progress: bool) -> AllExitsPass:
+    """Every head's transcripts (by `decoder`; with an LM decoder, `greedy`'s too) and every setting's exit
+    layers, from one full-depth pass per batch."""
     num_heads = len(model.config.exit_layers) + 1
-    head_texts = [[""] * data.count for _ in range(num_heads)]
-    setting_layers = [[0] * data.count for _ in settings]
-    frames = [0] * data.count
+    empty = [[""] * data.count for _ in range(num_heads)]
+    with_lm = decoder is not greedy
+    passed = AllExitsPass(head_texts=empty, setting_layers=[[0] * data.count for _ in settings],
+                          frames=[0] * data.count,
+                          greedy_texts=[[""] * data.count for _ in range(num_heads)] if with_lm else None,
+                          decode_seconds=[[0.0] * data.count for _ in range(num_heads)] if with_lm else None)
+    setting_layers, frames = passed.setting_layers, passed.frames
     resolved = [model.exit_setting(setting) for setting in settings]
     with torch.inference_mode():
         for indices, input_values, attention_mask in _tqdm(data.batches, desc="all exits", disable=not progress,
                                                            leave=False):
             output = model(input_values, attention_mask=attention_mask, output_exit_logits=True)
-            for head, logits in enumerate([*output.exit_logits, output.logits]):
-                for i, text in zip(indices, greedy_decode(model, processor, logits, attention_mask)):
-                    head_texts[head][i] = text
             lengths = frame_lengths(model, attention_mask)
+            decode_heads(passed, decoder, greedy, indices, [*output.exit_logits, output.logits], lengths.cpu())
             valid = torch.arange(output.logits.shape[1], device=lengths.device)[None, :] < lengths[:, None]
             for i, length in zip(indices, lengths.tolist()):
                 frames[i] = int(length)
@@ -217,7 +249,7 @@ def all_exits_pass(model, processor, data: EvaluationData, settings: list[ExitSe
                 taken = exits_taken(model, output.exit_logits, valid, setting)
                 for i, layer in zip(indices, taken.tolist()):
                     setting_layers[number][i] = layer
-    return AllExitsPass(head_texts, setting_layers, frames)
+    return passed
 
 
 def texts_at(head_texts: list[list[str]], head_layers: list[int], layers: list[int]) -> list[str]:
@@ -258,6 +290,43 @@ def accuracy_fields(references, texts, layers, num_layers: int) -> dict:
     mean_layer = float(np.mean(layers))
     return {"wer": word_error_rate(references, texts), "cer": char_error_rate(references, texts),
             "mean_exit_layer": mean_layer, "layers_skipped": 1.0 - mean_layer / num_layers}
+
+
+def lm_head_fields(references, passed: AllExitsPass, head: int) -> dict:
+    """With an LM decoder: a head's greedy WER and CER and its LM decode seconds (summed); else nothing."""
+    if passed.greedy_texts is None:
+        return {}
+    texts = passed.greedy_texts[head]
+    return {"greedy_wer": word_error_rate(references, texts), "greedy_cer": char_error_rate(references, texts),
+            "decode_seconds": float(sum(passed.decode_seconds[head]))}
+
+
+def greedy_fields(references, passed: AllExitsPass, head_layers: list[int], layers: list[int]) -> dict:
+    """With an LM decoder: a sweep row's greedy WER and CER (each utterance greedy-decoded at its exit)."""
+    if passed.greedy_texts is None:
+        return {}
+    texts = texts_at(passed.greedy_texts, head_layers, layers)
+    return {"greedy_wer": word_error_rate(references, texts), "greedy_cer": char_error_rate(references, texts)}
+
+
+def with_decoding(seconds: list[float], per_batch: list[float]) -> list[float]:
+    """Timed pairs (repetition-major, batch-minor) with each batch's decode seconds added."""
+    return [value + per_batch[number % len(per_batch)] for number, value in enumerate(seconds)]
+
+
+def end_to_end_fields(baseline: list[float], candidate: list[float], expected: list[tuple[float, float]],
+                      decode_baseline: list[float], decode_candidate: list[float], layers, num_layers: int) -> dict:
+    """The speedup with LM decoding included on both sides: each batch's encoder time plus the decode time of its
+    utterances at the head they answer from (full depth: the final head), measured and expected."""
+    expected = [(base + decode_base, early + decode_early) for (base, early), decode_base, decode_early
+                in zip(expected, decode_baseline * (len(expected) // len(decode_baseline)),
+                       decode_candidate * (len(expected) // len(decode_candidate)))]
+    fields = speed_fields(with_decoding(baseline, decode_baseline), with_decoding(candidate, decode_candidate),
+                          expected, layers, num_layers)
+    return {"end_to_end_speedup": fields["speedup"], "end_to_end_interval": fields["speedup_interval"],
+            "end_to_end_reliable": fields["speedup_reliable"],
+            "end_to_end_expected_speedup": fields["expected_speedup"], "decode_seconds": sum(decode_candidate),
+            "baseline_decode_seconds": sum(decode_baseline)}
 
 
 def speed_fields(baseline: list[float], candidate: list[float], expected: list[tuple[float, float]], layers,
@@ -341,6 +410,7 @@ def evaluate_model(
     dataset_name: str | None = None,
     progress: bool = True,
     group_by: Sequence[str] = (),
+    decoder=None,
 ) -> EvaluationResult:
     """Evaluate `model` on `dataset` (rows with `audio`, a float array at 16 kHz, and `text`).
 
@@ -349,8 +419,12 @@ def evaluate_model(
     (empty: not swept). `repeats` times each batch that many times per setting (more stable speedups).
     Utterances too short for the convolutional front end are skipped with a warning
     (`num_skipped_too_short`). `group_by` names dataset columns to break the accuracy down by (module
-    docstring, "Groups"). See the module docstring for what is measured and `EvaluationResult` for the result.
+    docstring, "Groups"). `decoder` (`hubert_ee.decoding`; default greedy) turns every head's logits into text;
+    an LM decoder adds the greedy figures and the decode time beside it (module docstring, "LM decoding").
+    See the module docstring for what is measured and `EvaluationResult` for the result.
     """
+    greedy = GreedyDecoder(processor, model.config.pad_token_id)
+    decoder = greedy if decoder is None else decoder
     group_by = list(group_by or ())
     settings = sweep_settings(thresholds, patiences)
     check_arguments(model, dataset, batch_size, repeats, group_by)
@@ -361,24 +435,28 @@ def evaluate_model(
     head_layers = [*exit_layers, num_layers]
 
     data = prepare_data(model, processor, dataset, batch_size, group_by)
-    passed = all_exits_pass(model, processor, data, settings, progress)
+    passed = all_exits_pass(model, data, settings, decoder, greedy, progress)
     exits = [{"layer": layer, "wer": word_error_rate(data.references, passed.head_texts[head]),
-              "cer": char_error_rate(data.references, passed.head_texts[head])} for head, layer in enumerate(head_layers)]
+              "cer": char_error_rate(data.references, passed.head_texts[head]),
+              **lm_head_fields(data.references, passed, head)} for head, layer in enumerate(head_layers)]
     oracle_layers, oracle_texts = oracle_exits(passed.head_texts, exit_layers, num_layers)
     sweep_texts = [texts_at(passed.head_texts, head_layers, layers) for layers in passed.setting_layers]
 
     sweep_speeds, oracle_speed, timing = measure_speed(model, data, settings, passed, oracle_layers, repeats,
                                                        progress)
+    if passed.decode_seconds is not None:
+        timing["final_head_decode_seconds"] = float(sum(passed.decode_seconds[-1]))
     sweep = []
     for number, setting in enumerate(settings):
         sweep.append({**row_of_setting(setting),
                       **accuracy_fields(data.references, sweep_texts[number], passed.setting_layers[number],
                                         num_layers),
+                      **greedy_fields(data.references, passed, head_layers, passed.setting_layers[number]),
                       **sweep_speeds[number]})
     oracle = {**accuracy_fields(data.references, oracle_texts, oracle_layers, num_layers), **oracle_speed}
     sweep_outputs = [(row, sweep_texts[number], passed.setting_layers[number]) for number, row in enumerate(sweep)]
     groups = {column: group_breakdown(data.group_values[column], data.references, passed.head_texts, head_layers,
-                                      oracle_layers, sweep_outputs) for column in group_by}
+                                      oracle_layers, sweep_outputs, passed.greedy_texts) for column in group_by}
     return EvaluationResult(
         model=model_name if model_name is not None else str(getattr(config, "_name_or_path", "") or "<in-memory>"),
         dataset=dataset_name if dataset_name is not None else "<in-memory>",
@@ -395,6 +473,7 @@ def evaluate_model(
         timing={"device": str(model_device(model)), "batch_size": batch_size, "repeats": repeats, **timing},
         vocab_size=int(config.vocab_size),
         weights_sha256=weights_fingerprint(model.state_dict()),
+        decoder=decoder.describe(),
     )
 
 
@@ -417,7 +496,13 @@ def measure_speed(model, data: EvaluationData, settings: list[ExitSetting], pass
         batches = [([layers[i] for i in indices], [passed.frames[i] for i in indices])
                    for indices, _, _ in data.batches]
         expected = expected_batch_costs(table, measured_frames, num_layers, exit_layers, batches) * repeats
-        return speed_fields(baseline, times[case], expected, layers, num_layers)
+        fields = speed_fields(baseline, times[case], expected, layers, num_layers)
+        if passed.decode_seconds is None:
+            return fields
+        decode_full = batch_decode_seconds(passed, data, [num_layers] * len(layers), [*exit_layers, num_layers])
+        decode_here = batch_decode_seconds(passed, data, layers, [*exit_layers, num_layers])
+        return {**fields, **end_to_end_fields(baseline, times[case], expected, decode_full, decode_here, layers,
+                                              num_layers)}
 
     sweep_speeds = [speed(f"setting {timed_as[number]}", layers) for number, layers in enumerate(passed.setting_layers)]
     baseline_spread = spread([times["baseline"], times["baseline again"]])
@@ -427,6 +512,13 @@ def measure_speed(model, data: EvaluationData, settings: list[ExitSetting], pass
     return sweep_speeds, speed("oracle", oracle_layers), timing
 
 
+def batch_decode_seconds(passed: AllExitsPass, data: EvaluationData, layers: list[int], head_layers: list[int]
+                         ) -> list[float]:
+    """Per batch, the LM decode seconds of its utterances, each decoded from the head at its exit layer."""
+    head_of = {layer: head for head, layer in enumerate(head_layers)}
+    return [sum(passed.decode_seconds[head_of[layers[i]]][i] for i in indices) for indices, _, _ in data.batches]
+
+
 def part_costs(table: dict, frames: int) -> dict:
     """The cost model's parts as the JSON keeps them: seconds per call at the rows and frames measured."""
     rows = next(iter(table["layer"]))
@@ -434,7 +526,8 @@ def part_costs(table: dict, frames: int) -> dict:
             **{name: table[name][rows] for name in ("embed", "layer", "branch", "criterion", "head")}}
 
 
-def group_breakdown(values, references, head_texts, head_layers, oracle_layers, sweep_outputs) -> list[dict]:
+def group_breakdown(values, references, head_texts, head_layers, oracle_layers, sweep_outputs, greedy_texts=None
+                    ) -> list[dict]:
     """Per value of one group column: accuracy of the final head, of each forced exit and of each sweep setting on
     that group's utterances, and where they exit (see the module docstring, "Groups")."""
     entries = []
@@ -452,6 +545,7 @@ def group_breakdown(values, references, head_texts, head_layers, oracle_layers, 
             "utterances": len(members),
             "final_wer": exits[-1]["wer"],  # the last row is the final head
             "final_cer": char_error_rate(refs, pick(head_texts[-1])),
+            **({"final_greedy_wer": word_error_rate(refs, pick(greedy_texts[-1]))} if greedy_texts else {}),
             "exits": exits,
             "oracle_mean_exit_layer": float(np.mean(pick(oracle_layers))),
             "sweep": [],
@@ -491,7 +585,8 @@ def evaluate_from_args(args, model_spec: str) -> EvaluationResult:
     thresholds, patiences = sweep_from_args(args)
     try:
         model, processor = load_model_and_processor(model_spec, args.device)
-    except OSError as error:  # the model named cannot be read (missing or incomplete files): for the user to fix
+        decoder = decoder_from_args(args, model_spec, processor, model.config.pad_token_id)
+    except (OSError, ValueError) as error:  # the model or its LM cannot be read, or does not fit: for the user to fix
         raise UsageError(str(error)) from error
     unreadable: list[dict[str, str]] = []
     dataset = load_speech_dataset(
@@ -506,7 +601,7 @@ def evaluate_from_args(args, model_spec: str) -> EvaluationResult:
     result = evaluate_model(
         model, processor, dataset, thresholds=thresholds, patiences=patiences, batch_size=args.batch_size,
         repeats=args.repeats, model_name=model_spec, dataset_name=name, progress=not args.no_progress,
-        group_by=getattr(args, "group_by", None) or (),
+        group_by=getattr(args, "group_by", None) or (), decoder=decoder,
     )
     result.unreadable = unreadable or None
     return result

@@ -94,7 +94,15 @@ def load_processor(source: str | Path, **hub_kwargs):
     """The tokenizer + feature extractor saved beside a checkpoint, with a clear error when they are absent."""
     from transformers import AutoProcessor
 
+    from processing_early_exit import plain_processor
+
+    from .language_model import has_language_model
+
     try:
+        if Path(source).is_dir() and has_language_model(source):
+            # the LM belongs to the decoder seam (`--decoder lm`, hubert_ee.decoding); the tooling's processor is
+            # the feature extractor and tokenizer, loaded without the folder's remote processor code
+            return plain_processor(str(source))
         return AutoProcessor.from_pretrained(str(source), **hub_kwargs)
     except (OSError, ValueError, TypeError) as error:
         raise FileNotFoundError(

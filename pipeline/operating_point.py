@@ -59,9 +59,13 @@ CHOOSE_BY = ("expected", "measured")
 def chosen_speedup(row: dict, by: str) -> float | None:
     """The speedup a row is chosen by: the cost model's (`expected_speedup`) or the measured one; None where the row
     cannot be chosen by it (a measured speedup marked unreliable). A result written before the cost model has only
-    the measured speedup, which then serves for both."""
-    if by == "expected" and row.get("expected_speedup") is not None:
-        return float(row["expected_speedup"])
+    the measured speedup, which then serves for both. A row evaluated with LM decoding is chosen by its end-to-end
+    speedup (decode time included, `hubert_ee.evaluate`, "LM decoding"): a slow decoder shrinks what exiting saves."""
+    prefix = "end_to_end_" if "end_to_end_speedup" in row else ""
+    if by == "expected" and row.get(f"{prefix}expected_speedup") is not None:
+        return float(row[f"{prefix}expected_speedup"])
+    if prefix:
+        return float(row["end_to_end_speedup"]) if row.get("end_to_end_reliable", True) else None
     return float(row["speedup"]) if row.get("speedup_reliable", True) else None
 
 
@@ -117,6 +121,9 @@ def choose_operating_point(result: dict, max_wer_increase: float, min_speedup: f
         mean_exit_layer=float(row["mean_exit_layer"]),
         row=dict(row),
     )
+    if "end_to_end_speedup" in row:  # evaluated with LM decoding: what it was chosen by, decode time included
+        choice.update(end_to_end_speedup=float(row["end_to_end_speedup"]),
+                      end_to_end_expected_speedup=float(row["end_to_end_expected_speedup"]))
     return choice
 
 
@@ -174,6 +181,10 @@ def describe_choice(choice: dict, num_layers: int | None = None) -> str:
     speed = (f"expected speedup {choice['expected_speedup']:.2f}x (cost model; chosen by it), measured {measured}"
              if choice.get("chosen_by") == "expected" and choice.get("expected_speedup") is not None
              else f"measured speedup {measured} (chosen by it)")
+    if "end_to_end_speedup" in choice:
+        speed = (f"end-to-end speedup with LM decoding {choice['end_to_end_expected_speedup']:.2f}x expected, "
+                 f"{choice['end_to_end_speedup']:.2f}x measured (chosen by the {choice.get('chosen_by')} one); "
+                 f"encoder alone: {speed}")
     return (
         f"{setting}: expected WER {choice['wer']:.2f} % (final head {choice['final_wer']:.2f} %, "
         f"{choice['wer'] - choice['final_wer']:+.2f} points), {speed}, "

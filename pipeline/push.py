@@ -48,7 +48,23 @@ def files_to_upload(folder: str | Path) -> list[str]:
     check_card_describes(folder, ModelCard.load(folder / "README.md"))  # parses, or the Hub page is broken
     optional = [name for name in OPTIONAL if (folder / name).is_file()]
     extra = [path.name for path in folder.glob("*.png")]  # plots the card shows
-    return sorted({*required, *optional, *weights, *extra})
+    return sorted({*required, *optional, *weights, *extra, *language_model_files(folder)})
+
+
+def language_model_files(folder: Path) -> list[str]:
+    """The n-gram LM's files (`hubert_ee.language_model`'s layout): `alphabet.json`, `language_model/*` and the
+    processor code that `processor_config.json` names; raises naming what a folder with an LM lacks."""
+    from .language_model import ALPHABET_FILE, LM_DIRECTORY, PROCESSOR_CODE_FILE
+
+    if not (folder / LM_DIRECTORY).is_dir():
+        return []
+    files = [ALPHABET_FILE, PROCESSOR_CODE_FILE, *(f"{LM_DIRECTORY}/{path.name}"
+                                                  for path in sorted((folder / LM_DIRECTORY).iterdir()))]
+    missing = [name for name in files[:2] + [f"{LM_DIRECTORY}/attrs.json"] if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} has a {LM_DIRECTORY}/ directory but lacks {missing}: rebuild it with "
+                                "`hubert-ee build-lm`.")
+    return files
 
 
 def check_card_describes(folder: Path, card: ModelCard) -> None:

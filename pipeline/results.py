@@ -17,7 +17,7 @@ from configuration_early_exit import ExitSetting
 from .plots import pyplot, save_figure
 from .timing import BUSY_SPREAD, MIN_PAIRS, WIDE_INTERVAL, format_speedup
 
-__all__ = ["EvaluationResult", "markdown_report", "plot_tradeoff", "print_summary", "row_of_setting",
+__all__ = ["EvaluationResult", "describe_decoder", "lm_decoding_lines", "markdown_report", "plot_tradeoff", "print_summary", "row_of_setting",
            "setting_label", "setting_of_row"]
 
 TIMING_METHOD = ("per batch, early_exit=False (twice) and each distinct way of exiting once, interleaved; speedup = "
@@ -63,6 +63,12 @@ class EvaluationResult(Mapping):
       "busy", "exit_mismatches", "part_costs": {"rows", "frames", "embed", "layer", "branch", "criterion",
       "head"}}` (seconds per call of each part of the cost model); `wer_note`.
     * `unreadable` (only when files were left out): `[{"path", "error"}]`.
+    * `decoder` (absent in results written before it: greedy): what turned logits into text (`hubert_ee.decoding`): `{"name": "greedy"}` or `{"name": "lm",
+      "beam_width", "alpha", "beta", "language_model"}`. With the LM, exit rows add `greedy_wer`, `greedy_cer`,
+      `decode_seconds`; sweep rows and the oracle add `greedy_wer`, `greedy_cer`, `end_to_end_speedup`,
+      `end_to_end_interval`, `end_to_end_reliable`, `end_to_end_expected_speedup`, `decode_seconds`,
+      `baseline_decode_seconds`; groups add `final_greedy_wer`; `timing` adds `final_head_decode_seconds`
+      (`hubert_ee.evaluate`, "LM decoding").
 
     Speedups: `speedup = baseline_seconds / early_exit_seconds`, where the baseline is the same model run with
     `early_exit=False` (every layer, the final head) on the same batches, interleaved; `baseline_seconds` keeps
@@ -96,12 +102,13 @@ class EvaluationResult(Mapping):
     unreadable: list[dict[str, str]] | None = None
     vocab_size: int | None = None
     weights_sha256: str | None = None
+    decoder: dict[str, Any] | None = None  # None: a result written before the field (greedy)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: every field in declaration order; `groups`, `unreadable`, `vocab_size` and
         `weights_sha256` only when present."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        for optional in ("groups", "unreadable", "vocab_size", "weights_sha256"):
+        for optional in ("groups", "unreadable", "vocab_size", "weights_sha256", "decoder"):
             if not data[optional]:
                 del data[optional]
         return data
@@ -178,6 +185,7 @@ def markdown_report(result: dict) -> str:
         f"- model: `{result.get('model')}`",
         f"- dataset: `{result.get('dataset')}` ({result['num_utterances']} utterances)",
         f"- encoder layers: {num_layers}; exits after layers {result['exit_layers']}",
+        f"- decoder: {describe_decoder(result.get('decoder'))}",
         f"- final head WER: {result['final_wer']:.2f} %"
         + (f", CER: {result['final_cer']:.2f} %" if "final_cer" in result else ""),
         "",
@@ -226,6 +234,7 @@ def markdown_report(result: dict) -> str:
         *unreliable_lines([oracle], lambda row: "oracle"),
         "",
     ]
+    lines += lm_decoding_lines(result)
     for column, entries in (result.get("groups") or {}).items():
         lines += [
             f"## By `{column}`",
@@ -239,6 +248,45 @@ def markdown_report(result: dict) -> str:
                   f"| {entry['oracle_mean_exit_layer']:.2f} |" for entry in entries]
         lines.append("")
     return "\n".join(lines)
+
+
+def describe_decoder(decoder: dict | None) -> str:
+    """One line for the decoder a result's transcripts came from (greedy where the result predates the field)."""
+    if not decoder or decoder.get("name") == "greedy":
+        return "greedy CTC (no language model)"
+    return (f"beam search with the n-gram LM `{decoder.get('language_model')}` (pyctcdecode + KenLM, beam width "
+            f"{decoder['beam_width']}, alpha {decoder['alpha']:g}, beta {decoder['beta']:g})")
+
+
+def lm_decoding_lines(result: dict) -> list[str]:
+    """With LM decoding: greedy against LM WER of every exit and sweep row, the decode time beside the encoder
+    time, and the end-to-end speedup (decode included); nothing for a greedy result."""
+    if not any("greedy_wer" in row for row in result["exits"]):
+        return []
+    timing = result.get("timing") or {}
+    encoder = (f" The full-depth encoder time of the same utterances: "
+               f"{result['sweep'][0]['baseline_seconds'] / max(timing.get('repeats', 1), 1):.2f} s."
+               if result["sweep"] else "")
+    lines = ["## LM decoding against greedy", "",
+             "LM decode (s): the LM decode of every utterance from that head, one utterance at a time, summed."
+             + encoder, "",
+             "| layer | greedy WER (%) | LM WER (%) | greedy CER (%) | LM CER (%) | LM decode (s) |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for row in result["exits"]:
+        lines.append(f"| {row['layer']} | {row['greedy_wer']:.2f} | {row['wer']:.2f} | {row['greedy_cer']:.2f} | "
+                     f"{row['cer']:.2f} | {row['decode_seconds']:.2f} |")
+    lines += ["", "| setting | greedy WER (%) | LM WER (%) | encoder speedup | end-to-end speedup (LM decode "
+              "included) | expected end-to-end |", "|---|---:|---:|---:|---:|---:|"]
+    for row in [*result["sweep"], {**result["oracle"], "criterion": "oracle"}]:
+        if "end_to_end_speedup" not in row:
+            continue
+        low, high = row["end_to_end_interval"]
+        marker = "" if row["end_to_end_reliable"] else " (noise-sized)"
+        lines.append(f"| {setting_label(row) if row['criterion'] != 'oracle' else 'oracle'} | "
+                     f"{row.get('greedy_wer', float('nan')):.2f} | {row['wer']:.2f} | {row['speedup']:.2f}x | "
+                     f"{row['end_to_end_speedup']:.2f}x [{low:.2f}, {high:.2f}]{marker} | "
+                     f"{row['end_to_end_expected_speedup']:.2f}x |")
+    return [*lines, ""]
 
 
 def plot_tradeoff(result: dict, path: str | Path) -> Path:

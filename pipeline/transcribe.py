@@ -13,9 +13,10 @@
   Exit code: 0 when every file was transcribed, 1 when some failed and some succeeded, 2 when none succeeded.
 * Long audio (over `max_length_s`, 30 s): cut into overlapping windows of `chunk_length_s` (20 s) that overlap
   by `2 x stride_length_s` (4 s); the last window is aligned to the end of the file. Each window is transcribed on
-  its own (with its own early exit), and the per-frame greedy CTC ids are stitched at frame level: a frame is
+  its own (with its own early exit), and the per-frame log-probabilities are stitched at frame level: a frame is
   kept from the window whose centre region it falls in (the cut between two windows is the middle of their
-  overlap), then the stitched ids are CTC-decoded once (repeats merged, blanks dropped) - the same idea as the
+  overlap), then the stitched frames are decoded once by the command's decoder (`--decoder greedy`: repeats
+  merged, blanks dropped; `--decoder lm`: beam search with the folder's n-gram LM) - the same idea as the
   `stride` of transformers' ASR pipeline, so words at window edges are neither lost nor doubled. The file's
   `exit_layer` is then the mean over its windows (`chunk_exit_layers` lists them).
 * Windows of all files are batched together, longest first. `time_ms` is the file's share (in proportion to its
@@ -38,7 +39,8 @@ from configuration_early_exit import ExitSetting
 
 from .arguments import BASE_AUDIO_EXTENSIONS, UsageError, check_threshold_range
 from .data import AudioReadError, read_audio_file, wav_truncation
-from .inference import decode, featurize, frame_lengths
+from .decoding import GreedyDecoder, decoder_from_args
+from .inference import featurize, frame_lengths
 from .loading import load_model_and_processor, model_device, resolve_model_spec
 from .timing import timed
 from .outputs import write_json
@@ -131,7 +133,7 @@ class FileProgress:
     """What the batches have produced so far for one readable file."""
 
     windows: list[tuple[int, int]]
-    pieces: list = dataclasses.field(default_factory=list)  # per window: the kept frame ids
+    pieces: list = dataclasses.field(default_factory=list)  # per window: the kept frames' log-probabilities
     layers: list = dataclasses.field(default_factory=list)  # per window: its exit layer
     seconds: float = 0.0
 
@@ -194,25 +196,24 @@ def run_batches(model, processor, segments: list[Segment], files: dict[int, File
         batch = segments[start : start + batch_size]
         input_values, attention_mask = featurize(processor, [segment.samples for segment in batch], device)
         elapsed, output = timed(lambda: model.generate(input_values, attention_mask, exit_setting=setting), device)
-        sequences = output.sequences.cpu()
+        log_probs = torch.log_softmax(output.logits.float(), dim=-1).cpu()
         lengths = frame_lengths(model, attention_mask).cpu().tolist()
         total = sum(segment.samples.size for segment in batch)
         for row, segment in enumerate(batch):
             file = files[segment.result]
             first, last = _kept_frames(file.windows, segment.window, int(lengths[row]), hop)
-            file.pieces[segment.window] = sequences[row, first:last]
+            file.pieces[segment.window] = log_probs[row, first:last]
             file.layers[segment.window] = int(output.exit_layer[row])
             file.seconds += elapsed * segment.samples.size / total
 
 
-def finish_result(result: dict[str, Any], file: FileProgress, processor, pad_id: int) -> None:
-    """Stitch a file's windows, CTC-decode them once, and fill in its transcript, exit layer and time."""
-    ids = torch.cat(file.pieces) if file.pieces else torch.zeros(0, dtype=torch.long)
-    if ids.numel() == 0:
-        ids = torch.full((1,), pad_id, dtype=torch.long)
+def finish_result(result: dict[str, Any], file: FileProgress, decoder) -> None:
+    """Stitch a file's windows' log-probabilities, decode them once (`hubert_ee.decoding`: greedy or with the LM),
+    and fill in its transcript, exit layer and time."""
+    log_probs = torch.cat(file.pieces)
     layers = file.layers
     result.update(
-        text=decode(processor, ids[None])[0],
+        text=decoder.decode(log_probs[None], None)[0],
         exit_layer=layers[0] if len(layers) == 1 else round(float(np.mean(layers)), 2),
         time_ms=1000.0 * file.seconds,
         num_chunks=len(layers),
@@ -231,6 +232,7 @@ def transcribe_files(
     max_length_s: float = 30.0,
     chunk_length_s: float = 20.0,
     stride_length_s: float = 2.0,
+    decoder=None,
 ) -> list[dict[str, Any]]:
     """Transcribe audio files (folders are expanded, see `expand_inputs`), one result dict per file in input order.
 
@@ -245,8 +247,9 @@ def transcribe_files(
     rate = int(getattr(processor, "feature_extractor", processor).sampling_rate)
     results, files, segments = read_inputs(model, paths, rate, max_length_s, chunk_length_s, stride_length_s)
     run_batches(model, processor, segments, files, batch_size, setting)
+    decoder = decoder if decoder is not None else GreedyDecoder(processor, model.config.pad_token_id)
     for index, file in files.items():
-        finish_result(results[index], file, processor, model.config.pad_token_id)
+        finish_result(results[index], file, decoder)
     return results
 
 
@@ -267,13 +270,17 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, processor = load_model_and_processor(model_spec, args.device)
+    try:
+        decoder = decoder_from_args(args, model_spec, processor, model.config.pad_token_id)
+    except ValueError as error:  # a decoder flag on a folder without an LM, a mismatched LM: for the user to fix
+        raise UsageError(str(error)) from error
     if args.exit_threshold is not None:
         check_threshold_range(args.exit_criterion or model.config.exit_criterion, [args.exit_threshold],
                               "--exit-threshold")
     setting = exit_setting_from_args(args, model.config)
     layout = {"batch_size": args.batch_size, "max_length_s": args.max_length_s,
               "chunk_length_s": args.chunk_length_s, "stride_length_s": args.stride_length_s}
-    results = transcribe_files(model, processor, args.inputs, exit_setting=setting, **layout)
+    results = transcribe_files(model, processor, args.inputs, exit_setting=setting, decoder=decoder, **layout)
     num_layers = model.config.num_hidden_layers
     for result in results:
         if "error" in result:
@@ -288,6 +295,7 @@ def run(args) -> int:
             "model": model_spec,
             "num_hidden_layers": num_layers,
             "settings": {**layout, **setting.as_config_fields()},
+            "decoder": decoder.describe(),
             "num_succeeded": succeeded,
             "num_failed": failed,
             "results": results,

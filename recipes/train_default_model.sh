@@ -28,6 +28,10 @@
 #   history   this session's dev curve and real-speech dev CER added to the training history; the learning curve
 #   card      model_card.md (and the model's README.md) from those evaluations
 #   examples  examples/clips (a handful) and examples/test-subset (for `make demo`) from the test split
+#   lm        (not a default stage) the n-gram LM for `ctc_with_lm` decoding built into the shipped folder from the
+#             train split's sentences and WordNet's glosses (no dev/test sentence), then the calibration with it
+#             (dev, batch 1, decode time included; --dry-run: the config keeps the greedy operating point) and the
+#             test split evaluated with it (per voice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBERT_EE=${HUBERT_EE:-.venv/bin/hubert-ee}
@@ -221,8 +225,21 @@ with open(examples / "clips/metadata.csv", "w", newline="", encoding="utf-8") as
 print(f"{examples}/clips: {len(chosen)} clips; {examples}/test-subset: {len(rows)} clips")
 EOF
 }
+LM_ALPHA=${LM_ALPHA:-0.5}   # tuned on 100 dev utterances at the final head (BENCHMARKS.md, "n-gram language model")
+LM_BETA=${LM_BETA:-1.5}
+LM_SWEEP=(--confidence-thresholds 0.8,0.84,0.88 --entropy-thresholds 0.45,0.35 --patiences "" --repeats 1 --no-progress
+          --decoder lm)
+lm() {
+  $HUBERT_EE build-lm --model "$MODEL" --dataset "$CORPUS" --split train --extra-text wordnet --order 3 --prune 3e-7 \
+    --alpha "$LM_ALPHA" --beta "$LM_BETA"
+  $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 100 --max-wer-increase 1.0 \
+    "${LM_SWEEP[@]}" --batch-size 1 --dry-run --json "$RESULTS/default_model_calibration_lm.json"
+  $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test --max-samples 300 "${LM_SWEEP[@]}" \
+    --batch-size 8 --group-by voice --json "$RESULTS/default_model_test_lm.json" \
+    --markdown "$RESULTS/default_model_test_lm.md"
+}
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth ab backbone exits compare gate ship evaluate peer history card examples; do
+for stage in synth ab backbone exits compare gate ship evaluate peer history card examples lm; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"

@@ -25,7 +25,7 @@ from tests.conftest import sharpen_branches, tiny_config
 
 TOP_KEYS = {"final_wer", "final_cer", "exits", "sweep", "oracle", "num_utterances", "model", "dataset",
             "num_hidden_layers", "exit_layers"}
-EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note", "vocab_size", "weights_sha256"}
+EXTRA_KEYS = {"num_skipped_too_short", "timing", "wer_note", "vocab_size", "weights_sha256", "decoder"}
 ROW_KEYS = {"criterion", "threshold", "wer", "cer", "mean_exit_layer", "speedup", "layers_skipped", "ideal_speedup",
             "baseline_seconds", "early_exit_seconds", "speedup_interval", "speedup_reliable", "speedup_note",
             "expected_speedup"}
@@ -129,12 +129,14 @@ def test_sweep_is_consistent_with_forced_exits(result):
 def test_each_settings_exits_from_the_all_exits_pass_are_where_generate_leaves(processor, dataset):
     """Accuracy and depth of every setting come from one full-depth pass (the criterion applied to every branch's
     logits), not from running the setting: it must send each utterance where `generate` sends it."""
+    from hubert_ee.decoding import GreedyDecoder
     from hubert_ee.evaluate import all_exits_pass, prepare_data, sweep_settings
 
     model = _model()
     settings = sweep_settings({"confidence": [0.5, 0.95, 0.99, 0.999], "entropy": [0.5, 0.1, 0.01]}, (1, 2, 3))
     data = prepare_data(model, processor, dataset, 3, [])
-    passed = all_exits_pass(model, processor, data, settings, progress=False)
+    greedy = GreedyDecoder(processor, model.config.pad_token_id)
+    passed = all_exits_pass(model, data, settings, greedy, greedy, progress=False)
     exits_seen = set()
     for number, setting in enumerate(settings):
         for indices, values, mask in data.batches:
@@ -355,7 +357,7 @@ def test_the_json_form_has_the_keys_of_the_committed_results_in_their_order(resu
     written = result.to_json()
     assert [key for key in committed if key in written] == [key for key in written if key in committed]
     # optional keys, and the model's identity, which evaluations before it was recorded lack
-    assert set(written) - {"unreadable", "groups", "vocab_size", "weights_sha256"} <= set(committed)
+    assert set(written) - {"unreadable", "groups", "vocab_size", "weights_sha256", "decoder"} <= set(committed)
     assert EvaluationResult(**committed).to_json() == committed
 
 
@@ -369,3 +371,37 @@ def test_markdown_of_a_result_without_intervals_keeps_its_old_speedup_column(res
     text = markdown_report(old)
     assert "| mean exit layer | speedup |" in text and "±" not in text and "expected" not in text
     assert "divided by that of early exit, on the same batches, interleaved." in text
+
+
+def test_lm_decoding_adds_greedy_figures_decode_time_and_the_end_to_end_speedup(folders, dataset, tmp_path):
+    from hubert_ee.decoding import build_decoder
+    from hubert_ee.language_model import build_arpa, save_language_model
+    from hubert_ee.operating_point import choose_operating_point
+    from processing_early_exit import plain_processor
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders[0], folder)
+    save_language_model(folder, build_arpa(WORDS * 3, tmp_path / "2gram.arpa", order=2))
+    processor = plain_processor(folder)
+    decoder = build_decoder("lm", folder, processor, processor.tokenizer.pad_token_id, beam_width=4)
+    result = evaluate_model(_model(), processor, dataset, thresholds={"confidence": [0.5, 0.99]}, patiences=(),
+                            batch_size=3, progress=False, decoder=decoder)
+    assert result["decoder"] == decoder.describe() and result["decoder"]["name"] == "lm"
+    for row in result["exits"]:
+        assert {"greedy_wer", "greedy_cer", "decode_seconds"} <= set(row) and row["decode_seconds"] > 0
+    greedy = evaluate_model(_model(), processor, dataset, thresholds={"confidence": [0.5, 0.99]}, patiences=(),
+                            batch_size=3, progress=False)
+    assert [row["greedy_wer"] for row in result["exits"]] == [row["wer"] for row in greedy["exits"]]
+    for row in [*result["sweep"], result["oracle"]]:
+        low, high = row["end_to_end_interval"]
+        assert low <= row["end_to_end_speedup"] <= high and row["decode_seconds"] > 0
+        # the encoder times of the timed run plus the decode times at the heads answering, on both sides
+        assert row["end_to_end_speedup"] == pytest.approx(
+            (row["baseline_seconds"] + row["baseline_decode_seconds"])
+            / (row["early_exit_seconds"] + row["decode_seconds"]))
+    choice = choose_operating_point(result, max_wer_increase=1000.0, min_speedup=0.0)  # random weights: any WER
+    assert choice["end_to_end_expected_speedup"] == max(row["end_to_end_expected_speedup"] for row in result["sweep"]
+                                                         if row["mean_exit_layer"] < 4)
+    report = markdown_report(result)
+    assert "## LM decoding against greedy" in report and "beam width 4" in report
+    assert "LM decoding" not in markdown_report(greedy) and "greedy CTC (no language model)" in markdown_report(greedy)

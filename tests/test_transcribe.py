@@ -142,7 +142,8 @@ def test_command_output_json_and_exit_codes(model_folder, inputs, tmp_path, caps
     assert len(lines) == 3 and lines[0].startswith(str(inputs / "a.wav")) and "exit layer" in lines[0]
     assert " ms)" in lines[0]
     report = json.loads(out.read_text())
-    assert set(report) == {"model", "num_hidden_layers", "settings", "num_succeeded", "num_failed", "results"}
+    assert set(report) == {"model", "num_hidden_layers", "settings", "decoder", "num_succeeded", "num_failed", "results"}
+    assert report["decoder"] == {"name": "greedy"}
     assert report["num_succeeded"] == 3 and report["num_failed"] == 2
     assert report["settings"]["exit_threshold"] == 0.7 and report["settings"]["exit_criterion"] == "confidence"
     assert report["settings"]["early_exit"] is True
@@ -271,3 +272,32 @@ def test_transcribe_cli_bad_model_folder(tmp_path, model_folder, capsys):
         (no_processor / name).unlink(missing_ok=True)
     assert cli_main(["transcribe", "--model", str(no_processor), str(audio)]) == 2
     assert "No processor (tokenizer + feature extractor) could be loaded" in capsys.readouterr().err
+
+
+def test_lm_decoding_of_stitched_windows_and_the_decoder_flag(model_and_processor, model_folder, inputs, tmp_path,
+                                                              capsys):
+    """Windows are stitched as log-probabilities, so the LM decodes a long file once; a short file's LM transcript
+    is the decoder's on the model's logits; `--decoder lm` on a folder without an LM is a usage error."""
+    import shutil
+
+    import torch
+
+    from hubert_ee.decoding import build_decoder
+    from hubert_ee.inference import featurize
+    from hubert_ee.language_model import build_arpa, save_language_model
+
+    model, processor = model_and_processor
+    folder = tmp_path / "with-lm"
+    shutil.copytree(model_folder, folder)
+    save_language_model(folder, build_arpa(["A CAT SAT", "THE DOG RAN"] * 3, tmp_path / "2gram.arpa", order=2))
+    decoder = build_decoder("lm", folder, processor, model.config.pad_token_id, beam_width=4)
+    rng = np.random.default_rng(2)
+    sf.write(tmp_path / "long.wav", (0.3 * rng.standard_normal(16000 * 35)).astype(np.float32), 16000)
+    long, short = transcribe_files(model, processor, [tmp_path / "long.wav", inputs / "a.wav"], decoder=decoder)
+    assert long["num_chunks"] == 2 and isinstance(long["text"], str)
+    values, mask = featurize(processor, [_sine(1.0)], "cpu")
+    with torch.inference_mode():
+        logits = model.generate(values, mask).logits
+    assert short["text"] == decoder.decode(logits, None)[0]
+    assert cli_main(["transcribe", "--model", str(model_folder), "--decoder", "lm", str(inputs / "a.wav")]) == 2
+    assert "no language_model/ directory" in capsys.readouterr().err
