@@ -60,6 +60,7 @@ BEST=${BEST:-}          # TRAINING=plain: the exit model to ship (a folder name 
 REAL_SPEECH=${REAL_SPEECH:-../shared/data/real-speech-dev}     # held out: evaluated, never trained or tuned on
 REAL_TRAIN=${REAL_TRAIN:-../shared/data/real-speech-train}     # real speech mixed into every session's training
 REAL_SHARE=${REAL_SHARE:-0.25}
+MORE_SHARE=${MORE_SHARE:-}   # empty: $MORE_TRAIN is trained on once; a share: it is repeated to about that share
 COMPARISON=${COMPARISON:-$RESULTS/$([ "$TRAINING" = joint ] && echo default_model_ab.md || echo default_model_strategies.md)}
 CANDIDATE=${CANDIDATE:-$([ "$TRAINING" = joint ] && echo joint || echo "exits/$BEST")}  # under $OUT
 mkdir -p "$OUT/logs" "$OUT/eval" "$RESULTS"
@@ -72,7 +73,9 @@ synth() {  # the dev and test splits stay those of every earlier session: three 
   $HUBERT_EE synth --out "$MORE_TRAIN" --engines piper,espeak-ng --espeak-variants all --only-train --hours-train 12 \
     --hours-dev 0.5 --hours-test 0.5 --seed 0 --num-proc 2 --no-augment --max-minutes "$SYNTH_MINUTES"
 }
-MIX=(--dataset "$CORPUS" --more-train-data "$MORE_TRAIN" --oversample-data "$REAL_TRAIN=$REAL_SHARE" --pack-seconds 8
+MORE_MIX=(--more-train-data "$MORE_TRAIN")
+[ -n "$MORE_SHARE" ] && MORE_MIX=(--oversample-data "$MORE_TRAIN=$MORE_SHARE")
+MIX=(--dataset "$CORPUS" "${MORE_MIX[@]}" --oversample-data "$REAL_TRAIN=$REAL_SHARE" --pack-seconds 8
      --batch-size 4 --logging-steps 25 --dataloader-workers 1)
 backbone() {
   rm -rf "$INIT_FROM" && cp -r "$MODEL" "$INIT_FROM"
@@ -189,11 +192,12 @@ peer() {  # not a default stage: the peer's scores do not change between session
   $PYTHON recipes/pocketsphinx_peer.py "$REAL_SPEECH" --json "$RESULTS/pocketsphinx_real_speech.json"
 }
 history() {
-  local run=$OUT/backbone what="the shipped backbone"
+  local run=$OUT/backbone what="the shipped backbone" more="once"
+  [ -n "$MORE_SHARE" ] && more="repeated to ~$MORE_SHARE of the audio"
   [ "$TRAINING" = joint ] && run=$OUT/joint what="the shipped model, exits in the loss (joint-distill at $EXIT_LAYERS)"
   $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$run" \
     --real-speech-eval "$RESULTS/default_model_real_speech.json" \
-    --speech-seconds-per-step 30.2 --note "continued $what: packed 8 s rows x 4, real speech ~${REAL_SHARE} of the audio, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
+    --speech-seconds-per-step 30.2 --note "continued $what: packed 8 s rows x 4, real speech ~${REAL_SHARE} of the audio, $MORE_TRAIN $more, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
     --target-cer 10 --plot "$RESULTS/learning_curve.png"
 }
 card() {
