@@ -4,8 +4,9 @@ With the trained model shipped in `models/hubert-ee-compact-synth` (`hubert_ee.D
 
 1. A fresh Python process that never imports this project loads the folder with `trust_remote_code=True`
    (what a Hub user does), runs `pipeline("automatic-speech-recognition")` on the example clips in
-   `examples/clips`, and prints per clip the reference, the transcript, the exit layer and the time of early exit
-   against the same model at full depth (`early_exit=False`, i.e. plain `HubertForCTC`; both warmed up first, then
+   `examples/clips`, and prints per clip the reference, the transcripts, the exit layer and the time of early exit
+   against the same model at full depth (with the folder's n-gram LM, as the pipeline decodes a folder with a
+   `language_model/`, and greedy, each at both depths, with the WER the early setting costs for each) (`early_exit=False`, i.e. plain `HubertForCTC`; both warmed up first, then
    timed in `CLIP_REPEATS` paired repetitions), and the speedup over all clips with its 95 % interval, marked
    unreliable where the noise could explain it; one line says so when the machine is busy (the full-depth
    repetitions of a clip spread by more than `hubert_ee.timing.BUSY_SPREAD`). Where the config has early exit off (as the shipped model's calibration left it), this step
@@ -62,6 +63,13 @@ REPEATS = int(sys.argv[3])
 asr = pipeline("automatic-speech-recognition", model=folder, trust_remote_code=True)
 model = asr.model.eval()
 print(f"loaded {type(model).__name__} from {type(model).__module__}")
+# A folder with language_model/ decodes as `ctc_with_lm`; the same model and feature extractor without the decoder
+# give its greedy transcripts beside them.
+greedy_asr = None
+if asr.type == "ctc_with_lm":
+    greedy_asr = pipeline("automatic-speech-recognition", model=model, tokenizer=asr.tokenizer,
+                          feature_extractor=asr.feature_extractor, pipeline_class=model.asr_pipeline_class)
+    print(f"decoder: LM beam search, beam width {asr.default_decoder_kwargs()['beam_width']}")
 audios = [soundfile.read(clip, dtype="float32") for clip in clips]
 features = [asr.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").input_values
             for audio, rate in audios]
@@ -76,8 +84,10 @@ for _ in range(3):  # warm-up before any clip is timed: the first calls pay for 
         timed(features[0], **call)
 rows = []
 for clip, (audio, rate), input_values in zip(clips, audios, features):
-    text = asr({"raw": audio, "sampling_rate": rate}, **settings)["text"]
-    full_text = asr({"raw": audio, "sampling_rate": rate}, early_exit=False)["text"]
+    clip_audio = {"raw": audio, "sampling_rate": rate}
+    text, full_text = asr(clip_audio, **settings)["text"], asr(clip_audio, early_exit=False)["text"]
+    greedy = {} if greedy_asr is None else {"greedy_text": greedy_asr(clip_audio, **settings)["text"],
+                                            "greedy_full_text": greedy_asr(clip_audio, early_exit=False)["text"]}
     early_s, full_s = [], []
     for repetition in range(REPEATS):  # paired: each repetition times both, one right after the other, in turn
         if repetition % 2:
@@ -86,7 +96,7 @@ for clip, (audio, rate), input_values in zip(clips, audios, features):
         early_s.append(seconds)
         if not repetition % 2:
             full_s.append(timed(input_values, early_exit=False)[1])
-    rows.append({"clip": clip, "text": text, "full_text": full_text, "exit_layer": int(early.exit_layer[0]),
+    rows.append({"clip": clip, "text": text, "full_text": full_text, **greedy, "exit_layer": int(early.exit_layer[0]),
                  "num_layers": model.config.num_hidden_layers, "early_s": early_s, "full_s": full_s})
 print(json.dumps(rows))
 """
@@ -151,22 +161,38 @@ def clip_speedup(rows: list[dict]) -> dict:
             "full_spread": spread([row["full_s"] for row in rows]), "full_s": median(full), "early_s": median(early)}
 
 
+# Step 1's transcripts per clip: (label, row key). With an LM the pipeline's transcripts are the LM's, and the same
+# model decodes them greedily beside them.
+TRANSCRIPTS = (("early exit", "text"), ("full depth", "full_text"))
+TRANSCRIPTS_WITH_LM = (("early exit + LM", "text"), ("full depth + LM", "full_text"),
+                       ("early exit, greedy", "greedy_text"), ("full depth, greedy", "greedy_full_text"))
+
+
+def _transcript_kinds(rows: list[dict]) -> tuple[tuple[str, str], ...]:
+    return TRANSCRIPTS_WITH_LM if "greedy_text" in rows[0] else TRANSCRIPTS
+
+
 def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None) -> None:
+    kinds = _transcript_kinds(rows)
+    width = max(len(label) for label, _ in kinds) + 2
     print(f"\n   {'clip':<28} {'exit layer':>10} {'early ms':>9} {'full ms':>8}  transcripts")
     indent = f"   {'':<28} {'':>10} {'':>9} {'':>8}  "
     for row in rows:
         name = Path(row["clip"]).name
-        print(f"   {name:<28} {row['exit_layer']:>4} / {row['num_layers']:<3} "
-              f"{median(row['early_s']) * 1e3:>9.1f} {median(row['full_s']) * 1e3:>8.1f}  early exit: {row['text']!r}")
-        print(f"{indent}full depth: {row['full_text']!r}")
+        lines = [f"{label + ':':<{width}}{row[key]!r}" for label, key in kinds]
         if references and name in references:
-            print(f"{indent}reference:  {references[name]!r}")
+            lines.append(f"{'reference:':<{width}}{references[name]!r}")
+        print(f"   {name:<28} {row['exit_layer']:>4} / {row['num_layers']:<3} "
+              f"{median(row['early_s']) * 1e3:>9.1f} {median(row['full_s']) * 1e3:>8.1f}  {lines[0]}")
+        for line in lines[1:]:
+            print(indent + line)
     _print_early_exit_cost(rows, references)
     speed = clip_speedup(rows)
     mean_exit = float(np.mean([row["exit_layer"] for row in rows]))
     print(f"\n   mean exit layer {mean_exit:.1f} of {rows[0]['num_layers']}; all clips: early exit "
           f"{speed['early_s'] * 1e3:.0f} ms, full depth {speed['full_s'] * 1e3:.0f} ms: {format_speedup(speed)} "
-          f"(ideal {speed['ideal_speedup']:.2f}x; batch 1, medians of {CLIP_REPEATS} paired repetitions, this machine)")
+          f"(ideal {speed['ideal_speedup']:.2f}x; the encoder alone, batch 1, medians of {CLIP_REPEATS} paired "
+          "repetitions, this machine)")
     if not speed["speedup_reliable"]:
         print(f"   ({speed['speedup_note']}: the noise could explain this figure)")
     if speed["full_spread"] > BUSY_SPREAD:
@@ -175,15 +201,19 @@ def _print_clip_rows(rows: list[dict], references: dict[str, str] | None = None)
 
 def _print_early_exit_cost(rows: list[dict], references: dict[str, str] | None) -> None:
     """The WER that the early setting costs on these clips: early exit against full depth, both against the
-    references (when every clip has one)."""
+    references (when every clip has one), per decoder (the LM's and greedy, when the folder has an LM)."""
     names = [Path(row["clip"]).name for row in rows]
     if not references or any(name not in references for name in names):
         return
     truth = [references[name] for name in names]
-    early = word_error_rate(truth, [row["text"] for row in rows])
-    full = word_error_rate(truth, [row["full_text"] for row in rows])
-    print(f"\n   WER on these {len(rows)} clips: early exit {early:.1f} %, full depth {full:.1f} %: the early setting "
-          f"costs {early - full:+.1f} points here")
+    kinds = _transcript_kinds(rows)
+    for (early_label, early_key), (_, full_key) in zip(kinds[::2], kinds[1::2]):
+        decoder = early_label.removeprefix("early exit").strip(" +,")
+        early = word_error_rate(truth, [row[early_key] for row in rows])
+        full = word_error_rate(truth, [row[full_key] for row in rows])
+        print(("\n" if early_key == kinds[0][1] else "")
+              + f"   WER on these {len(rows)} clips{', ' + decoder if decoder else ''}: early exit {early:.1f} %, "
+              f"full depth {full:.1f} %: the early setting costs {early - full:+.1f} points here")
 
 
 def _setting(config: dict) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -274,8 +275,13 @@ def load_ctc_decoder(folder: str | Path, tokenizer):
 # ---------------------------------------------------------------------------------------------- command line
 
 def build_lm(args) -> dict:
-    """Read the corpus, check the held-out splits, build the ARPA and save it into the model folder; returns what
-    the command reports."""
+    """Read the corpus, check the held-out splits, build the ARPA and save it into the model folder (or, with
+    `--arpa`, save that one); returns what the command reports."""
+    if (args.dataset is None) == (args.arpa is None):
+        raise ValueError("build-lm needs either --dataset (build an LM from its text) or --arpa (save an existing "
+                         "one), not both")
+    if args.arpa is not None:
+        return save_existing_arpa(args.model, Path(args.arpa), args.alpha, args.beta)
     from datasets import load_from_disk
 
     corpus = load_from_disk(args.dataset)
@@ -295,10 +301,25 @@ def build_lm(args) -> dict:
             "bytes": size, "directory": str(lm_dir)}
 
 
+def save_existing_arpa(model: str | Path, arpa: Path, alpha: float, beta: float) -> dict:
+    """Save an ARPA built elsewhere into `model` (`build-lm --arpa`). It is read from a copy, since it may be the
+    LM the folder holds now, which saving replaces."""
+    if not arpa.is_file():
+        raise FileNotFoundError(f"--arpa {arpa}: no such file")
+    with tempfile.TemporaryDirectory() as work:
+        copy = Path(work) / arpa.name
+        shutil.copyfile(arpa, copy)
+        counts = arpa_counts(copy)
+        lm_dir = save_language_model(model, copy, alpha=alpha, beta=beta)
+    size = sum(path.stat().st_size for path in lm_dir.iterdir())
+    return {"source": str(arpa), "ngram_counts": counts, "bytes": size, "directory": str(lm_dir)}
+
+
 def run(args) -> int:
     """`hubert-ee build-lm`: 0 on success."""
     report = build_lm(args)
-    print(f"{report['sentences']} sentences ({report['held_out_checked']} dev/test sentences checked absent); "
-          f"n-grams {report['ngram_counts']}; {report['bytes'] / 2**20:.1f} MiB in {report['directory']}")
+    source = (f"{report['source']}" if "source" in report else
+              f"{report['sentences']} sentences ({report['held_out_checked']} dev/test sentences checked absent)")
+    print(f"{source}; n-grams {report['ngram_counts']}; {report['bytes'] / 2**20:.1f} MiB in {report['directory']}")
     return 0
 

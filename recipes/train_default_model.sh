@@ -22,7 +22,8 @@
 #   compare   (TRAINING=plain) every exit model evaluated on the same 100 test utterances; one table and one plot
 #   gate      the candidate against the shipped model on the same 200 synthetic dev utterances and the real-speech
 #             dev set: stop unless the mean of the two CERs is lower
-#   ship      the candidate copied to models/, calibrated on dev (batch 1) for the largest speedup within +1.0 WER
+#   ship      the candidate copied to models/ with the shipped model's n-gram LM, calibrated on dev (batch 1, greedy)
+#             for the largest speedup within +1.0 WER
 #   evaluate  the shipped model on the test split (per voice: seen and held-out apart) and on real human speech (../shared/data/real-speech-dev)
 #   peer      PocketSphinx 5 on the same real speech, scored the same way (not a default stage: run it once)
 #   history   this session's dev curve and real-speech dev CER added to the training history; the learning curve
@@ -32,6 +33,7 @@
 #             train split's sentences and WordNet's glosses (no dev/test sentence), then the calibration with it
 #             (dev, batch 1, decode time included; --dry-run: the config keeps the greedy operating point) and the
 #             test split evaluated with it (per voice)
+#   lm_eval   (not a default stage) that calibration and evaluation alone, with the LM the folder holds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBERT_EE=${HUBERT_EE:-.venv/bin/hubert-ee}
@@ -177,6 +179,8 @@ ship() {
   [ "$TRAINING" = joint ] || : "${BEST:?set BEST to the exit model to ship, after reading $RESULTS/default_model_strategies.md}"
   rm -rf "$MODEL" && mkdir -p "$MODEL"
   find "$OUT/$CANDIDATE" -maxdepth 1 -type f ! -name 'training_args.bin' -exec cp {} "$MODEL/" \;
+  local arpa=("$INIT_FROM"/language_model/*.arpa)  # the LM depends on the text and the alphabet, not the weights
+  [ ! -f "${arpa[0]}" ] || $HUBERT_EE build-lm --model "$MODEL" --arpa "${arpa[0]}" --alpha "$LM_ALPHA" --beta "$LM_BETA"
   $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 200 --max-wer-increase 1.0 \
     "${CALIBRATION_SWEEP[@]}" --json "$RESULTS/default_model_calibration.json"
 }
@@ -236,6 +240,9 @@ LM_SWEEP=(--confidence-thresholds 0.8,0.84,0.88 --entropy-thresholds 0.45,0.35 -
 lm() {
   $HUBERT_EE build-lm --model "$MODEL" --dataset "$CORPUS" --split train --extra-text wordnet --order 3 --prune 3e-7 \
     --alpha "$LM_ALPHA" --beta "$LM_BETA"
+  lm_eval
+}
+lm_eval() {
   $HUBERT_EE calibrate --model "$MODEL" --dataset "$CORPUS" --split dev --max-samples 100 --max-wer-increase 1.0 \
     "${LM_SWEEP[@]}" --batch-size 1 --dry-run --json "$RESULTS/default_model_calibration_lm.json"
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test --max-samples 300 "${LM_SWEEP[@]}" \
@@ -243,7 +250,7 @@ lm() {
     --markdown "$RESULTS/default_model_test_lm.md"
 }
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth ab backbone exits compare gate ship evaluate peer history card examples lm; do
+for stage in synth ab backbone exits compare gate ship evaluate peer history card examples lm lm_eval; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"

@@ -32,12 +32,14 @@ def test_importing_the_arguments_and_building_every_parser_loads_no_heavy_librar
 
 def test_copied_choices_match_their_sources():
     import configuration_hubert_ee
+    import modeling_early_exit
     from hubert_ee import train
 
     assert arguments.EXIT_BRANCHES == configuration_hubert_ee.EXIT_BRANCHES
     assert arguments.EXIT_TRAINING_STRATEGIES == configuration_hubert_ee.EXIT_TRAINING_STRATEGIES
     assert arguments.BACKBONE_PRESET_NAMES == tuple(sorted(train.BACKBONE_PRESETS))
     assert arguments.PRECISIONS == train.PRECISIONS
+    assert arguments.DEFAULT_BEAM_WIDTH == modeling_early_exit.LM_BEAM_WIDTH
 
 
 def test_list_parsers():

@@ -136,11 +136,14 @@ def test_make_demo_runs_on_the_shipped_model(tmp_path):
     out = result.stdout
     assert "the shipped model" in out and "loaded HubertEEForCTC from transformers_modules" in out
     assert "## Early-exit sweep" in out and "reference:" in out
-    # each clip's full-depth transcript beside the early-exit one, and what the early setting costs in WER
-    # (quoted as Python's repr quotes them: double quotes around a transcript with an apostrophe, which the LM
-    # decoding of the pipeline spells more often)
-    assert len(re.findall("early exit: ['\"]", out)) == len(re.findall("full depth: ['\"]", out)) > 0
-    assert "clips: early exit" in out and "the early setting costs" in out
+    # each clip's full-depth transcript beside the early-exit one, with the shipped LM and greedy, and what the
+    # early setting costs in WER with each (quoted as Python's repr quotes them: double quotes around a transcript
+    # with an apostrophe, which the LM decoding of the pipeline spells more often)
+    assert "decoder: LM beam search, beam width" in out
+    counts = {label: len(re.findall(f"{label}: +['\"]", out))
+              for label in ("early exit \\+ LM", "full depth \\+ LM", "early exit, greedy", "full depth, greedy")}
+    assert len(set(counts.values())) == 1 and counts["full depth, greedy"] > 0, counts
+    assert "clips, LM: early exit" in out and "clips, greedy: early exit" in out
     # step 1 compares early exit with full depth: the calibrated setting and a faster per-call one, or confidence 0.6
     # when the shipped config has exits off
     if json.loads((MODEL / "config.json").read_text())["early_exit"]:
@@ -290,3 +293,9 @@ def test_the_demo_says_what_the_early_setting_costs_on_its_clips(capsys):
         capsys.readouterr().out)
     _print_early_exit_cost(rows, {"a.flac": "HELLO WORLD"})  # a clip without its reference: no figure
     assert capsys.readouterr().out == ""
+    with_lm = [{**rows[0], "greedy_text": "HELO WORD", "greedy_full_text": "HELO WORLD"},
+               {**rows[1], "greedy_text": "GOOD DAY", "greedy_full_text": "GOOD DAY"}]
+    _print_early_exit_cost(with_lm, {"a.flac": "HELLO WORLD", "b.flac": "GOOD DAY"})
+    out = capsys.readouterr().out
+    assert "WER on these 2 clips, LM: early exit 25.0 %, full depth 0.0 %: the early setting costs +25.0" in out
+    assert "WER on these 2 clips, greedy: early exit 50.0 %, full depth 25.0 %: the early setting costs +25.0" in out

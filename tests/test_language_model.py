@@ -78,7 +78,7 @@ def test_build_lm_never_puts_a_dev_or_test_sentence_in_the_lm(tmp_path, hub_fold
     shutil.copytree(hub_folder, folder)
     args = SimpleNamespace(dataset=str(corpus), split="train", held_out_splits=["dev", "test"],
                            extra_text=["wordnet"], order=2, prune=0.0, min_counts=[], alpha=0.5, beta=1.0,
-                           model=str(folder))
+                           model=str(folder), arpa=None)
     report = language_model.build_lm(args)
     assert set(written) == {"THE CAT SAT", "A DOG RAN HOME", "A BIRD FLEW"}  # dev/test sentences left out
     assert report["held_out_checked"] == 2 and (folder / "language_model" / "unigrams.txt").is_file()
@@ -89,6 +89,23 @@ def test_build_lm_never_puts_a_dev_or_test_sentence_in_the_lm(tmp_path, hub_fold
         language_model.build_lm(SimpleNamespace(**{**vars(args), "dataset": str(leaky), "held_out_splits": ["dev"]}))
     with pytest.raises(ValueError, match="no split"):
         language_model.build_lm(SimpleNamespace(**{**vars(args), "dataset": str(leaky)}))
+
+
+def test_build_lm_saves_an_arpa_built_elsewhere_even_the_one_the_folder_holds(lm_folder, tiny_arpa, tmp_path,
+                                                                                capsys):
+    from hubert_ee.cli import main as cli_main
+
+    folder = tmp_path / "model"
+    shutil.copytree(lm_folder, folder)
+    held = folder / "language_model" / "3gram.arpa"
+    assert cli_main(["build-lm", "--model", str(folder), "--arpa", str(held), "--alpha", "0.3", "--beta", "2"]) == 0
+    assert held.read_bytes() == tiny_arpa.read_bytes()  # re-saved from a copy, not lost
+    assert json.loads((folder / "language_model" / "attrs.json").read_text())["alpha"] == 0.3
+    assert "n-grams" in capsys.readouterr().out
+    assert cli_main(["build-lm", "--model", str(folder), "--arpa", str(tmp_path / "none.arpa")]) == 2
+    assert "none.arpa: no such file" in capsys.readouterr().err
+    assert cli_main(["build-lm", "--model", str(folder)]) == 2
+    assert "either --dataset" in capsys.readouterr().err
 
 
 def test_arpa_build_gives_the_orders_asked_and_pruning_shrinks_it(tmp_path, tiny_arpa):
@@ -127,6 +144,35 @@ def test_a_saved_lm_follows_the_hugging_face_layout_and_loads_as_ctc_with_lm(lm_
         logits = asr.model(inputs.input_values, exit_threshold=0.5).logits
     ours = build_decoder("lm", lm_folder, processor, processor.tokenizer.pad_token_id, beam_width=4)
     assert text == ours.decode(logits, None)[0]  # the pipeline and the decoder seam agree, early exit included
+
+
+class RecordingDecoder:
+    """A pyctcdecode decoder that records the settings each `decode_beams` call gets."""
+
+    def __init__(self, decoder):
+        self.decoder, self.calls = decoder, []
+
+    def decode_beams(self, logits, **settings):
+        self.calls.append(settings)
+        return self.decoder.decode_beams(logits, **settings)
+
+
+def test_the_pipeline_decodes_at_the_shipped_beam_width_unless_told_otherwise(lm_folder):
+    from transformers import pipeline
+
+    from modeling_early_exit import LM_BEAM_WIDTH
+
+    asr = pipeline("automatic-speech-recognition", model=str(lm_folder), trust_remote_code=True)
+    asr.decoder = recording = RecordingDecoder(asr.decoder)
+    asr(noise(0.5))
+    asr(noise(0.5), decoder_kwargs={"beam_width": 3, "token_min_logp": -4.0})
+    assert recording.calls == [{"beam_width": LM_BEAM_WIDTH}, {"beam_width": 3, "token_min_logp": -4.0}]
+    built = pipeline("automatic-speech-recognition", model=str(lm_folder), trust_remote_code=True,
+                     decoder_kwargs={"beam_width": 5})  # set when the pipeline is built: kept for every call
+    built.decoder = recording = RecordingDecoder(built.decoder)
+    built(noise(0.5))
+    built(noise(0.5), decoder_kwargs={"beam_width": 2})
+    assert recording.calls == [{"beam_width": 5}, {"beam_width": 2}]
 
 
 def test_push_uploads_the_lm_files(lm_folder, tmp_path):

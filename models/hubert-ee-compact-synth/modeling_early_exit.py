@@ -42,6 +42,10 @@ logger = logging.get_logger(__name__)
 
 # Settings that `forward`/`generate` accept per call; they never change `config`.
 PER_CALL_EXIT_SETTINGS = tuple(ExitSetting.CONFIG_FIELDS.values())
+# The beam width of n-gram LM decoding when a call names none (the pipeline as `ctc_with_lm`, `hubert-ee
+# --decoder lm`): pyctcdecode's own default, 100, costs more per clip than the encoder does on CPU, for no accuracy
+# a smaller beam lacks (BENCHMARKS.md, "n-gram language model: the beam width").
+LM_BEAM_WIDTH = 32
 
 
 def frames_from_samples(config, sample_lengths):
@@ -1040,7 +1044,8 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
     argument, so `asr(x, exit_threshold=0.6)` would silently run at the config's setting. This one takes the
     settings of `generate` at the top level (`asr(x, exit_threshold=0.6)`) or in `generate_kwargs`, at the call or
     when the pipeline is built; naming one turns early exit on, as for `generate`. Any other generation argument is
-    refused: CTC decoding here is greedy, there is nothing else to set.
+    refused. A folder with a `language_model/` decodes with pyctcdecode's beam search (`ctc_with_lm`) at
+    `default_decoder_kwargs()` unless `decoder_kwargs` says otherwise.
 
     Each result holds `text` and `exit_layer`, the encoder layer the utterance left at (for audio cut into windows
     with `chunk_length_s`, the deepest window's, and `chunk_exit_layers` per window). A batch (`batch_size`) gives
@@ -1069,9 +1074,9 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
         unknown = sorted(set(settings) - set(PER_CALL_EXIT_SETTINGS))
         if unknown:
             raise ValueError(
-                f"HuBERT-EE's speech recognition pipeline does not take {unknown}: its decoding is greedy CTC, and "
-                f"its only settings are the early-exit ones {list(PER_CALL_EXIT_SETTINGS)} (directly or in "
-                "generate_kwargs)."
+                f"HuBERT-EE's speech recognition pipeline does not take {unknown}: its settings are the early-exit "
+                f"ones {list(PER_CALL_EXIT_SETTINGS)} (directly or in generate_kwargs) and, for a model folder with "
+                "a language_model/, the beam search's decoder_kwargs (beam_width, ...)."
             )
         settings = {key: value for key, value in settings.items() if value is not None}
         setting = self.model.config.exit_setting.with_overrides(**settings)  # a bad value fails here, not per call
@@ -1185,11 +1190,19 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
         exit_layer = torch.cat([row.exit_layer for row in rows])
         return EarlyExitGenerateOutput(sequences=sequences, exit_layer=exit_layer, logits=logits)
 
-    def postprocess(self, model_outputs, **kwargs):
+    def default_decoder_kwargs(self) -> dict:
+        """The beam search's settings when neither the call nor the pipeline names them (`ctc_with_lm` only):
+        `beam_width` `LM_BEAM_WIDTH`; alpha and beta are the ones stored with the LM."""
+        return {"beam_width": LM_BEAM_WIDTH}
+
+    def postprocess(self, model_outputs, decoder_kwargs=None, **kwargs):
         """transformers' result (`text`, ...) with `exit_layer`: the layer the input left at, or for windows of
-        chunked audio the deepest window's, with `chunk_exit_layers` listing each window's."""
+        chunked audio the deepest window's, with `chunk_exit_layers` listing each window's. LM decoding runs with
+        `decoder_kwargs` over `default_decoder_kwargs()`."""
         layers = [int(output.pop("exit_layer").reshape(-1)[0]) for output in model_outputs]
-        result = super().postprocess(model_outputs, **kwargs)
+        if self.type == "ctc_with_lm":
+            decoder_kwargs = {**self.default_decoder_kwargs(), **(decoder_kwargs or {})}
+        result = super().postprocess(model_outputs, decoder_kwargs=decoder_kwargs, **kwargs)
         result["exit_layer"] = max(layers)
         if len(layers) > 1:
             result["chunk_exit_layers"] = layers
@@ -1199,6 +1212,6 @@ class EarlyExitAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipe
 __all__ = [
     "EarlyExitAutomaticSpeechRecognitionPipeline", "EarlyExitCTCOutput", "EarlyExitForCTCMixin", "EarlyExitLoadingMixin",
     "EarlyExitPassesMixin",
-    "EarlyExitGenerateOutput", "ExitBranch", "ExitLoopState", "PER_CALL_EXIT_SETTINGS", "exit_decision",
+    "EarlyExitGenerateOutput", "ExitBranch", "ExitLoopState", "LM_BEAM_WIDTH", "PER_CALL_EXIT_SETTINGS", "exit_decision",
     "frames_from_samples", "greedy_transcripts",
 ]
