@@ -831,8 +831,8 @@ class EarlyExitForCTCMixin(EarlyExitLoadingMixin, EarlyExitPassesMixin):
     def init_exit_branches_from_backbone(self):
         """Start each branch as "one more backbone layer, then the final head": its encoder layer copies the
         backbone layer that follows the exit, its head copies `lm_head`, and (stable-layer-norm) its LayerNorm
-        copies the encoder's final LayerNorm. Branches then begin near what deeper layers would predict, which
-        makes exit training converge much faster than from random weights."""
+        copies the encoder's final LayerNorm. Branches then begin near what deeper layers would predict instead
+        of at random."""
         for layer, branch in self.exit_branches.items():
             if branch.layer is not None:
                 branch.layer.load_state_dict(self.encoder.layers[int(layer)].state_dict())
