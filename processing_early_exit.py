@@ -16,6 +16,11 @@ import os
 
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor, Wav2Vec2ProcessorWithLM
 
+try:
+    from .modeling_early_exit import LM_BEAM_WIDTH
+except ImportError:  # loaded as a top-level module (installed by setup.py, or run from the repository root)
+    from modeling_early_exit import LM_BEAM_WIDTH
+
 
 def plain_processor(pretrained_model_name_or_path, **kwargs) -> Wav2Vec2Processor:
     """The folder's feature extractor and tokenizer as a `Wav2Vec2Processor` (no LM, no remote code)."""
@@ -25,7 +30,15 @@ def plain_processor(pretrained_model_name_or_path, **kwargs) -> Wav2Vec2Processo
 
 
 class EarlyExitProcessorWithLM(Wav2Vec2ProcessorWithLM):
-    """`Wav2Vec2ProcessorWithLM` whose `from_pretrained` works in the tested transformers range."""
+    """`Wav2Vec2ProcessorWithLM` whose `from_pretrained` works in the tested transformers range, and whose
+    `decode` and `batch_decode` search `LM_BEAM_WIDTH` beams unless told otherwise, as the pipeline does."""
+
+    def batch_decode(self, logits, pool=None, num_processes=None, beam_width=None, **kwargs):
+        return super().batch_decode(logits, pool, num_processes,
+                                    beam_width=LM_BEAM_WIDTH if beam_width is None else beam_width, **kwargs)
+
+    def decode(self, logits, beam_width=None, **kwargs):
+        return super().decode(logits, beam_width=LM_BEAM_WIDTH if beam_width is None else beam_width, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):

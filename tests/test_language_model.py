@@ -156,6 +156,13 @@ class RecordingDecoder:
         self.calls.append(settings)
         return self.decoder.decode_beams(logits, **settings)
 
+    def decode_beams_batch(self, pool, logits_list, **settings):
+        self.calls.append(settings)
+        return self.decoder.decode_beams_batch(pool, logits_list, **settings)
+
+    def __getattr__(self, name):  # everything else from the decoder it records
+        return getattr(self.decoder, name)
+
 
 def test_the_pipeline_decodes_at_the_shipped_beam_width_unless_told_otherwise(lm_folder):
     from transformers import pipeline
@@ -173,6 +180,21 @@ def test_the_pipeline_decodes_at_the_shipped_beam_width_unless_told_otherwise(lm
     built(noise(0.5))
     built(noise(0.5), decoder_kwargs={"beam_width": 2})
     assert recording.calls == [{"beam_width": 5}, {"beam_width": 2}]
+
+
+def test_the_processor_decodes_at_the_shipped_beam_width_unless_told_otherwise(lm_folder):
+    from transformers import AutoProcessor
+
+    from modeling_early_exit import LM_BEAM_WIDTH
+
+    processor = AutoProcessor.from_pretrained(lm_folder, trust_remote_code=True)
+    processor.decoder = recording = RecordingDecoder(processor.decoder)
+    logits = np.random.default_rng(0).normal(size=(2, 20, len(processor.tokenizer))).astype(np.float32)
+    processor.decode(logits[0])
+    processor.decode(logits[0], beam_width=3)
+    processor.batch_decode(logits)
+    processor.batch_decode(logits, beam_width=2)
+    assert [call["beam_width"] for call in recording.calls] == [LM_BEAM_WIDTH, 3, LM_BEAM_WIDTH, 2]
 
 
 def test_push_uploads_the_lm_files(lm_folder, tmp_path):
