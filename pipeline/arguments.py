@@ -312,6 +312,9 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="The HuBERT-EE model folder the card describes.")
     parser.add_argument("--eval", required=True, help="`hubert-ee evaluate` JSON on the in-domain test split.")
     parser.add_argument("--ood-eval", default=None, help="Optional evaluate JSON on out-of-domain (real) speech.")
+    parser.add_argument("--lm-eval", default=None,
+                        help="Optional `hubert-ee evaluate --decoder lm` JSON on the same test split: the card's "
+                             "section on decoding with the folder's n-gram LM.")
     parser.add_argument("--peer-eval", default=None,
                         help="Optional JSON of a peer recogniser on the --ood-eval utterances "
                              "(recipes/pocketsphinx_peer.py), shown beside the model's scores.")

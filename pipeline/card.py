@@ -95,10 +95,11 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
                plot_name: str | None = None, comparison: str = "", history: dict | None = None,
                curve_name: str | None = None, peer: dict | None = None, training_data: str = "",
-               identity: dict | None = None) -> str:
+               identity: dict | None = None, lm: dict | None = None) -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results; `training_data` (markdown)
     is its "Training data" section: what the model learned from, and the credit each corpus asks for; `identity`
-    (`folder_identity`) is recorded in the metadata for `hubert-ee push` to check."""
+    (`folder_identity`) is recorded in the metadata for `hubert-ee push` to check; `lm` (an evaluation of the same
+    split with `--decoder lm`) is the section on decoding with the folder's n-gram LM."""
     config = load_early_exit_config(model_folder)
     model_class = early_exit_class(config.model_type)
     plain_class = model_class.plain_ctc_class.__name__
@@ -147,6 +148,8 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
     lines += ["## Results (in-domain test split)", "", markdown_report(result).split("\n", 1)[1].strip(), ""]
     if plot_name:
         lines += [f"![WER against speedup]({plot_name})", ""]
+    if lm is not None:
+        lines += language_model_lines(lm)
     if history:
         lines += training_history_lines(history, curve_name)
     if comparison.strip():
@@ -165,6 +168,15 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
               "depend on hardware, batch size and how early utterances exit.", "",
               "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
+
+
+def language_model_lines(lm: dict) -> list[str]:
+    """The card's section on LM decoding (what the pipeline does with a folder that has `language_model/`): the
+    same test split decoded with the LM, greedy beside it, and the decode time in the speedups."""
+    return ["## Results with the n-gram language model (`ctc_with_lm`)", "",
+            "The ASR pipeline decodes with the folder's `language_model/` by itself. The same test split, decoded "
+            f"with it ({describe_decoder(lm.get('decoder'))}); the speedups include the decode time:", "",
+            markdown_report(lm).split("\n", 1)[1].strip(), ""]
 
 
 def out_of_domain_lines(ood: dict, peer: dict | None = None) -> list[str]:
@@ -217,6 +229,11 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
     identity = folder_identity(model_folder)
     result = load_evaluation_of(model_folder, identity, eval_json, "--eval")
     ood_path, peer_path = kwargs.pop("ood_json", None), kwargs.pop("peer_json", None)
+    lm_path = kwargs.pop("lm_json", None)
+    if lm_path:
+        kwargs["lm"] = load_evaluation_of(model_folder, identity, lm_path, "--lm-eval")
+        if (kwargs["lm"].get("decoder") or {}).get("name") != "lm":
+            raise UsageError(f"--lm-eval {lm_path} was decoded greedily: evaluate with --decoder lm")
     if ood_path:
         kwargs["ood"] = load_evaluation_of(model_folder, identity, ood_path, "--ood-eval")
     if peer_path:
@@ -266,7 +283,7 @@ def run(args) -> int:
     comparison = Path(args.comparison).read_text() if args.comparison else ""
     training_data = Path(args.training_data).read_text() if args.training_data else ""
     readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, peer_json=args.peer_eval,
-                        plot=args.plot,
+                        lm_json=args.lm_eval, plot=args.plot,
                         repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands,
                         comparison=comparison, history_json=args.history, curve=args.curve,
                         training_data=training_data)

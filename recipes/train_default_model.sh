@@ -27,20 +27,21 @@
 #   evaluate  the shipped model on the test split (per voice: seen and held-out apart) and on real human speech (../shared/data/real-speech-dev)
 #   peer      PocketSphinx 5 on the same real speech, scored the same way (not a default stage: run it once)
 #   history   this session's dev curve and real-speech dev CER added to the training history; the learning curve
-#   card      model_card.md (and the model's README.md) from those evaluations
+#   card      model_card.md (and the model's README.md) from those evaluations, greedy and with the LM
 #   examples  examples/clips (a handful) and examples/test-subset (for `make demo`) from the test split
 #   lm        (not a default stage) the n-gram LM for `ctc_with_lm` decoding built into the shipped folder from the
 #             train split's sentences and WordNet's glosses (no dev/test sentence), then the calibration with it
 #             (dev, batch 1, decode time included; --dry-run: the config keeps the greedy operating point) and the
 #             test split evaluated with it (per voice)
-#   lm_eval   (not a default stage) that calibration and evaluation alone, with the LM the folder holds
+#   lm_eval   that calibration and evaluation alone, with the LM the folder holds (before card, whose LM section
+#             it feeds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBERT_EE=${HUBERT_EE:-.venv/bin/hubert-ee}
 PYTHON=${PYTHON:-.venv/bin/python}
 TRAINING=${TRAINING:-joint}  # joint: exits trained with the backbone; plain: backbone, then exits on it
-if [ "$TRAINING" = joint ]; then DEFAULT_STAGES="synth backbone gate ship evaluate history card examples"
-else DEFAULT_STAGES="synth backbone exits compare gate ship evaluate history card examples"; fi
+if [ "$TRAINING" = joint ]; then DEFAULT_STAGES="synth backbone gate ship evaluate lm_eval history card examples"
+else DEFAULT_STAGES="synth backbone exits compare gate ship evaluate lm_eval history card examples"; fi
 STAGES=${STAGES:-$DEFAULT_STAGES}
 SESSION=${SESSION:?set SESSION to this session number (see benchmarks/results/training_history.json)}
 CORPUS=${CORPUS:-outputs/corpus-v2}
@@ -205,9 +206,12 @@ history() {
     --target-cer 10 --plot "$RESULTS/learning_curve.png"
 }
 card() {
+  local LM_CARD=()  # the LM's section, from lm_eval's evaluation of this folder (it runs before card when asked)
+  [ ! -f "$MODEL/language_model/attrs.json" ] || LM_CARD=(--lm-eval "$RESULTS/default_model_test_lm.json")
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
   $HUBERT_EE card --model "$MODEL" --eval "$RESULTS/default_model_test.json" \
     --ood-eval "$RESULTS/default_model_real_speech.json" --peer-eval "$RESULTS/pocketsphinx_real_speech.json" --plot "$RESULTS/default_model_test.png" \
+    "${LM_CARD[@]}" \
     --commands "$OUT/commands.sh" --comparison "$COMPARISON" \
     --history "$RESULTS/training_history.json" \
     --curve "$RESULTS/learning_curve.png" --training-data recipes/default_model_training_data.md --repo-id hubert-ee/hubert-ee-compact-synth --output "$CARD"
@@ -250,7 +254,7 @@ lm_eval() {
     --markdown "$RESULTS/default_model_test_lm.md"
 }
 # --------------------------------------------------------------------------------------------------- run
-for stage in synth ab backbone exits compare gate ship evaluate peer history card examples lm lm_eval; do
+for stage in synth ab backbone exits compare gate ship evaluate lm_eval peer history card examples lm; do
   if want "$stage"; then
     echo "=== $stage ($(date -u +%H:%M:%S))"
     "$stage"

@@ -63,6 +63,19 @@ def test_card_numbers_come_from_the_json_and_metadata_parses(hub_folder, tmp_pat
     assert "## Training data\n\nSynthetic speech, and speechocean762 (arXiv 2104.01378).\n" in text
 
 
+def test_card_shows_lm_decoding_from_an_lm_evaluation_and_refuses_a_greedy_one(hub_folder, tmp_path, capsys):
+    eval_json, lm_json = tmp_path / "eval.json", tmp_path / "lm.json"
+    eval_json.write_text(json.dumps(RESULT))
+    decoder = {"name": "lm", "beam_width": 32, "alpha": 0.5, "beta": 1.5, "language_model": "m/language_model"}
+    lm_json.write_text(json.dumps({**RESULT, "final_wer": 7.25, "decoder": decoder}))
+    assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--lm-eval", str(lm_json)]) == 0
+    text = (hub_folder / "README.md").read_text()
+    section = text[text.index("## Results with the n-gram language model"):text.index("## Limitations")]
+    assert "beam width 32, alpha 0.5, beta 1.5" in section and "final head WER: 7.25 %" in section
+    assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--lm-eval", str(eval_json)]) == 2
+    assert "was decoded greedily: evaluate with --decoder lm" in capsys.readouterr().err
+
+
 def test_card_shows_a_peer_recogniser_beside_the_model_on_real_speech(hub_folder, tmp_path, capsys):
     eval_json, ood_json, peer_json = tmp_path / "eval.json", tmp_path / "ood.json", tmp_path / "peer.json"
     eval_json.write_text(json.dumps(RESULT))
