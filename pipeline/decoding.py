@@ -83,7 +83,9 @@ class LanguageModelDecoder:
         """The transcript of one utterance's `[frames, vocab]` log-probabilities (e.g. long-file windows stitched)."""
         if log_probs.shape[0] == 0:
             return ""
-        text = self.ctc_decoder.decode(log_probs, beam_width=self.beam_width)
+        # `decode_beams`, as transformers' pipeline and `Wav2Vec2ProcessorWithLM` call it, so that every path
+        # gives the same text (pyctcdecode's `decode` would also prune the beams' history)
+        text = self.ctc_decoder.decode_beams(log_probs, beam_width=self.beam_width)[0][0]
         return " ".join(text.split())
 
     def describe(self) -> dict:
