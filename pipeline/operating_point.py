@@ -182,7 +182,7 @@ def describe_choice(choice: dict, num_layers: int | None = None) -> str:
              if choice.get("chosen_by") == "expected" and choice.get("expected_speedup") is not None
              else f"measured speedup {measured} (chosen by it)")
     if "end_to_end_speedup" in choice:
-        speed = (f"end-to-end speedup with LM decoding {choice['end_to_end_expected_speedup']:.2f}x expected, "
+        speed = (f"end-to-end speedup (decoding included) {choice['end_to_end_expected_speedup']:.2f}x expected, "
                  f"{choice['end_to_end_speedup']:.2f}x measured (chosen by the {choice.get('chosen_by')} one); "
                  f"encoder alone: {speed}")
     return (
