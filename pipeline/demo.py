@@ -146,7 +146,9 @@ def _run_fresh_process(folder: Path, clips: list[Path], workdir: Path, settings:
         print(result.stderr[-3000:], file=sys.stderr)
         return result.returncode
     lines = result.stdout.strip().splitlines()
-    print("   " + next(line for line in lines if line.startswith("loaded ")))
+    for line in lines:
+        if line.startswith(("loaded ", "decoder: ")):
+            print("   " + line)
     return json.loads(lines[-1])
 
 
