@@ -130,7 +130,7 @@ def test_transcribe_defaults_to_the_shipped_model(tmp_path, capsys):
 
 
 def test_make_demo_runs_on_the_shipped_model(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "hubert_ee.demo", "--output", str(tmp_path), "--max-subset", "16"],
+    result = subprocess.run([sys.executable, "-m", "hubert_ee.demo", "--output", str(tmp_path), "--max-subset", "8"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
