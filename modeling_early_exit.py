@@ -44,7 +44,7 @@ logger = logging.get_logger(__name__)
 PER_CALL_EXIT_SETTINGS = tuple(ExitSetting.CONFIG_FIELDS.values())
 # The beam width of n-gram LM decoding when a call names none (the pipeline as `ctc_with_lm`, `hubert-ee
 # --decoder lm`): pyctcdecode's own default, 100, costs more per clip than the encoder does on CPU, for no accuracy
-# a smaller beam lacks (BENCHMARKS.md, "n-gram language model: the beam width").
+# a smaller beam lacks (BENCHMARKS.md, "Decode cost and the beam width").
 LM_BEAM_WIDTH = 32
 
 
