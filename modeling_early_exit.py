@@ -43,8 +43,8 @@ logger = logging.get_logger(__name__)
 # Settings that `forward`/`generate` accept per call; they never change `config`.
 PER_CALL_EXIT_SETTINGS = tuple(ExitSetting.CONFIG_FIELDS.values())
 # The beam width of n-gram LM decoding when a call names none (the pipeline as `ctc_with_lm`, `hubert-ee
-# --decoder lm`): pyctcdecode's own default, 100, costs more per clip than the encoder does on CPU, for no accuracy
-# a smaller beam lacks (BENCHMARKS.md, "Decode cost and the beam width").
+# --decoder lm`): pyctcdecode's own default, 100, takes about three times the search for a few WER points, which
+# matters beside a small encoder on CPU (BENCHMARKS.md, "Decode cost and the beam width").
 LM_BEAM_WIDTH = 32
 
 
