@@ -367,6 +367,9 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-cer", type=float, default=None,
                         help="Fit a power law to each session's last dev CER and say how many hours of speech it "
                              "needs to reach this CER (%%); the plot draws the fit.")
+    parser.add_argument("--target-real-cer", type=float, default=None,
+                        help="The same for the real-speech dev points (--real-speech-eval of each session): the "
+                             "fit, the hours it needs to reach this CER (%%), and the fit on the plot.")
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -137,11 +137,11 @@ def totals(history: dict) -> dict:
             "speech_hours": round(sum(item.get("speech_hours", 0.0) for item in sessions), 2)}
 
 
-def plot_learning_curve(history: dict, path: str | Path, target_cer: float | None = None) -> Path:
-    """The dev CER of every session against total hours; with `target_cer`, the power-law fit of the sessions' last
-    points drawn on (dashed) up to that CER, or to ten times the hours so far if it lies further."""
-    import numpy as np
-
+def plot_learning_curve(history: dict, path: str | Path, target_cer: float | None = None,
+                        target_real_cer: float | None = None) -> Path:
+    """The dev CER of every session against total hours; with `target_cer` (`target_real_cer`), the power-law fit of
+    the sessions' last synthetic (real-speech) dev points drawn on, dashed, up to that CER, or to ten times the hours
+    so far if it lies further."""
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(9, 4))
     points = learning_curve(history)
@@ -153,15 +153,14 @@ def plot_learning_curve(history: dict, path: str | Path, target_cer: float | Non
     if real:
         axes.plot([x for x, _, _ in real], [y for _, y, _ in real], "k", marker="s", linestyle="-.",
                   label="real-speech dev, session ends")
-    if target_cer is not None and len(session_ends(history)) >= 2:
-        fit = power_law_fit(session_ends(history))
-        first, last = points[0][0], points[-1][0]
-        hours = np.geomspace(first, min(hours_to_reach(fit, target_cer), 10 * last), 100)
-        axes.plot(hours, fit[0] * hours ** -fit[1], "k--", linewidth=1,
-                  label=f"fit of session ends: {fit[0]:.0f}·h^-{fit[1]:.2f}")
-        axes.axhline(target_cer, color="grey", linewidth=0.8, linestyle=":", label=f"target CER {target_cer:g} %")
+    fits = [(session_ends(history), target_cer, "synthetic dev", "k"),
+            ([(hours, cer) for hours, cer, _ in real], target_real_cer, "real-speech dev", "tab:red")]
+    drawn_to = [_draw_fit(axes, ends, target, name, colour, last=points[-1][0])
+                for ends, target, name, colour in fits if target is not None and len({h for h, _ in ends}) >= 2]
+    if drawn_to:
         axes.set_xscale("log")
-        ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if first / 1.5 <= t <= hours[-1] * 1.5]
+        first, last = points[0][0], max(drawn_to)
+        ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if first / 1.5 <= t <= last * 1.5]
         axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
         axes.xaxis.set_minor_formatter("")
     axes.set_xlabel("hours of speech trained on (all sessions)")
@@ -170,6 +169,19 @@ def plot_learning_curve(history: dict, path: str | Path, target_cer: float | Non
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: no point is hidden
     return save_figure(figure, path)
+
+
+def _draw_fit(axes, ends: list[tuple[float, float]], target: float, name: str, colour: str, last: float) -> float:
+    """Draws the power-law fit of `ends` from their first point to where it reaches `target` (at most ten times
+    `last` hours), and the target line; returns the hours the drawn fit ends at."""
+    import numpy as np
+
+    fit = power_law_fit(ends)
+    hours = np.geomspace(min(hours for hours, _ in ends), min(hours_to_reach(fit, target), 10 * last), 100)
+    axes.plot(hours, fit[0] * hours ** -fit[1], color=colour, linestyle="--", linewidth=1,
+              label=f"fit of {name} session ends: {fit[0]:.0f}·h^-{fit[1]:.2f}")
+    axes.axhline(target, color=colour, linewidth=0.8, linestyle=":", label=f"target {name} CER {target:g} %")
+    return float(hours[-1])
 
 
 def _entry_from_eval(eval_json: str, speech_hours: float | None) -> dict:
@@ -225,20 +237,23 @@ def run(args) -> int:
         print(f"  session {session}: {hours:7.2f} h  dev CER {cer:.2f} %")
     for hours, cer, session in real_speech_curve(history):
         print(f"  session {session}: {hours:7.2f} h  real-speech dev CER {cer:.2f} %")
+    so_far = learning_curve(history)[-1][0] if learning_curve(history) else 0.0
     if args.target_cer is not None:
-        _print_extrapolation(history, args.target_cer)
+        _print_extrapolation(session_ends(history), args.target_cer, "dev", so_far)
+    if args.target_real_cer is not None:
+        real_ends = [(hours, cer) for hours, cer, _ in real_speech_curve(history)]
+        _print_extrapolation(real_ends, args.target_real_cer, "real-speech dev", so_far)
     if args.plot:
-        print(f"wrote {plot_learning_curve(history, args.plot, args.target_cer)}")
+        print(f"wrote {plot_learning_curve(history, args.plot, args.target_cer, args.target_real_cer)}")
     return 0
 
 
-def _print_extrapolation(history: dict, target_cer: float) -> None:
-    ends = session_ends(history)
-    if len(ends) < 2:
-        print(f"--target-cer {target_cer:g}: the fit needs at least two sessions with dev points")
+def _print_extrapolation(ends: list[tuple[float, float]], target_cer: float, name: str, so_far: float) -> None:
+    if len({hours for hours, _ in ends}) < 2:
+        print(f"{name} CER {target_cer:g} %: the fit needs points from at least two sessions")
         return
-    fit, so_far = power_law_fit(ends), learning_curve(history)[-1][0]
+    fit = power_law_fit(ends)
     needed = hours_to_reach(fit, target_cer)
-    print(f"power-law fit of the {len(ends)} sessions' last dev points: CER = {fit[0]:.1f} * hours^-{fit[1]:.3f}; "
-          f"dev CER {target_cer:g} % at about {needed:,.0f} h of speech ({max(needed - so_far, 0):,.0f} h more than "
-          f"the {so_far:.1f} h so far)")
+    print(f"power-law fit of the {len(ends)} sessions' last {name} points: CER = {fit[0]:.1f} * hours^-{fit[1]:.3f}; "
+          f"{name} CER {target_cer:g} % at about {needed:,.0f} h of speech ({max(needed - so_far, 0):,.0f} h more "
+          f"than the {so_far:.1f} h so far)")

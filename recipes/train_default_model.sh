@@ -203,7 +203,7 @@ history() {
   $HUBERT_EE history --history "$RESULTS/training_history.json" --session "$SESSION" --run "$run" \
     --real-speech-eval "$RESULTS/default_model_real_speech.json" \
     --speech-seconds-per-step 30.2 --note "continued $what: packed 8 s rows x 4, real speech ~${REAL_SHARE} of the audio, $MORE_TRAIN $more, augmented, cosine $BACKBONE_LR over $BACKBONE_STEPS steps" \
-    --target-cer 10 --plot "$RESULTS/learning_curve.png"
+    --target-cer 10 --target-real-cer 35 --plot "$RESULTS/learning_curve.png"
 }
 card() {
   local LM_CARD=()  # the LM's section, from lm_eval's evaluation of this folder (it runs before card when asked)

@@ -83,9 +83,11 @@ def test_incomplete_history_commands_are_refused(tmp_path, capsys, arguments, me
 
 def test_the_power_law_fit_of_session_ends_extrapolates_to_a_target(tmp_path, capsys):
     history = {"sessions": [
-        {"session": 0, "speech_hours": 10.0, "dev": [{"speech_hours": 10.0, "cer": 40.0}]},
+        {"session": 0, "speech_hours": 10.0, "dev": [{"speech_hours": 10.0, "cer": 40.0}],
+         "real_speech": {"cer": 60.0}},
         {"session": 1, "speech_hours": 30.0, "dev": [{"speech_hours": 10.0, "cer": 35.0},   # a warm restart's bump
-                                                    {"speech_hours": 30.0, "cer": 20.0}]},
+                                                    {"speech_hours": 30.0, "cer": 20.0}],
+         "real_speech": {"cer": 30.0}},
     ]}
     assert session_ends(history) == [(10.0, 40.0), (40.0, 20.0)]
     a, b = power_law_fit(session_ends(history))
@@ -97,8 +99,11 @@ def test_the_power_law_fit_of_session_ends_extrapolates_to_a_target(tmp_path, ca
     path = tmp_path / "history.json"
     path.write_text(json.dumps(history))
     plot = tmp_path / "curve.png"
-    assert main(["history", "--history", str(path), "--target-cer", "10", "--plot", str(plot)]) == 0
-    assert "dev CER 10 % at about 160 h of speech (120 h more than the 40.0 h so far)" in capsys.readouterr().out
+    assert main(["history", "--history", str(path), "--target-cer", "10", "--target-real-cer", "15",
+                 "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "dev CER 10 % at about 160 h of speech (120 h more than the 40.0 h so far)" in out
+    assert "real-speech dev CER 15 % at about 160 h of speech (120 h more than the 40.0 h so far)" in out
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
