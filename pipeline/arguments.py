@@ -315,6 +315,9 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-eval", default=None,
                         help="Optional `hubert-ee evaluate --decoder lm` JSON on the same test split: the card's "
                              "section on decoding with the folder's n-gram LM.")
+    parser.add_argument("--ood-lm-eval", default=None,
+                        help="Optional `hubert-ee evaluate --decoder lm` JSON on the --ood-eval utterances: the "
+                             "model's scores with the LM beside the greedy ones (and the peer's).")
     parser.add_argument("--peer-eval", default=None,
                         help="Optional JSON of a peer recogniser on the --ood-eval utterances "
                              "(recipes/pocketsphinx_peer.py), shown beside the model's scores.")

@@ -1,7 +1,8 @@
 """Model card stage: `hubert-ee card` writes the card published with a model, from evaluation JSON only.
 
 Every number in the card comes from `hubert-ee evaluate` JSON files (no hand-typed results): the in-domain test
-evaluation (`--eval`), optionally an out-of-domain one (`--ood-eval`, e.g. real human speech), and the operating
+evaluation (`--eval`), optionally an out-of-domain one (`--ood-eval`, e.g. real human speech), both again decoded with
+the folder's n-gram LM (`--lm-eval`, `--ood-lm-eval`), and the operating
 point stored in the model's config by `hubert-ee calibrate`. The training commands come from a text file
 (`--commands`), so the card says exactly how the model was made. The card is a Hugging Face model card: YAML
 metadata (license, tags, datasets, metrics, `pipeline_tag`, `library_name`, a `model-index` with the WER results)
@@ -67,17 +68,25 @@ def example_override(result: dict, config: EarlyExitConfigMixin) -> tuple[str, s
     return stricter, "stricter: later exits, closer to full depth; this call only"
 
 
+LM_METRIC = "WER (full depth, n-gram LM)"
+
+
 def _metadata(repo_name: str, result: dict, point: dict | None, dataset_name: str, ood: dict | None,
-              identity: dict | None) -> dict:
+              identity: dict | None, lm: dict | None = None, ood_lm: dict | None = None) -> dict:
     metrics = [{"type": "wer", "value": round(result["final_wer"], 2), "name": "WER (full depth)"}]
     if point is not None:
         metrics.append({"type": "wer", "value": round(point["wer"], 2), "name": CALIBRATED_METRIC})
+    if lm is not None:
+        metrics.append({"type": "wer", "value": round(lm["final_wer"], 2), "name": LM_METRIC})
     results = [{"task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
                 "dataset": {"type": dataset_name, "name": dataset_name, "split": "test"}, "metrics": metrics}]
     if ood is not None:
+        ood_metrics = [{"type": "wer", "value": round(ood["final_wer"], 2), "name": "WER (full depth)"}]
+        if ood_lm is not None:
+            ood_metrics.append({"type": "wer", "value": round(ood_lm["final_wer"], 2), "name": LM_METRIC})
         results.append({"task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
                         "dataset": {"type": "real-speech-dev", "name": "real human read speech (out of domain)"},
-                        "metrics": [{"type": "wer", "value": round(ood["final_wer"], 2), "name": "WER (full depth)"}]})
+                        "metrics": ood_metrics})
     return {
         "language": ["en"],
         "license": "apache-2.0",
@@ -95,17 +104,18 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                "synthetic-english-speech", commands: str = "", ood: dict | None = None,
                plot_name: str | None = None, comparison: str = "", history: dict | None = None,
                curve_name: str | None = None, peer: dict | None = None, training_data: str = "",
-               identity: dict | None = None, lm: dict | None = None) -> str:
+               identity: dict | None = None, lm: dict | None = None, ood_lm: dict | None = None) -> str:
     """Render the card (metadata + markdown) for `model_folder` from evaluation results; `training_data` (markdown)
     is its "Training data" section: what the model learned from, and the credit each corpus asks for; `identity`
     (`folder_identity`) is recorded in the metadata for `hubert-ee push` to check; `lm` (an evaluation of the same
-    split with `--decoder lm`) is the section on decoding with the folder's n-gram LM."""
+    split with `--decoder lm`) is the section on decoding with the folder's n-gram LM, and `ood_lm` (the same for the
+    `ood` utterances) adds the LM's row to the real-speech section."""
     config = load_early_exit_config(model_folder)
     model_class = early_exit_class(config.model_type)
     plain_class = model_class.plain_ctc_class.__name__
     point = operating_point(result, config)
-    metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood, identity),
-                              sort_keys=False)
+    metadata = yaml.safe_dump(_metadata(repo_id.split("/")[-1], result, point, dataset_name, ood, identity, lm,
+                                        ood_lm), sort_keys=False)
     lines = [
         "---", metadata.rstrip(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
@@ -158,7 +168,7 @@ def build_card(model_folder: str | Path, result: dict, *, repo_id: str = "ORG/hu
                   "utterances (`hubert-ee compare`).", "",
                   comparison.strip(), ""]
     if ood is not None:
-        lines += out_of_domain_lines(ood, peer)
+        lines += out_of_domain_lines(ood, peer, ood_lm)
     lines += ["## Limitations", "",
               "- Accuracy depends on how close speech is to the training data (see \"Training data\" when given): "
               "on real speech unlike it, it is far lower than on the in-domain test split (see above when reported).",
@@ -179,20 +189,26 @@ def language_model_lines(lm: dict) -> list[str]:
             markdown_report(lm).split("\n", 1)[1].strip(), ""]
 
 
-def out_of_domain_lines(ood: dict, peer: dict | None = None) -> list[str]:
+def out_of_domain_lines(ood: dict, peer: dict | None = None, ood_lm: dict | None = None) -> list[str]:
     """The card's section on real human speech; with `peer` (a peer recogniser's scores on the same utterances, as
-    `recipes/pocketsphinx_peer.py` writes them), a row for what a user would otherwise pick."""
+    `recipes/pocketsphinx_peer.py` writes them), a row for what a user would otherwise pick; with `ood_lm` (the same
+    utterances decoded with the folder's LM), the model's row with the LM."""
     lines = ["## Out of domain: real human speech", "",
              "Real read speech from speakers and recordings the model never trained on:", "",
              markdown_report(ood).split("\n", 1)[1].strip(), ""]
+    if peer is None and ood_lm is None:
+        return lines
+    rows = [("this model, full depth, greedy" if ood_lm is not None else "this model, full depth", ood)]
+    if ood_lm is not None:
+        rows.append((f"this model, full depth, n-gram LM (beam {ood_lm['decoder'].get('beam_width')})", ood_lm))
     if peer is not None:
-        lines += [f"The same {peer['utterances']} utterances, scored the same way (WER/CER in percent after the "
-                  "same text normalisation):", "",
-                  "| recogniser | WER | CER |", "|---|---:|---:|",
-                  f"| this model, full depth | {ood['final_wer']:.2f} | "
-                  + (f"{ood['final_cer']:.2f} |" if "final_cer" in ood else "- |"),
-                  f"| {peer['recogniser']} | {peer['wer']:.2f} | {peer['cer']:.2f} |", ""]
-    return lines
+        rows.append((peer["recogniser"], {"final_wer": peer["wer"], "final_cer": peer["cer"]}))
+    count = ood.get("num_utterances") or (peer or {}).get("utterances", "")
+    return lines + [f"The same {count} utterances, scored the same way (WER/CER in percent "
+                    "after the same text normalisation):", "", "| recogniser | WER | CER |", "|---|---:|---:|",
+                    *(f"| {name} | {scores['final_wer']:.2f} | "
+                      + (f"{scores['final_cer']:.2f} |" if "final_cer" in scores else "- |") for name, scores in rows),
+                    ""]
 
 
 def training_history_lines(history: dict, curve_name: str | None = None) -> list[str]:
@@ -229,13 +245,15 @@ def write_card(model_folder: str | Path, eval_json: str | Path, output: str | Pa
     identity = folder_identity(model_folder)
     result = load_evaluation_of(model_folder, identity, eval_json, "--eval")
     ood_path, peer_path = kwargs.pop("ood_json", None), kwargs.pop("peer_json", None)
-    lm_path = kwargs.pop("lm_json", None)
+    lm_path, ood_lm_path = kwargs.pop("lm_json", None), kwargs.pop("ood_lm_json", None)
     if lm_path:
-        kwargs["lm"] = load_evaluation_of(model_folder, identity, lm_path, "--lm-eval")
-        if (kwargs["lm"].get("decoder") or {}).get("name") != "lm":
-            raise UsageError(f"--lm-eval {lm_path} was decoded greedily: evaluate with --decoder lm")
+        kwargs["lm"] = load_lm_evaluation_of(model_folder, identity, lm_path, "--lm-eval")
     if ood_path:
         kwargs["ood"] = load_evaluation_of(model_folder, identity, ood_path, "--ood-eval")
+    if ood_lm_path:
+        if not ood_path:
+            raise UsageError("--ood-lm-eval needs --ood-eval: the LM's scores are shown beside the greedy ones on that set")
+        kwargs["ood_lm"] = load_lm_evaluation_of(model_folder, identity, ood_lm_path, "--ood-lm-eval")
     if peer_path:
         if not ood_path:
             raise UsageError("--peer-eval needs --ood-eval: the peer's scores are shown beside the model's on that set")
@@ -278,12 +296,20 @@ def load_evaluation_of(model_folder, identity: dict, eval_json, flag: str) -> di
     return result
 
 
+def load_lm_evaluation_of(model_folder, identity: dict, eval_json, flag: str) -> dict:
+    """`load_evaluation_of`, refused (`UsageError`) unless the evaluation decoded with the LM."""
+    result = load_evaluation_of(model_folder, identity, eval_json, flag)
+    if (result.get("decoder") or {}).get("name") != "lm":
+        raise UsageError(f"{flag} {eval_json} was decoded greedily: evaluate with --decoder lm")
+    return result
+
+
 def run(args) -> int:
     commands = Path(args.commands).read_text() if args.commands else ""
     comparison = Path(args.comparison).read_text() if args.comparison else ""
     training_data = Path(args.training_data).read_text() if args.training_data else ""
     readme = write_card(args.model, args.eval, args.output, ood_json=args.ood_eval, peer_json=args.peer_eval,
-                        lm_json=args.lm_eval, plot=args.plot,
+                        lm_json=args.lm_eval, ood_lm_json=args.ood_lm_eval, plot=args.plot,
                         repo_id=args.repo_id, dataset_name=args.dataset_name, commands=commands,
                         comparison=comparison, history_json=args.history, curve=args.curve,
                         training_data=training_data)

@@ -32,9 +32,9 @@
 #   lm        (not a default stage) the n-gram LM for `ctc_with_lm` decoding built into the shipped folder from the
 #             train split's sentences and WordNet's glosses (no dev/test sentence), then the calibration with it
 #             (dev, batch 1, decode time included; --dry-run: the config keeps the greedy operating point) and the
-#             test split evaluated with it (per voice)
-#   lm_eval   that calibration and evaluation alone, with the LM the folder holds (before card, whose LM section
-#             it feeds)
+#             test split and the real speech evaluated with it (the test split per voice)
+#   lm_eval   that calibration and those evaluations alone, with the LM the folder holds (before card, whose LM
+#             rows they feed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBERT_EE=${HUBERT_EE:-.venv/bin/hubert-ee}
@@ -207,7 +207,8 @@ history() {
 }
 card() {
   local LM_CARD=()  # the LM's section, from lm_eval's evaluation of this folder (it runs before card when asked)
-  [ ! -f "$MODEL/language_model/attrs.json" ] || LM_CARD=(--lm-eval "$RESULTS/default_model_test_lm.json")
+  [ ! -f "$MODEL/language_model/attrs.json" ] || LM_CARD=(--lm-eval "$RESULTS/default_model_test_lm.json"
+    --ood-lm-eval "$RESULTS/default_model_real_speech_lm.json")
   sed -n '/^# ---* commands/,/^# ---* run/p' recipes/train_default_model.sh | grep -v '^# ---' > "$OUT/commands.sh"
   $HUBERT_EE card --model "$MODEL" --eval "$RESULTS/default_model_test.json" \
     --ood-eval "$RESULTS/default_model_real_speech.json" --peer-eval "$RESULTS/pocketsphinx_real_speech.json" --plot "$RESULTS/default_model_test.png" \
@@ -252,6 +253,8 @@ lm_eval() {
   $HUBERT_EE evaluate --model "$MODEL" --dataset "$CORPUS" --split test --max-samples 300 "${LM_SWEEP[@]}" \
     --batch-size 8 --group-by voice --json "$RESULTS/default_model_test_lm.json" \
     --markdown "$RESULTS/default_model_test_lm.md"
+  $HUBERT_EE evaluate --model "$MODEL" --dataset "$REAL_SPEECH" "${LM_SWEEP[@]}" --batch-size 8 \
+    --json "$RESULTS/default_model_real_speech_lm.json" --markdown "$RESULTS/default_model_real_speech_lm.md"
 }
 # --------------------------------------------------------------------------------------------------- run
 for stage in synth ab backbone exits compare gate ship evaluate lm_eval peer history card examples lm; do

@@ -92,6 +92,34 @@ def test_card_shows_a_peer_recogniser_beside_the_model_on_real_speech(hub_folder
     assert "--peer-eval needs --ood-eval" in capsys.readouterr().err
 
 
+def test_card_shows_the_lm_beside_greedy_and_the_peer_on_real_speech(hub_folder, tmp_path, capsys):
+    eval_json, ood_json, ood_lm_json = tmp_path / "eval.json", tmp_path / "ood.json", tmp_path / "ood_lm.json"
+    peer_json = tmp_path / "peer.json"
+    eval_json.write_text(json.dumps(RESULT))
+    ood = {**RESULT, "final_wer": 99.03, "final_cer": 57.77, "num_utterances": 173,  # every row has a CER then
+           "exits": [{**row, "cer": 60.0} for row in RESULT["exits"]],
+           "sweep": [{**row, "cer": 60.0} for row in RESULT["sweep"]], "oracle": {**RESULT["oracle"], "cer": 55.0}}
+    ood_json.write_text(json.dumps(ood))
+    decoder = {"name": "lm", "beam_width": 32, "alpha": 0.5, "beta": 1.5, "language_model": "m/language_model"}
+    ood_lm_json.write_text(json.dumps({**ood, "final_wer": 80.5, "final_cer": 55.25, "decoder": decoder}))
+    peer_json.write_text(json.dumps({"recogniser": "PocketSphinx 5", "utterances": 173, "wer": 47.03, "cer": 23.45}))
+    assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json), "--ood-eval", str(ood_json),
+                 "--ood-lm-eval", str(ood_lm_json), "--peer-eval", str(peer_json)]) == 0
+    text = (hub_folder / "README.md").read_text()
+    section = text[text.index("## Out of domain: real human speech"):text.index("## Limitations")]
+    assert ("| this model, full depth, greedy | 99.03 | 57.77 |\n"
+            "| this model, full depth, n-gram LM (beam 32) | 80.50 | 55.25 |\n"
+            "| PocketSphinx 5 | 47.03 | 23.45 |") in section
+    real_speech = ModelCard.load(hub_folder / "README.md").data.to_dict()["model-index"][0]["results"][1]
+    assert [metric["value"] for metric in real_speech["metrics"]] == [99.03, 80.5]
+    for arguments, message in [(["--ood-lm-eval", str(ood_lm_json)], "--ood-lm-eval needs --ood-eval"),
+                               (["--ood-eval", str(ood_json), "--ood-lm-eval", str(ood_json)],
+                                "--ood-lm-eval " + str(ood_json) + " was decoded greedily")]:
+        capsys.readouterr()
+        assert main(["card", "--model", str(hub_folder), "--eval", str(eval_json), *arguments]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_card_writes_only_the_model_folder_unless_output_is_named(hub_folder, tmp_path, monkeypatch, capsys):
     """Run from the repository root without --output, `hubert-ee card` used to replace the shipped model_card.md."""
     eval_json = tmp_path / "eval.json"
