@@ -229,7 +229,7 @@ def all_exits_pass(model, data: EvaluationData, settings: list[ExitSetting], dec
     layers, from one full-depth pass per batch."""
     num_heads = len(model.config.exit_layers) + 1
     empty = [[""] * data.count for _ in range(num_heads)]
-    with_lm = decoder is not greedy
+    with_lm = decoder.name != greedy.name  # a greedy decoder built elsewhere is not an LM decoder
     passed = AllExitsPass(head_texts=empty, setting_layers=[[0] * data.count for _ in settings],
                           frames=[0] * data.count,
                           greedy_texts=[[""] * data.count for _ in range(num_heads)] if with_lm else None,

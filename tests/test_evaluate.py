@@ -405,3 +405,18 @@ def test_lm_decoding_adds_greedy_figures_decode_time_and_the_end_to_end_speedup(
     report = markdown_report(result)
     assert "## LM decoding against greedy" in report and "beam width 4" in report
     assert "LM decoding" not in markdown_report(greedy) and "greedy CTC (no language model)" in markdown_report(greedy)
+
+
+def test_a_greedy_decoder_built_from_the_flags_adds_no_lm_figures(folders, dataset):
+    """`--decoder greedy` (a decoder object of its own) evaluates as the default does: no LM columns."""
+    from hubert_ee.decoding import build_decoder
+    from processing_early_exit import plain_processor
+
+    processor = plain_processor(folders[0])
+    decoder = build_decoder("greedy", folders[0], processor, processor.tokenizer.pad_token_id)
+    result = evaluate_model(_model(), processor, dataset, thresholds={"confidence": [0.5]}, patiences=(),
+                            batch_size=3, progress=False, decoder=decoder)
+    assert result["decoder"]["name"] == "greedy"
+    assert not any("greedy_wer" in row or "end_to_end_speedup" in row
+                   for row in [*result["exits"], *result["sweep"], result["oracle"]])
+    assert "LM decoding" not in markdown_report(result)
