@@ -136,8 +136,9 @@ exits() {
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || { echo "an exit run failed: see $OUT/logs/exits-*.log"; return 1; }
 }
-SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.84,0.88,0.9 --entropy-thresholds 0.5,0.35,0.2 --patiences 2
-       --batch-size 8 --repeats 1 --no-progress)
+# the test sweep holds every setting calibration can choose, so that the card states the chosen one on test
+SWEEP=(--confidence-thresholds 0.6,0.7,0.8,0.82,0.84,0.86,0.88,0.9 --entropy-thresholds 0.5,0.45,0.4,0.35,0.3,0.25,0.2
+       --patiences 1,2 --batch-size 8 --repeats 1 --no-progress)
 # calibration looks closely where jointly trained late exits trade: confidence 0.8-0.9, entropy 0.25-0.45
 CALIBRATION_SWEEP=(--confidence-thresholds 0.8,0.82,0.84,0.86,0.88 --entropy-thresholds 0.45,0.4,0.35,0.3,0.25
                    --patiences 1,2 --batch-size 1 --repeats 1 --no-progress)
