@@ -85,6 +85,7 @@ def test_model_card_is_generated_from_the_committed_results():
         training_data=(ROOT / "recipes" / "default_model_training_data.md").read_text(),
         history=json.loads((RESULTS / "training_history.json").read_text()), curve_name="learning_curve.png",
         identity=folder_identity(MODEL), lm=json.loads((RESULTS / "default_model_test_lm.json").read_text()),
+        ood_lm=json.loads((RESULTS / "default_model_real_speech_lm.json").read_text()),
     )
     assert rebuilt == card
     data = ModelCard.load(ROOT / "model_card.md").data.to_dict()
