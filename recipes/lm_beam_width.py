@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The LM beam width, measured both ways (BENCHMARKS.md, "Decode cost and the beam width"):
+"""What the LM beam width buys and what it costs (the figures are in BENCHMARKS.md, "Decode cost and the beam width"):
 
 1. accuracy: WER/CER of the final head on dev utterances with greedy decoding and with the LM at each beam width
    (full depth, batch 1; the logits are computed once and every decoder reads the same ones);
